@@ -1,0 +1,125 @@
+"""Small shared helpers: dtype names, registry lookup, snake-case names."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+_DTYPE_NAMES: dict[str, torch.dtype] = {
+    "float16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float": torch.float32,
+    "float64": torch.float64,
+    "double": torch.float64,
+}
+
+SIXTEEN_BIT = (torch.float16, torch.bfloat16)
+
+
+def as_dtype(value: Any, argument: str = "dtype") -> torch.dtype | None:
+    """Return a floating ``torch.dtype`` for ``value`` (a dtype, its name, or None)."""
+    if value is None:
+        return None
+    if isinstance(value, torch.dtype):
+        dtype = value
+    elif isinstance(value, str):
+        name = value.removeprefix("torch.")
+        if name not in _DTYPE_NAMES:
+            raise ValueError(
+                f"`{argument}` must be a floating torch.dtype or one of "
+                f"{sorted(_DTYPE_NAMES)}; received {value!r}."
+            )
+        dtype = _DTYPE_NAMES[name]
+    else:
+        numpy_name = getattr(value, "name", None)  # numpy dtypes and the like
+        if isinstance(numpy_name, str) and numpy_name in _DTYPE_NAMES:
+            return _DTYPE_NAMES[numpy_name]
+        raise TypeError(
+            f"`{argument}` must be a torch.dtype or a dtype name; received {value!r} "
+            f"of type {type(value).__name__}."
+        )
+    if not dtype.is_floating_point:
+        raise ValueError(f"`{argument}` must be a floating dtype; received {dtype}.")
+    return dtype
+
+
+def param_dtype_for(dtype: torch.dtype) -> torch.dtype:
+    """Variables of 16-bit layers are kept in float32 (as TensorFlow does)."""
+    return torch.float32 if dtype in SIXTEEN_BIT else dtype
+
+
+def to_snake_case(name: str) -> str:
+    """``BatchNormalization`` -> ``batch_normalization`` (Keras' rule)."""
+    intermediate = re.sub("(.)([A-Z][a-z0-9]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", intermediate).lower()
+
+
+def _registry_key(name: str) -> str:
+    return name.replace("_", "").lower()
+
+
+def _find(kind: str, what: str, name: str, registry: Mapping[str, Callable[..., Any]]) -> Any:
+    """Exact name first, then a match ignoring case and underscores."""
+    if name in registry:
+        return registry[name]
+    table = {_registry_key(k): v for k, v in registry.items()}
+    found = table.get(_registry_key(name))
+    if found is None:
+        raise ValueError(
+            f"Unknown {kind} {name!r} for {what}. Known names: {', '.join(sorted(registry))}."
+        )
+    return found
+
+
+def lookup(
+    kind: str,
+    identifier: Any,
+    registry: Mapping[str, Callable[..., Any]],
+    base: type,
+    argument: str | None = None,
+) -> Callable[..., Any] | None:
+    """Resolve ``identifier`` (None, a name, a Keras config dict, or a callable).
+
+    Names are matched ignoring case and underscores, so ``'random_normal'`` and
+    ``'RandomNormal'`` both work. Unknown names raise ValueError listing the
+    known ones; objects that are not callable raise TypeError.
+    """
+    what = f"`{argument}`" if argument else kind
+    if identifier is None:
+        return None
+    if isinstance(identifier, base):
+        return identifier
+    if isinstance(identifier, str):
+        return _find(kind, what, identifier, registry)()
+    if isinstance(identifier, Mapping):
+        if "class_name" not in identifier:
+            raise ValueError(
+                f"A {kind} config for {what} needs a 'class_name' key; received {identifier!r}."
+            )
+        factory = _find(kind, what, str(identifier["class_name"]), registry)
+        config = dict(identifier.get("config") or {})
+        from_config = getattr(factory, "from_config", None)
+        return from_config(config) if from_config is not None else factory(**config)
+    if callable(identifier):
+        return identifier
+    raise TypeError(
+        f"Could not interpret {kind} for {what}: expected None, a name, a config dict or "
+        f"a callable; received {identifier!r} of type {type(identifier).__name__}."
+    )
+
+
+def serialize(obj: Any) -> Any:
+    """Keras-style config of a registered object; a plain function gives its name."""
+    if obj is None:
+        return None
+    if hasattr(obj, "get_config"):
+        return {"class_name": type(obj).__name__, "config": obj.get_config()}
+    name = getattr(obj, "__name__", None)
+    if name is not None:
+        return name
+    raise ValueError(f"Cannot serialize {obj!r}: it has neither get_config() nor a name.")

@@ -1,0 +1,336 @@
+"""Initializers with TensorFlow/Keras names and defaults.
+
+Every initializer is called as ``init(shape, dtype=None)`` and returns a new
+``torch.Tensor``. ``get(identifier)`` resolves a name (``'zeros'``,
+``'random_normal'``, ``'GlorotUniform'``, ...), a Keras config dict, an
+instance or any callable with that signature. Seeded random initializers give
+the same values on every call, as Keras' do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from ._utils import as_dtype, lookup, serialize
+
+Shape = Sequence[int]
+
+__all__ = [
+    "Constant",
+    "GlorotNormal",
+    "GlorotUniform",
+    "HeNormal",
+    "HeUniform",
+    "Identity",
+    "Initializer",
+    "LecunNormal",
+    "LecunUniform",
+    "Ones",
+    "Orthogonal",
+    "RandomNormal",
+    "RandomUniform",
+    "TruncatedNormal",
+    "VarianceScaling",
+    "Zeros",
+    "get",
+    "serialize",
+]
+
+
+def _resolve(shape: Shape, dtype: Any) -> tuple[tuple[int, ...], torch.dtype]:
+    resolved = as_dtype(dtype) or torch.get_default_dtype()
+    return tuple(int(d) for d in shape), resolved
+
+
+class Initializer:
+    """Base class: ``__call__(shape, dtype=None) -> Tensor`` and ``get_config()``."""
+
+    def __call__(self, shape: Shape, dtype: Any = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Initializer:
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Zeros(Initializer):
+    """All zeros."""
+
+    def __call__(self, shape: Shape, dtype: Any = None) -> torch.Tensor:
+        shape, dtype = _resolve(shape, dtype)
+        return torch.zeros(shape, dtype=dtype)
+
+
+class Ones(Initializer):
+    """All ones."""
+
+    def __call__(self, shape: Shape, dtype: Any = None) -> torch.Tensor:
+        shape, dtype = _resolve(shape, dtype)
+        return torch.ones(shape, dtype=dtype)
+
+
+class Constant(Initializer):
+    """Every element equal to ``value`` (a scalar)."""
+
+    def __init__(self, value: float = 0.0) -> None:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise TypeError(f"Constant `value` must be a number; received {value!r}.")
+        self.value = value
+
+    def __call__(self, shape: Shape, dtype: Any = None) -> torch.Tensor:
+        shape, dtype = _resolve(shape, dtype)
+        return torch.full(shape, float(self.value), dtype=dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"value": self.value}
+
+
+class _Random(Initializer):
+    """Random initializers draw from a private generator when seeded."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        if seed is not None and not isinstance(seed, int):
+            raise TypeError(f"`seed` must be an int or None; received {seed!r}.")
+        self.seed = seed
+
+    def _generator(self) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        return torch.Generator().manual_seed(self.seed)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"seed": self.seed}
+
+
+class RandomNormal(_Random):
+    """Normal distribution with ``mean`` and ``stddev``."""
+
+    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None) -> None:
+        super().__init__(seed)
+        self.mean = mean
+        self.stddev = stddev
+
+    def __call__(self, shape: Shape, dtype: Any = None) -> torch.Tensor:
+        shape, dtype = _resolve(shape, dtype)
+        out = torch.empty(shape, dtype=dtype)
+        return torch.nn.init.normal_(out, self.mean, self.stddev, generator=self._generator())
+
+    def get_config(self) -> dict[str, Any]:
+        return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
+
+
+class RandomUniform(_Random):
+    """Uniform distribution on ``[minval, maxval)``."""
+
+    def __init__(
+        self, minval: float = -0.05, maxval: float = 0.05, seed: int | None = None
+    ) -> None:
+        super().__init__(seed)
+        self.minval = minval
+        self.maxval = maxval
+
+    def __call__(self, shape: Shape, dtype: Any = None) -> torch.Tensor:
+        shape, dtype = _resolve(shape, dtype)
+        out = torch.empty(shape, dtype=dtype)
+        return torch.nn.init.uniform_(out, self.minval, self.maxval, generator=self._generator())
+
+    def get_config(self) -> dict[str, Any]:
+        return {"minval": self.minval, "maxval": self.maxval, "seed": self.seed}
+
+
+class TruncatedNormal(_Random):
+    """Normal distribution re-drawn outside ``mean ± 2·stddev`` (Keras' rule)."""
+
+    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None) -> None:
+        super().__init__(seed)
+        self.mean = mean
+        self.stddev = stddev
+
+    def __call__(self, shape: Shape, dtype: Any = None) -> torch.Tensor:
+        shape, dtype = _resolve(shape, dtype)
+        out = torch.empty(shape, dtype=dtype)
+        lo, hi = self.mean - 2 * self.stddev, self.mean + 2 * self.stddev
+        return torch.nn.init.trunc_normal_(
+            out, self.mean, self.stddev, lo, hi, generator=self._generator()
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
+
+
+def _compute_fans(shape: tuple[int, ...]) -> tuple[float, float]:
+    """Keras' fan rule: 1-D uses the length, 2-D (in, out), N-D a receptive field."""
+    if len(shape) < 1:
+        return 1.0, 1.0
+    if len(shape) == 1:
+        return float(shape[0]), float(shape[0])
+    if len(shape) == 2:
+        return float(shape[0]), float(shape[1])
+    receptive = math.prod(shape[:-2])
+    return float(shape[-2] * receptive), float(shape[-1] * receptive)
+
+
+class VarianceScaling(_Random):
+    """Samples with variance ``scale / n`` where n is fan_in, fan_out or their mean.
+
+    ``distribution`` is ``'truncated_normal'`` (stddev corrected by 0.8796 for the
+    truncation), ``'untruncated_normal'`` or ``'uniform'`` (limit √(3·scale/n)).
+    """
+
+    _MODES = ("fan_in", "fan_out", "fan_avg")
+    _DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform")
+
+    def __init__(
+        self,
+        scale: float = 1.0,
+        mode: str = "fan_in",
+        distribution: str = "truncated_normal",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(seed)
+        if not scale > 0.0:
+            raise ValueError(f"`scale` must be a positive float; received scale={scale!r}.")
+        if mode not in self._MODES:
+            raise ValueError(f"`mode` must be one of {self._MODES}; received {mode!r}.")
+        distribution = distribution.lower()
+        if distribution == "normal":
+            distribution = "truncated_normal"
+        if distribution not in self._DISTRIBUTIONS:
+            raise ValueError(
+                f"`distribution` must be one of {self._DISTRIBUTIONS}; received {distribution!r}."
+            )
+        self.scale = scale
+        self.mode = mode
+        self.distribution = distribution
+
+    def __call__(self, shape: Shape, dtype: Any = None) -> torch.Tensor:
+        shape, dtype = _resolve(shape, dtype)
+        fan_in, fan_out = _compute_fans(shape)
+        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
+        scale = self.scale / max(1.0, n)
+        out = torch.empty(shape, dtype=dtype)
+        gen = self._generator()
+        if self.distribution == "truncated_normal":
+            std = math.sqrt(scale) / 0.87962566103423978
+            return torch.nn.init.trunc_normal_(out, 0.0, std, -2 * std, 2 * std, generator=gen)
+        if self.distribution == "untruncated_normal":
+            return torch.nn.init.normal_(out, 0.0, math.sqrt(scale), generator=gen)
+        limit = math.sqrt(3.0 * scale)
+        return torch.nn.init.uniform_(out, -limit, limit, generator=gen)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "scale": self.scale,
+            "mode": self.mode,
+            "distribution": self.distribution,
+            "seed": self.seed,
+        }
+
+
+def _scaling(name: str, scale: float, mode: str, distribution: str) -> type[VarianceScaling]:
+    def __init__(self: VarianceScaling, seed: int | None = None) -> None:
+        VarianceScaling.__init__(self, scale, mode, distribution, seed)
+
+    def get_config(self: VarianceScaling) -> dict[str, Any]:
+        return {"seed": self.seed}
+
+    doc = f"VarianceScaling(scale={scale}, mode={mode!r}, distribution={distribution!r})."
+    return type(
+        name, (VarianceScaling,), {"__init__": __init__, "get_config": get_config, "__doc__": doc}
+    )
+
+
+GlorotUniform = _scaling("GlorotUniform", 1.0, "fan_avg", "uniform")
+GlorotNormal = _scaling("GlorotNormal", 1.0, "fan_avg", "truncated_normal")
+HeNormal = _scaling("HeNormal", 2.0, "fan_in", "truncated_normal")
+HeUniform = _scaling("HeUniform", 2.0, "fan_in", "uniform")
+LecunNormal = _scaling("LecunNormal", 1.0, "fan_in", "truncated_normal")
+LecunUniform = _scaling("LecunUniform", 1.0, "fan_in", "uniform")
+
+
+class Orthogonal(_Random):
+    """A (semi-)orthogonal matrix times ``gain``, over the shape flattened to (rows, last)."""
+
+    def __init__(self, gain: float = 1.0, seed: int | None = None) -> None:
+        super().__init__(seed)
+        self.gain = gain
+
+    def __call__(self, shape: Shape, dtype: Any = None) -> torch.Tensor:
+        shape, dtype = _resolve(shape, dtype)
+        if len(shape) < 2:
+            raise ValueError(
+                f"The Orthogonal initializer needs a shape of rank >= 2; received {shape}."
+            )
+        rows, cols = math.prod(shape[:-1]), shape[-1]
+        flat = torch.empty((rows, cols), dtype=dtype)
+        torch.nn.init.orthogonal_(flat, self.gain, generator=self._generator())
+        return flat.reshape(shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"gain": self.gain, "seed": self.seed}
+
+
+class Identity(Initializer):
+    """``gain`` times the identity matrix (2-D shapes only)."""
+
+    def __init__(self, gain: float = 1.0) -> None:
+        self.gain = gain
+
+    def __call__(self, shape: Shape, dtype: Any = None) -> torch.Tensor:
+        shape, dtype = _resolve(shape, dtype)
+        if len(shape) != 2:
+            raise ValueError(f"The Identity initializer needs a 2-D shape; received {shape}.")
+        return self.gain * torch.eye(*shape, dtype=dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"gain": self.gain}
+
+
+_REGISTRY: dict[str, type] = {
+    "zeros": Zeros,
+    "ones": Ones,
+    "constant": Constant,
+    "random_normal": RandomNormal,
+    "random_uniform": RandomUniform,
+    "truncated_normal": TruncatedNormal,
+    "variance_scaling": VarianceScaling,
+    "glorot_uniform": GlorotUniform,
+    "glorot_normal": GlorotNormal,
+    "he_normal": HeNormal,
+    "he_uniform": HeUniform,
+    "lecun_normal": LecunNormal,
+    "lecun_uniform": LecunUniform,
+    "orthogonal": Orthogonal,
+    "identity": Identity,
+}
+
+
+def get(identifier: Any, argument: str | None = None) -> Callable[..., torch.Tensor] | None:
+    """Resolve an initializer from a name, config dict, instance or callable (None stays None)."""
+    return lookup("initializer", identifier, _REGISTRY, Initializer, argument)
+
+
+def initialize(
+    initializer: Callable[..., Any], shape: Shape, dtype: torch.dtype, argument: str = "initializer"
+) -> torch.Tensor:
+    """Run ``initializer(shape, dtype=dtype)`` and check that it returned the requested shape."""
+    value = initializer(tuple(shape), dtype=dtype)
+    value = torch.as_tensor(value, dtype=dtype)
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(
+            f"`{argument}` returned a value of shape {tuple(value.shape)}; "
+            f"expected shape {tuple(shape)}."
+        )
+    return value
+

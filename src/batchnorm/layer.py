@@ -1,0 +1,472 @@
+"""``Layer``: TensorFlow's layer contract on a ``torch.nn.Module``.
+
+A layer builds its variables on the first call (or an explicit
+``build(input_shape)``), keeps them in TensorFlow's order (trainable ones
+first, each list in creation order), exposes the Keras weight lists, NumPy
+``get_weights``/``set_weights``, regularization ``losses``, an
+``activity_regularizer`` and constraints, and is otherwise an ordinary
+``nn.Module``: ``state_dict``, ``.to(device)``, optimizers and DDP work as usual.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import constraints as constraints_lib
+from . import initializers as initializers_lib
+from . import regularizers as regularizers_lib
+from ._utils import as_dtype, param_dtype_for, to_snake_case
+
+__all__ = ["Layer", "apply_constraints_on_step", "clear_session"]
+
+ShapeLike = Sequence[int | None]
+
+_BASE_KWARGS = ("input_shape", "batch_input_shape", "batch_size")
+
+
+class _NameCounter:
+    """Default layer names: ``batch_normalization``, ``batch_normalization_1``, ..."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+
+    def unique(self, base: str) -> str:
+        with self._lock:
+            n = self._counts.get(base, 0)
+            self._counts[base] = n + 1
+        return base if n == 0 else f"{base}_{n}"
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+
+_NAMES = _NameCounter()
+
+
+def clear_session() -> None:
+    """Reset the default-name counters, as ``tf.keras.backend.clear_session()`` does.
+
+    The next unnamed ``BatchNormalization`` is called ``batch_normalization`` again.
+    """
+    _NAMES.reset()
+
+
+def as_shape(input_shape: Any, argument: str = "input_shape") -> tuple[int | None, ...]:
+    """Normalize a shape (tuple, list, ``torch.Size``, or anything with ``.shape``).
+
+    Raises TypeError when ``input_shape`` is not a sequence of ints and Nones.
+    """
+    if isinstance(input_shape, (torch.Tensor, np.ndarray)) or hasattr(input_shape, "_bn_node"):
+        input_shape = input_shape.shape
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Iterable):
+        raise TypeError(
+            f"`{argument}` must be a shape (a tuple/list of ints or None); "
+            f"received {input_shape!r}."
+        )
+    dims: list[int | None] = []
+    for d in input_shape:
+        if d is None:
+            dims.append(None)
+        elif isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0:
+            dims.append(int(d))
+        else:
+            raise TypeError(
+                f"`{argument}` must be a shape (a tuple/list of non-negative ints or None); "
+                f"received {input_shape!r}."
+            )
+    return tuple(dims)
+
+
+@dataclass
+class _Variable:
+    """What the layer remembers about each variable besides its tensor."""
+
+    name: str
+    trainable: bool
+    regularizer: Callable[[torch.Tensor], torch.Tensor] | None
+    constraint: Callable[[torch.Tensor], torch.Tensor] | None
+
+
+class Layer(nn.Module):
+    """Base class of batchnorm's layers: the TensorFlow layer contract on ``nn.Module``.
+
+    Subclasses implement ``build(input_shape)`` (creating variables with
+    ``add_weight``) and ``call(inputs, ...)``. ``__call__`` converts NumPy
+    input, builds on first use, runs ``call`` through ``nn.Module`` (so hooks
+    work), rejects a ``None`` result and records activity regularization.
+    """
+
+    def __init__(
+        self,
+        trainable: bool = True,
+        name: str | None = None,
+        dtype: Any = None,
+        activity_regularizer: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        unknown = sorted(set(kwargs) - set(_BASE_KWARGS))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__}() got unexpected keyword argument(s) {unknown}; "
+                f"allowed base-layer keywords are {list(_BASE_KWARGS)}."
+            )
+        super().__init__()
+        if not isinstance(trainable, (bool, np.bool_)):
+            raise TypeError(f"`trainable` must be a bool; received {trainable!r}.")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"`name` must be a string or None; received {name!r}.")
+        if name == "":
+            raise ValueError("`name` must not be empty.")
+        self._trainable = bool(trainable)
+        self._name = name if name is not None else _NAMES.unique(to_snake_case(type(self).__name__))
+        self._declared_dtype = as_dtype(dtype)
+        self.activity_regularizer = regularizers_lib.get(
+            activity_regularizer, argument="activity_regularizer"
+        )
+        self.built = False
+        self._variables: dict[str, _Variable] = {}
+        self._callable_losses: list[Callable[[], torch.Tensor]] = []
+        self._call_losses: list[torch.Tensor] = []
+        self._batch_input_shape = self._batch_shape_from_kwargs(kwargs)
+
+    @staticmethod
+    def _batch_shape_from_kwargs(kwargs: dict[str, Any]) -> tuple[int | None, ...] | None:
+        if "batch_input_shape" in kwargs:
+            return as_shape(kwargs["batch_input_shape"], "batch_input_shape")
+        if "input_shape" in kwargs:
+            batch = kwargs.get("batch_size")
+            if batch is not None and (not isinstance(batch, int) or batch < 0):
+                raise TypeError(f"`batch_size` must be a non-negative int; received {batch!r}.")
+            return (batch, *as_shape(kwargs["input_shape"], "input_shape"))
+        return None
+
+    # ------------------------------------------------------------------ names, dtype
+    @property
+    def name(self) -> str:
+        """The layer's name (``batch_normalization``, ``batch_normalization_1``, ... by default)."""
+        return self._name
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """dtype of the layer's variables (float32 for 16-bit layers), None if not known yet."""
+        for spec in self._variables.values():
+            return getattr(self, spec.name).dtype
+        return param_dtype_for(self._declared_dtype) if self._declared_dtype else None
+
+    @property
+    def compute_dtype(self) -> torch.dtype | None:
+        """The dtype inputs are cast to before the layer's math, when one was given."""
+        return self._declared_dtype
+
+    # ------------------------------------------------------------------ variables
+    def add_weight(
+        self,
+        name: str,
+        shape: ShapeLike,
+        dtype: Any = None,
+        initializer: Any = None,
+        regularizer: Any = None,
+        trainable: bool = True,
+        constraint: Any = None,
+    ) -> torch.Tensor:
+        """Create (or return the existing) variable ``name``.
+
+        Trainable variables are ``nn.Parameter``s, the others buffers; both are
+        registered under ``name`` (``layer.gamma``, ``state_dict()['gamma']``).
+        A second call with the same name returns the existing variable when the
+        shape matches and raises ValueError otherwise. The initializer defaults
+        to ``glorot_uniform`` for floating variables, as in Keras.
+        """
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"`name` must be a Python identifier; received {name!r}.")
+        shape = tuple(as_shape(shape, "shape"))
+        if any(d is None for d in shape):
+            raise ValueError(f"Variable {name!r} needs a fully defined shape; received {shape}.")
+        if name in self._variables:
+            existing = getattr(self, name)
+            if tuple(existing.shape) != shape:
+                raise ValueError(
+                    f"Variable {self.name}/{name} already exists with shape "
+                    f"{tuple(existing.shape)}; requested shape {shape}."
+                )
+            return existing
+        placeholder = self._parameters.get(name, 0) is None or self._buffers.get(name, 0) is None
+        if placeholder:  # a declared-but-absent variable (``None``) is being created
+            self._parameters.pop(name, None)
+            self._buffers.pop(name, None)
+        elif hasattr(self, name):
+            raise ValueError(f"{name!r} is already an attribute of {type(self).__name__}.")
+        dtype = as_dtype(dtype) or self.dtype or torch.float32
+        init = initializers_lib.get(initializer or "glorot_uniform", argument="initializer")
+        reg = regularizers_lib.get(regularizer, argument="regularizer")
+        cons = constraints_lib.get(constraint, argument="constraint")
+        value = initializers_lib.initialize(init, shape, dtype)
+        device = self._device()
+        if device is not None:
+            value = value.to(device)
+        if trainable:
+            self.register_parameter(name, nn.Parameter(value, requires_grad=self._trainable))
+        else:
+            self.register_buffer(name, value)
+        self._variables[name] = _Variable(name, bool(trainable), reg, cons)
+        if reg is not None:
+            self._callable_losses.append(_RegularizationLoss(self, name, reg))
+        return getattr(self, name)
+
+    add_variable = add_weight
+
+    def _device(self) -> torch.device | None:
+        for spec in self._variables.values():
+            return getattr(self, spec.name).device
+        return None
+
+    def _tensors(self, trainable: bool) -> list[torch.Tensor]:
+        return [getattr(self, v.name) for v in self._variables.values() if v.trainable is trainable]
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the layer trains. Setting it moves weights between the lists and
+        toggles ``requires_grad`` of its parameters."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"`trainable` must be a bool; received {value!r}.")
+        self._trainable = bool(value)
+        for tensor in self._tensors(True):
+            tensor.requires_grad_(self._trainable)
+
+    @property
+    def trainable_weights(self) -> list[torch.Tensor]:
+        """Trainable variables in creation order ([] when the layer is frozen)."""
+        return self._tensors(True) if self._trainable else []
+
+    @property
+    def non_trainable_weights(self) -> list[torch.Tensor]:
+        """Non-trainable variables; all variables when the layer is frozen."""
+        if self._trainable:
+            return self._tensors(False)
+        return self._tensors(True) + self._tensors(False)
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        """``trainable_weights + non_trainable_weights`` (TensorFlow's order)."""
+        return self.trainable_weights + self.non_trainable_weights
+
+    @property
+    def weight_names(self) -> list[str]:
+        """TensorFlow names of ``weights``, e.g. ``batch_normalization/gamma``."""
+        names = [v.name for v in self._variables.values() if v.trainable]
+        others = [v.name for v in self._variables.values() if not v.trainable]
+        return [f"{self.scope_prefix}{n}" for n in names + others]
+
+    @property
+    def scope_prefix(self) -> str:
+        return f"{self.name}/"
+
+    trainable_variables = trainable_weights
+    non_trainable_variables = non_trainable_weights
+    variables = weights
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of ``weights`` as NumPy arrays."""
+        return [w.detach().cpu().numpy().copy() for w in self.weights]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Load NumPy arrays (or tensors) in ``weights`` order.
+
+        Every value is checked first (count, floating dtype, exact shape); only
+        then are all of them copied, cast to each variable's dtype, so a bad
+        list changes nothing.
+        """
+        targets = self.weights
+        weights = list(weights)
+        if len(weights) != len(targets):
+            raise ValueError(
+                f"Layer {self.name} expects {len(targets)} weights "
+                f"({', '.join(self.weight_names) or 'none: it is not built'}); "
+                f"received {len(weights)}."
+            )
+        values = []
+        for target, tname, value in zip(targets, self.weight_names, weights, strict=True):
+            if isinstance(value, torch.Tensor):
+                array = value.detach().cpu()
+                floating = array.is_floating_point()
+            else:
+                array = np.asarray(value)
+                floating = np.issubdtype(array.dtype, np.floating)
+            if not floating:
+                raise TypeError(
+                    f"Weight {tname} must be a floating-point array; received dtype {array.dtype}."
+                )
+            if tuple(array.shape) != tuple(target.shape):
+                raise ValueError(
+                    f"Weight {tname} has shape {tuple(target.shape)}; received an array of "
+                    f"shape {tuple(array.shape)}."
+                )
+            values.append(torch.as_tensor(array))
+        with torch.no_grad():
+            for target, value in zip(targets, values, strict=True):
+                target.copy_(value)
+
+    def count_params(self) -> int:
+        """Total number of scalars in ``weights``; ValueError before build."""
+        if not self.built:
+            raise ValueError(
+                f"You tried to call `count_params` on {self.name}, but the layer isn't built. "
+                f"You can build it manually via: `{self.name}.build(batch_input_shape)`."
+            )
+        return sum(w.numel() for w in self.weights)
+
+    # ------------------------------------------------------------------ constraints
+    def apply_constraints(self) -> None:
+        """Project every constrained variable in place: ``w ← constraint(w)``."""
+        with torch.no_grad():
+            for spec in self._variables.values():
+                if spec.constraint is not None:
+                    tensor = getattr(self, spec.name)
+                    projected = spec.constraint(tensor)
+                    if tuple(projected.shape) != tuple(tensor.shape):
+                        raise ValueError(
+                            f"The constraint of {self.scope_prefix}{spec.name} returned shape "
+                            f"{tuple(projected.shape)}; expected {tuple(tensor.shape)}."
+                        )
+                    tensor.copy_(projected)
+
+    # ------------------------------------------------------------------ losses
+    @property
+    def losses(self) -> list[torch.Tensor]:
+        """Regularization penalties, computed afresh on every read (differentiable),
+        then the losses of the latest call (activity regularization, ``add_loss``)."""
+        return [loss() for loss in self._callable_losses] + list(self._call_losses)
+
+    def add_loss(self, losses: Any, inputs: Any = None) -> None:
+        """Add losses: zero-argument callables are kept and evaluated on every read
+        of ``losses``; tensors last until the layer's next call."""
+        for loss in losses if isinstance(losses, (list, tuple)) else [losses]:
+            if callable(loss):
+                self._callable_losses.append(loss)
+            elif isinstance(loss, torch.Tensor):
+                self._call_losses.append(loss)
+            else:
+                raise TypeError(
+                    f"add_loss expects tensors or zero-argument callables; received {loss!r}."
+                )
+
+    def add_update(self, updates: Any, inputs: Any = None) -> None:
+        """Eager updates: callables run now; tensors are already applied, as in TF2."""
+        for update in updates if isinstance(updates, (list, tuple)) else [updates]:
+            if callable(update):
+                update()
+
+    @property
+    def updates(self) -> list[Any]:
+        """Eager calls apply their updates immediately, so there is nothing pending."""
+        return []
+
+    # ------------------------------------------------------------------ build / call
+    def build(self, input_shape: ShapeLike) -> None:
+        """Create the layer's variables for ``input_shape``; subclasses extend it."""
+        self.built = True
+
+    def _infer_dtype(self, inputs: torch.Tensor) -> None:
+        """Fix the layer's dtype from the first input when none was declared."""
+
+    def compute_output_shape(self, input_shape: ShapeLike) -> tuple[int | None, ...]:
+        """Output shape for ``input_shape``; the base layer keeps it unchanged."""
+        return as_shape(input_shape)
+
+    def call(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        """The layer's computation; the base layer is the identity."""
+        return inputs
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.call(*args, **kwargs)
+
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("scope", None)  # reserved by TF's layer API; names come from `name`
+        numpy_in = isinstance(inputs, (np.ndarray, np.generic))
+        if numpy_in:
+            inputs = torch.from_numpy(np.ascontiguousarray(inputs))
+        if not self.built:
+            self._build_from(inputs)
+        self._call_losses = []
+        outputs = super().__call__(inputs, *args, **kwargs)
+        if outputs is None:
+            raise ValueError(
+                f"The `call` method of layer {self.name} ({type(self).__name__}) returned None; "
+                "it must return a tensor."
+            )
+        if self.activity_regularizer is not None:
+            batch = outputs.shape[0] if outputs.dim() else 1
+            penalty = self.activity_regularizer(outputs)
+            self._call_losses.append(penalty / batch if batch else penalty * 0)
+        if numpy_in:
+            return outputs.detach().cpu().numpy()
+        return outputs
+
+    def _build_from(self, inputs: Any) -> None:
+        if not isinstance(inputs, torch.Tensor):
+            raise TypeError(
+                f"Layer {self.name} expects a torch.Tensor or NumPy array as input; received "
+                f"{type(inputs).__name__}."
+            )
+        self._infer_dtype(inputs)
+        self.build(tuple(inputs.shape))
+        if inputs.device.type != "cpu":
+            self.to(inputs.device)
+
+    def apply(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """TF's alias of ``__call__``.
+
+        ``nn.Module.apply(fn)`` keeps working: a callable that is not a tensor or
+        array is applied to every submodule and the layer, returning the layer.
+        """
+        if callable(inputs) and not isinstance(inputs, (torch.Tensor, np.ndarray)) and not (
+            hasattr(inputs, "_bn_node")
+        ):
+            return super().apply(inputs)
+        return self(inputs, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}"
+
+
+class _RegularizationLoss:
+    """``regularizer(layer.<name>)``, looked up at call time so ``.to()`` is followed."""
+
+    def __init__(self, layer: Layer, name: str, regularizer: Callable[..., torch.Tensor]) -> None:
+        self.layer = layer
+        self.name = name
+        self.regularizer = regularizer
+
+    def __call__(self) -> torch.Tensor:
+        return self.regularizer(getattr(self.layer, self.name))
+
+
+def apply_constraints_on_step(
+    optimizer: torch.optim.Optimizer, model: nn.Module
+) -> torch.utils.hooks.RemovableHandle:
+    """Make ``optimizer`` project every constrained batchnorm variable of ``model``
+    after each ``step()``. Returns the hook's handle (``.remove()`` undoes it).
+
+    ``batchnorm.apply_constraints_on_step(opt, model)`` is the one-line equivalent
+    of Keras applying ``gamma_constraint``/``beta_constraint`` after each update.
+    """
+
+    def hook(_opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+        for module in model.modules():
+            if isinstance(module, Layer):
+                module.apply_constraints()
+
+    return optimizer.register_step_post_hook(hook)

@@ -1,0 +1,604 @@
+"""``BatchNormalization``: TensorFlow's batch normalization layer on PyTorch.
+
+Training (per channel, statistics over every non-channel axis, ``N`` values):
+
+    μ = Σx/N,  σ² = Σ(x − μ)²/N,  y = (x − μ)·γ/√(σ² + ε) + β
+    moving_mean     ← moving_mean − (moving_mean − μ)·(1 − momentum)
+    moving_variance ← moving_variance − (moving_variance − v)·(1 − momentum)
+
+where ``v = σ²·N/max(N − 1, 1)`` on TensorFlow's fused path (4-D/5-D input,
+channel axis 1 or last) and ``v = σ²`` otherwise; ``unbiased_moving_variance``
+overrides that rule. Inference uses the moving statistics in the same formula.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import constraints as constraints_lib
+from . import functional as F
+from . import initializers as initializers_lib
+from . import regularizers as regularizers_lib
+from ._utils import SIXTEEN_BIT, param_dtype_for, serialize
+from .layer import Layer, ShapeLike, as_shape
+
+__all__ = ["BatchNormalization"]
+
+_FUSED_RAW_AXES = (-4, -3, -1, 1, 3, 4)
+_CLIPPING_KEYS = ("rmax", "rmin", "dmax")
+_GROUPINGS = ("strided", "contiguous")
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
+def _check_bool(argument: str, value: Any) -> bool:
+    if not _is_bool(value):
+        raise TypeError(f"`{argument}` must be True or False; received {value!r}.")
+    return bool(value)
+
+
+def _check_unit_interval(argument: str, value: Any) -> float:
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and value.is_floating_point():
+        number = float(value)
+    elif isinstance(value, (int, float, np.floating, np.integer)) and not _is_bool(value):
+        number = float(value)
+    else:
+        raise TypeError(f"`{argument}` must be a float in [0, 1]; received {value!r}.")
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"`{argument}` must be in [0, 1]; received {argument}={value!r}.")
+    return number
+
+
+def _check_axis(axis: Any) -> int | list[int]:
+    if isinstance(axis, (int, np.integer)) and not _is_bool(axis):
+        return int(axis)
+    if isinstance(axis, (list, tuple)):
+        if not axis:
+            raise ValueError("`axis` must not be empty; received [].")
+        for a in axis:
+            if not isinstance(a, (int, np.integer)) or _is_bool(a):
+                raise TypeError(
+                    "Expected an int or a list/tuple of ints for the argument 'axis', "
+                    f"but received: {axis!r}"
+                )
+        values = [int(a) for a in axis]
+        duplicates = sorted({a for a in values if values.count(a) > 1})
+        if duplicates:
+            raise ValueError(f"Duplicate axis: {duplicates} in axis={axis!r}.")
+        return values
+    raise TypeError(
+        f"Expected an int or a list/tuple of ints for the argument 'axis', but received: {axis!r}"
+    )
+
+
+def _check_clipping(clipping: Any) -> dict[str, float | torch.Tensor]:
+    if clipping is None:
+        return {}
+    if not isinstance(clipping, Mapping):
+        raise TypeError(
+            f"`renorm_clipping` must be a dict with keys among {list(_CLIPPING_KEYS)}; "
+            f"received {clipping!r}."
+        )
+    unknown = sorted(set(clipping) - set(_CLIPPING_KEYS))
+    if unknown:
+        raise ValueError(
+            f"Received invalid keys for `renorm_clipping` argument: {unknown}. "
+            f"Supported values: {list(_CLIPPING_KEYS)}."
+        )
+    checked: dict[str, float | torch.Tensor] = {}
+    for key, value in clipping.items():
+        if value is None:
+            continue
+        if isinstance(value, torch.Tensor):
+            if value.dim() != 0 or not value.is_floating_point():
+                raise TypeError(
+                    f"`renorm_clipping['{key}']` must be a float or a 0-dim floating tensor; "
+                    f"received a tensor of shape {tuple(value.shape)} and dtype {value.dtype}."
+                )
+            checked[key] = value
+        elif isinstance(value, (int, float, np.floating, np.integer)) and not _is_bool(value):
+            checked[key] = float(value)
+        else:
+            raise TypeError(
+                f"`renorm_clipping['{key}']` must be a float or a 0-dim tensor; received {value!r}."
+            )
+    check_clipping_values(checked)
+    return checked
+
+
+def check_clipping_values(clipping: Mapping[str, float | torch.Tensor]) -> None:
+    """rmin ≥ 0, rmax ≥ rmin, dmax ≥ 0 (ValueError naming the values otherwise)."""
+    values = {k: float(v) for k, v in clipping.items()}
+    if math.isnan(sum(values.values(), 0.0)):
+        raise ValueError(f"`renorm_clipping` values must not be NaN; received {values}.")
+    if values.get("rmin", 0.0) < 0:
+        raise ValueError(f"`renorm_clipping['rmin']` must be >= 0; received rmin={values['rmin']}.")
+    if "rmax" in values and values["rmax"] < values.get("rmin", 0.0):
+        raise ValueError(
+            "`renorm_clipping['rmax']` must be >= rmin (and >= 0); received "
+            f"rmax={values['rmax']}, rmin={values.get('rmin', 0.0)}."
+        )
+    if values.get("dmax", 0.0) < 0:
+        raise ValueError(f"`renorm_clipping['dmax']` must be >= 0; received dmax={values['dmax']}.")
+
+
+class BatchNormalization(Layer):
+    """Batch normalization with every argument of TensorFlow's layer.
+
+    Training normalizes each channel with the batch statistics and updates the
+    moving statistics in place; inference (``training=False``, ``.eval()``, or a
+    frozen layer) uses the moving statistics:
+
+        y = (x − μ)·γ/√(σ² + ε) + β
+
+    Arguments follow ``tf.keras.layers.BatchNormalization`` (momentum 0.99 is
+    TF's decay, i.e. PyTorch momentum 0.01; epsilon defaults to 1e-3). Extras:
+
+    - ``unbiased_moving_variance``: None follows TensorFlow (Bessel-corrected
+      variance in the moving average on the fused path, biased otherwise);
+      True/False forces one (True is PyTorch's rule).
+    - ``ghost_grouping``: ``'strided'`` (TensorFlow: ghost batch g holds examples
+      g, g+G, g+2G, …) or ``'contiguous'`` (consecutive chunks of
+      ``virtual_batch_size`` examples).
+
+    ``training=None`` follows the module's ``train()``/``eval()`` flag; a new
+    layer is in train mode like every ``nn.Module`` (TensorFlow's bare call is
+    inference: pass ``training=False`` or call ``.eval()`` for that).
+    """
+
+    def __init__(
+        self,
+        axis: int | Sequence[int] = -1,
+        momentum: float = 0.99,
+        epsilon: float = 1e-3,
+        center: bool = True,
+        scale: bool = True,
+        beta_initializer: Any = "zeros",
+        gamma_initializer: Any = "ones",
+        moving_mean_initializer: Any = "zeros",
+        moving_variance_initializer: Any = "ones",
+        beta_regularizer: Any = None,
+        gamma_regularizer: Any = None,
+        beta_constraint: Any = None,
+        gamma_constraint: Any = None,
+        renorm: bool = False,
+        renorm_clipping: Mapping[str, float | torch.Tensor] | None = None,
+        renorm_momentum: float = 0.99,
+        fused: bool | None = None,
+        trainable: bool = True,
+        virtual_batch_size: int | None = None,
+        adjustment: Callable[[torch.Size], tuple[Any, Any]] | None = None,
+        name: str | None = None,
+        *,
+        unbiased_moving_variance: bool | None = None,
+        ghost_grouping: str = "strided",
+        **kwargs: Any,
+    ) -> None:
+        # Validate everything before touching the module, so a bad argument
+        # raises without leaving a half-made layer (or consuming a default name).
+        self._config_axis = _check_axis(axis)
+        momentum = _check_unit_interval("momentum", momentum)
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.floating)):
+            raise TypeError(f"`epsilon` must be a float >= 0; received {epsilon!r}.")
+        if not (math.isfinite(epsilon) and epsilon >= 0):
+            raise ValueError(f"`epsilon` must be a finite float >= 0; received epsilon={epsilon!r}.")
+        center = _check_bool("center", center)
+        scale = _check_bool("scale", scale)
+        inits = {
+            "beta_initializer": beta_initializer,
+            "gamma_initializer": gamma_initializer,
+            "moving_mean_initializer": moving_mean_initializer,
+            "moving_variance_initializer": moving_variance_initializer,
+        }
+        inits = {k: initializers_lib.get(v, argument=k) for k, v in inits.items()}
+        for k, v in inits.items():
+            if v is None:
+                raise ValueError(f"`{k}` must not be None.")
+        regs = {
+            "beta_regularizer": regularizers_lib.get(beta_regularizer, "beta_regularizer"),
+            "gamma_regularizer": regularizers_lib.get(gamma_regularizer, "gamma_regularizer"),
+        }
+        cons = {
+            "beta_constraint": constraints_lib.get(beta_constraint, "beta_constraint"),
+            "gamma_constraint": constraints_lib.get(gamma_constraint, "gamma_constraint"),
+        }
+        renorm = _check_bool("renorm", renorm)
+        clipping = _check_clipping(renorm_clipping) if renorm else {}
+        renorm_momentum = (
+            _check_unit_interval("renorm_momentum", renorm_momentum) if renorm else renorm_momentum
+        )
+        if fused is not None and not _is_bool(fused):
+            raise TypeError(f"`fused` must be None, True or False; received {fused!r}.")
+        if virtual_batch_size is not None:
+            if not isinstance(virtual_batch_size, (int, np.integer)) or _is_bool(
+                virtual_batch_size
+            ):
+                raise TypeError(
+                    f"`virtual_batch_size` must be a positive int or None; received "
+                    f"{virtual_batch_size!r}."
+                )
+            if virtual_batch_size <= 0:
+                raise ValueError(
+                    "`virtual_batch_size` must be a positive integer that divides the true batch "
+                    f"size of the input tensor; received virtual_batch_size={virtual_batch_size}."
+                )
+            virtual_batch_size = int(virtual_batch_size)
+        if adjustment is not None and not callable(adjustment):
+            raise TypeError(
+                f"`adjustment` must be a callable (input shape -> (scale, bias)); "
+                f"received {adjustment!r}."
+            )
+        if virtual_batch_size is not None and adjustment is not None:
+            raise ValueError(
+                "When using `virtual_batch_size`, adjustment cannot be specified "
+                f"(virtual_batch_size={virtual_batch_size})."
+            )
+        if unbiased_moving_variance is not None:
+            unbiased_moving_variance = _check_bool(
+                "unbiased_moving_variance", unbiased_moving_variance
+            )
+        if ghost_grouping not in _GROUPINGS:
+            raise ValueError(
+                f"`ghost_grouping` must be one of {list(_GROUPINGS)}; received {ghost_grouping!r}."
+            )
+
+        super().__init__(trainable=trainable, name=name, **kwargs)
+        self.axis: int | list[int] = self._config_axis
+        self.momentum = momentum
+        self.epsilon = float(epsilon)
+        self.center = center
+        self.scale = scale
+        for k, v in {**inits, **regs, **cons}.items():
+            setattr(self, k, v)
+        self.renorm = renorm
+        self.renorm_clipping = clipping
+        self.renorm_momentum = renorm_momentum
+        self.virtual_batch_size = virtual_batch_size
+        self.adjustment = adjustment
+        self.unbiased_moving_variance = unbiased_moving_variance
+        self.ghost_grouping = ghost_grouping
+        self._fused_arg = fused
+        if fused:
+            self._raise_if_fused_cannot_be_used()
+        elif fused is None and not self._fused_can_be_used():
+            fused = False
+        self.fused: bool | None = fused
+        self._axes: list[int] = []
+        self._input_rank = 0
+        self._channel_sizes: dict[int, int] = {}
+        self._bessel = False
+        # Absent variables read as None (``layer.gamma is None`` with scale=False).
+        for name in ("gamma", "beta"):
+            self.register_parameter(name, None)
+        for name in ("moving_mean", "moving_variance"):
+            self.register_buffer(name, None)
+        if self._batch_input_shape is not None:
+            self.build(self._batch_input_shape)
+
+    # ------------------------------------------------------------------ fused rules
+    def _raise_if_fused_cannot_be_used(self) -> None:
+        if self.renorm:
+            raise ValueError("Passing both `fused=True` and `renorm=True` is not supported")
+        axis = [self.axis] if isinstance(self.axis, int) else self.axis
+        if len(axis) > 1 or axis[0] not in _FUSED_RAW_AXES:
+            raise ValueError(
+                "Passing `fused=True` is only supported when axis is 1 or 3 for input rank = 4 "
+                f"or 1 or 4 for input rank = 5. Got axis {axis}"
+            )
+        if self.virtual_batch_size is not None:
+            raise ValueError(
+                "Passing `fused=True` is not supported when `virtual_batch_size` is specified."
+            )
+        if self.adjustment is not None:
+            raise ValueError("Passing `fused=True` is not supported when `adjustment` is specified.")
+        dtype = self._declared_dtype
+        if dtype is not None and dtype not in (*SIXTEEN_BIT, torch.float32):
+            raise ValueError(
+                "Passing `fused=True` is only supported when the compute dtype is float16, "
+                f"bfloat16, or float32. Got dtype: {dtype}"
+            )
+
+    def _fused_can_be_used(self) -> bool:
+        try:
+            self._raise_if_fused_cannot_be_used()
+        except ValueError:
+            return False
+        return True
+
+    def _resolve_fused(self, rank: int, axes: list[int], dtype: torch.dtype) -> bool:
+        """TF V2's build-time choice; the only difference: fused=None never raises."""
+        requested = self.fused
+        if requested is False:
+            return False
+        if dtype not in (*SIXTEEN_BIT, torch.float32):
+            if requested:
+                raise ValueError(
+                    "Passing `fused=True` is only supported when the compute dtype is float16, "
+                    f"bfloat16, or float32. Got dtype: {dtype}"
+                )
+            return False
+        if rank not in (4, 5):
+            if requested:
+                raise ValueError(
+                    "Batch normalization layers with `fused=True` only support 4D or 5D input "
+                    f"tensors. Received tensor with rank {rank}."
+                )
+            return False
+        if (rank == 4 and axes in ([1], [3])) or (rank == 5 and axes in ([1], [4])):
+            return True
+        if rank == 4 and requested:
+            raise ValueError(
+                "Unsupported axis. The use of `fused=True` is only possible with `axis=1` or "
+                f"`axis=3` for 4D input tensors. Received: axis={self._config_axis}"
+            )
+        return False
+
+    # ------------------------------------------------------------------ build
+    def _infer_dtype(self, inputs: torch.Tensor) -> None:
+        if self._declared_dtype is None and inputs.dtype == torch.float64:
+            self._inferred_dtype = torch.float64
+
+    def _validate_axes(self, rank: int) -> list[int]:
+        if rank == 0:
+            raise ValueError(
+                "Input has undefined rank (a scalar): BatchNormalization needs at least one "
+                "dimension."
+            )
+        raw = [self._config_axis] if isinstance(self._config_axis, int) else self._config_axis
+        axes = []
+        for a in raw:
+            positive = a + rank if a < 0 else a
+            if not 0 <= positive < rank:
+                raise ValueError(
+                    "Invalid value for `axis` argument. Expected 0 <= axis < inputs.rank (with "
+                    f"inputs.rank={rank}). Received: axis={self._config_axis}"
+                )
+            axes.append(positive)
+        duplicates = sorted({a for a in axes if axes.count(a) > 1})
+        if duplicates:
+            raise ValueError(f"Duplicate axis: {duplicates} (axis={self._config_axis}, rank={rank}).")
+        if self.virtual_batch_size is not None and 0 in axes:
+            raise ValueError(
+                "When using `virtual_batch_size`, the batch dimension must be 0 and thus axis "
+                f"cannot include 0. Received axis={self._config_axis}"
+            )
+        return axes
+
+    def build(self, input_shape: ShapeLike) -> None:
+        """Create gamma, beta and the moving statistics for ``input_shape``.
+
+        Parameters have shape ``(C,)`` for one axis, and the input's rank (1 in
+        every reduced dimension) for a list of axes or with ``virtual_batch_size``
+        (TensorFlow's layout, so weights exchange with tf_keras unchanged).
+        """
+        if self.built:
+            return
+        shape = as_shape(input_shape)
+        rank = len(shape)
+        axes = self._validate_axes(rank)
+        for a in axes:
+            if shape[a] is None:
+                raise ValueError(
+                    f"Input has undefined `axis` dimension. Received input with shape {shape} "
+                    f"and axis={self._config_axis}"
+                )
+        declared = self._declared_dtype or getattr(self, "_inferred_dtype", None)
+        compute = declared or torch.float32
+        fused = self._resolve_fused(rank, axes, compute)
+        param_shape = self._param_shape(shape, axes)
+        dtype = param_dtype_for(compute)
+
+        self.fused = fused
+        self._bessel = fused if self.unbiased_moving_variance is None else (
+            self.unbiased_moving_variance
+        )
+        self._axes = axes
+        self._input_rank = rank
+        self._channel_sizes = {a: int(shape[a]) for a in axes}  # type: ignore[arg-type]
+        if self.scale:
+            self.add_weight(
+                "gamma", param_shape, dtype, self.gamma_initializer,
+                self.gamma_regularizer, True, self.gamma_constraint,
+            )  # fmt: skip
+        if self.center:
+            self.add_weight(
+                "beta", param_shape, dtype, self.beta_initializer,
+                self.beta_regularizer, True, self.beta_constraint,
+            )  # fmt: skip
+        self.add_weight("moving_mean", param_shape, dtype, self.moving_mean_initializer,
+                        trainable=False)  # fmt: skip
+        self.add_weight("moving_variance", param_shape, dtype, self.moving_variance_initializer,
+                        trainable=False)  # fmt: skip
+        self.axis = list(axes)
+        self.built = True
+
+    def _param_shape(self, shape: tuple[int | None, ...], axes: list[int]) -> tuple[int, ...]:
+        if len(axes) == 1 and self.virtual_batch_size is None:
+            return (int(shape[axes[0]]),)  # type: ignore[arg-type]
+        full = [int(shape[a]) if a in axes else 1 for a in range(len(shape))]  # type: ignore[arg-type]
+        if self.virtual_batch_size is not None:
+            full.insert(1, 1)
+        return tuple(full)
+
+    # ------------------------------------------------------------------ shapes
+    def compute_output_shape(self, input_shape: ShapeLike) -> tuple[int | None, ...]:
+        """The input shape, unchanged; TypeError for a non-shape, ValueError when it
+        does not fit the built layer (rank or channel sizes)."""
+        shape = as_shape(input_shape)
+        if self.built:
+            self._check_shape(shape)
+        else:
+            self._validate_axes(len(shape))
+        return shape
+
+    def _expected_shape(self) -> tuple[int | None, ...]:
+        return tuple(self._channel_sizes.get(a) for a in range(self._input_rank))
+
+    def _check_shape(self, shape: Sequence[int | None]) -> None:
+        if len(shape) != self._input_rank or any(
+            shape[a] is not None and shape[a] != size for a, size in self._channel_sizes.items()
+        ):
+            raise ValueError(
+                f"Input 0 of layer {self.name} is incompatible with the layer: expected shape "
+                f"{self._expected_shape()} (rank {self._input_rank}, None = any size), "
+                f"received shape {tuple(shape)}."
+            )
+
+    # ------------------------------------------------------------------ call
+    def _prepare(self, inputs: Any) -> tuple[torch.Tensor, torch.dtype]:
+        """Validate the input; return it in the compute dtype and the output dtype."""
+        if not isinstance(inputs, torch.Tensor):
+            raise TypeError(
+                f"Layer {self.name} expects a torch.Tensor or NumPy array; received "
+                f"{type(inputs).__name__}."
+            )
+        self._check_shape(inputs.shape)
+        if inputs.is_complex():
+            raise TypeError(
+                f"Layer {self.name} does not support complex input (received {inputs.dtype})."
+            )
+        var_dtype = self.moving_mean.dtype
+        device = self.moving_mean.device
+        if inputs.device != device:
+            raise ValueError(
+                f"Input of layer {self.name} is on {inputs.device} but the layer's variables are "
+                f"on {device}; move one of them (e.g. `layer.to({str(inputs.device)!r})`)."
+            )
+        declared = self._declared_dtype
+        if declared is not None and inputs.dtype != declared:
+            inputs = inputs.to(declared)
+        elif not inputs.is_floating_point():
+            inputs = inputs.to(var_dtype)
+        out_dtype = inputs.dtype
+        compute = torch.promote_types(out_dtype, var_dtype)
+        return inputs.to(compute), out_dtype
+
+    def _training_flag(self, training: Any) -> bool:
+        if not self._trainable:
+            return False
+        if training is None:
+            return self.training
+        if isinstance(training, torch.Tensor):
+            if training.numel() != 1:
+                raise ValueError(
+                    f"`training` must be a Python bool or a 0-dim tensor; received a tensor of "
+                    f"shape {tuple(training.shape)}."
+                )
+            return bool(training)
+        if _is_bool(training) or isinstance(training, (int, np.integer)):
+            return bool(training)
+        raise TypeError(f"`training` must be None, a bool or a 0-dim tensor; received {training!r}.")
+
+    def _bparam(self, value: torch.Tensor | None, ndim: int, dtype: torch.dtype) -> Any:
+        """Reshape a ``(C,)`` parameter so it broadcasts against the input."""
+        if value is None:
+            return None
+        value = value.to(dtype)
+        if value.dim() == ndim:
+            return value
+        axis = self._axes[0]
+        return value.view(F.broadcast_shape(ndim, [axis], [value.shape[0]]))
+
+    def call(
+        self, inputs: torch.Tensor, training: Any = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Normalize ``inputs``; training updates the moving statistics in place."""
+        x, out_dtype = self._prepare(inputs)
+        is_training = self._training_flag(training)
+        if mask is not None:
+            raise NotImplementedError("`mask` support arrives with the masked-moments path.")
+        if is_training and (self.renorm or self.virtual_batch_size or self.adjustment):
+            raise NotImplementedError(
+                "renorm, virtual_batch_size and adjustment are validated but their training "
+                "math is not available in this version."
+            )
+        ndim = x.dim()
+        gamma = self._bparam(self.gamma, ndim, x.dtype)
+        beta = self._bparam(self.beta, ndim, x.dtype)
+        if not is_training:
+            mean = self._bparam(self.moving_mean, ndim, x.dtype)
+            var = self._bparam(self.moving_variance, ndim, x.dtype)
+            return F.normalize(x, mean, var, beta, gamma, self.epsilon).to(out_dtype)
+
+        dims = F.reduction_dims(ndim, self._axes)
+        count = math.prod(x.shape[d] for d in dims)
+        if count == 0:
+            raise ValueError(
+                f"Layer {self.name} received an empty batch (shape {tuple(inputs.shape)}) in "
+                "training: batch statistics are undefined. Use training=False for empty input."
+            )
+        mean, var = F.moments(x, dims)
+        y = F.normalize(x, mean, var, beta, gamma, self.epsilon)
+        with torch.no_grad():
+            param_shape = self.moving_mean.shape
+            value = var * (count / max(count - 1, 1)) if self._bessel else var
+            new_mean = F.moving_average(self.moving_mean, mean.reshape(param_shape), self.momentum)
+            new_var = F.moving_average(self.moving_variance, value.reshape(param_shape),
+                                       self.momentum)  # fmt: skip
+            self.moving_mean.copy_(new_mean)
+            self.moving_variance.copy_(new_var)
+        return y.to(out_dtype)
+
+    # ------------------------------------------------------------------ config
+    def get_config(self) -> dict[str, Any]:
+        """Keras-style constructor arguments (JSON-serializable where the callables
+        have names or configs); ``axis`` is what was passed to the constructor."""
+        config: dict[str, Any] = {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": str(self._declared_dtype).removeprefix("torch.")
+            if self._declared_dtype
+            else None,
+            "axis": self._config_axis,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+        }
+        for key in (
+            "beta_initializer",
+            "gamma_initializer",
+            "moving_mean_initializer",
+            "moving_variance_initializer",
+            "beta_regularizer",
+            "gamma_regularizer",
+            "beta_constraint",
+            "gamma_constraint",
+        ):
+            config[key] = serialize(getattr(self, key))
+        config.update(
+            renorm=self.renorm,
+            fused=self._fused_arg,
+            virtual_batch_size=self.virtual_batch_size,
+            unbiased_moving_variance=self.unbiased_moving_variance,
+            ghost_grouping=self.ghost_grouping,
+        )
+        if self.renorm:
+            config["renorm_clipping"] = {k: float(v) for k, v in self.renorm_clipping.items()}
+            config["renorm_momentum"] = self.renorm_momentum
+        if self.activity_regularizer is not None:
+            config["activity_regularizer"] = serialize(self.activity_regularizer)
+        return config
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> BatchNormalization:
+        """Inverse of ``get_config`` (an ``adjustment`` callable is not part of it)."""
+        return cls(**dict(config))
+
+    def extra_repr(self) -> str:
+        parts = [f"name={self.name!r}", f"axis={self._config_axis}", f"momentum={self.momentum}",
+                 f"epsilon={self.epsilon}"]  # fmt: skip
+        if self.renorm:
+            parts.append("renorm=True")
+        if self.virtual_batch_size:
+            parts.append(f"virtual_batch_size={self.virtual_batch_size}")
+        if not self.trainable:
+            parts.append("trainable=False")
+        return ", ".join(parts)
