@@ -61,8 +61,9 @@ class Trace:
 
 
 def _tf_config(config: dict[str, Any]) -> dict[str, Any]:
-    cfg = {k: v for k, v in config.items() if k not in ("unbiased_moving_variance",
-                                                         "ghost_grouping")}  # fmt: skip
+    cfg = {
+        k: v for k, v in config.items() if k not in ("unbiased_moving_variance", "ghost_grouping")
+    }
     return cfg
 
 

@@ -238,25 +238,52 @@ class VarianceScaling(_Random):
         }
 
 
-def _scaling(name: str, scale: float, mode: str, distribution: str) -> type[VarianceScaling]:
-    def __init__(self: VarianceScaling, seed: int | None = None) -> None:
-        VarianceScaling.__init__(self, scale, mode, distribution, seed)
+class _Scaling(VarianceScaling):
+    """A VarianceScaling preset: subclasses fix (scale, mode, distribution)."""
 
-    def get_config(self: VarianceScaling) -> dict[str, Any]:
+    PRESET: tuple[float, str, str] = (1.0, "fan_in", "truncated_normal")
+
+    def __init__(self, seed: int | None = None) -> None:
+        super().__init__(*self.PRESET, seed=seed)
+
+    def get_config(self) -> dict[str, Any]:
         return {"seed": self.seed}
 
-    doc = f"VarianceScaling(scale={scale}, mode={mode!r}, distribution={distribution!r})."
-    return type(
-        name, (VarianceScaling,), {"__init__": __init__, "get_config": get_config, "__doc__": doc}
-    )
+
+class GlorotUniform(_Scaling):
+    """Uniform on ±√(6/(fan_in + fan_out))."""
+
+    PRESET = (1.0, "fan_avg", "uniform")
 
 
-GlorotUniform = _scaling("GlorotUniform", 1.0, "fan_avg", "uniform")
-GlorotNormal = _scaling("GlorotNormal", 1.0, "fan_avg", "truncated_normal")
-HeNormal = _scaling("HeNormal", 2.0, "fan_in", "truncated_normal")
-HeUniform = _scaling("HeUniform", 2.0, "fan_in", "uniform")
-LecunNormal = _scaling("LecunNormal", 1.0, "fan_in", "truncated_normal")
-LecunUniform = _scaling("LecunUniform", 1.0, "fan_in", "uniform")
+class GlorotNormal(_Scaling):
+    """Truncated normal with stddev √(2/(fan_in + fan_out))."""
+
+    PRESET = (1.0, "fan_avg", "truncated_normal")
+
+
+class HeNormal(_Scaling):
+    """Truncated normal with stddev √(2/fan_in)."""
+
+    PRESET = (2.0, "fan_in", "truncated_normal")
+
+
+class HeUniform(_Scaling):
+    """Uniform on ±√(6/fan_in)."""
+
+    PRESET = (2.0, "fan_in", "uniform")
+
+
+class LecunNormal(_Scaling):
+    """Truncated normal with stddev √(1/fan_in)."""
+
+    PRESET = (1.0, "fan_in", "truncated_normal")
+
+
+class LecunUniform(_Scaling):
+    """Uniform on ±√(3/fan_in)."""
+
+    PRESET = (1.0, "fan_in", "uniform")
 
 
 class Orthogonal(_Random):
@@ -333,4 +360,3 @@ def initialize(
             f"expected shape {tuple(shape)}."
         )
     return value
-

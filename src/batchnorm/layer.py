@@ -432,8 +432,10 @@ class Layer(nn.Module):
         ``nn.Module.apply(fn)`` keeps working: a callable that is not a tensor or
         array is applied to every submodule and the layer, returning the layer.
         """
-        if callable(inputs) and not isinstance(inputs, (torch.Tensor, np.ndarray)) and not (
-            hasattr(inputs, "_bn_node")
+        if (
+            callable(inputs)
+            and not isinstance(inputs, (torch.Tensor, np.ndarray))
+            and not (hasattr(inputs, "_bn_node"))
         ):
             return super().apply(inputs)
         return self(inputs, *args, **kwargs)

@@ -44,13 +44,17 @@ def _check_bool(argument: str, value: Any) -> bool:
     return bool(value)
 
 
+def _is_number(value: Any) -> bool:
+    """A Python/NumPy real number or a 0-dim floating tensor (not a bool)."""
+    if isinstance(value, torch.Tensor):
+        return value.dim() == 0 and value.is_floating_point()
+    return isinstance(value, (int, float, np.floating, np.integer)) and not _is_bool(value)
+
+
 def _check_unit_interval(argument: str, value: Any) -> float:
-    if isinstance(value, torch.Tensor) and value.dim() == 0 and value.is_floating_point():
-        number = float(value)
-    elif isinstance(value, (int, float, np.floating, np.integer)) and not _is_bool(value):
-        number = float(value)
-    else:
+    if not _is_number(value):
         raise TypeError(f"`{argument}` must be a float in [0, 1]; received {value!r}.")
+    number = float(value)
     if not 0.0 <= number <= 1.0:
         raise ValueError(f"`{argument}` must be in [0, 1]; received {argument}={value!r}.")
     return number
@@ -96,19 +100,13 @@ def _check_clipping(clipping: Any) -> dict[str, float | torch.Tensor]:
     for key, value in clipping.items():
         if value is None:
             continue
-        if isinstance(value, torch.Tensor):
-            if value.dim() != 0 or not value.is_floating_point():
-                raise TypeError(
-                    f"`renorm_clipping['{key}']` must be a float or a 0-dim floating tensor; "
-                    f"received a tensor of shape {tuple(value.shape)} and dtype {value.dtype}."
-                )
-            checked[key] = value
-        elif isinstance(value, (int, float, np.floating, np.integer)) and not _is_bool(value):
-            checked[key] = float(value)
-        else:
+        if not _is_number(value):
             raise TypeError(
-                f"`renorm_clipping['{key}']` must be a float or a 0-dim tensor; received {value!r}."
+                f"`renorm_clipping['{key}']` must be a float or a 0-dim floating tensor; "
+                f"received {value!r}."
             )
+        # tensors stay tensors, so a schedule can change them in place between steps
+        checked[key] = value if isinstance(value, torch.Tensor) else float(value)
     check_clipping_values(checked)
     return checked
 
@@ -183,12 +181,14 @@ class BatchNormalization(Layer):
     ) -> None:
         # Validate everything before touching the module, so a bad argument
         # raises without leaving a half-made layer (or consuming a default name).
-        self._config_axis = _check_axis(axis)
+        config_axis = _check_axis(axis)
         momentum = _check_unit_interval("momentum", momentum)
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.floating)):
+        if not _is_number(epsilon) or isinstance(epsilon, torch.Tensor):
             raise TypeError(f"`epsilon` must be a float >= 0; received {epsilon!r}.")
         if not (math.isfinite(epsilon) and epsilon >= 0):
-            raise ValueError(f"`epsilon` must be a finite float >= 0; received epsilon={epsilon!r}.")
+            raise ValueError(
+                f"`epsilon` must be a finite float >= 0; received epsilon={epsilon!r}."
+            )
         center = _check_bool("center", center)
         scale = _check_bool("scale", scale)
         inits = {
@@ -250,7 +250,8 @@ class BatchNormalization(Layer):
             )
 
         super().__init__(trainable=trainable, name=name, **kwargs)
-        self.axis: int | list[int] = self._config_axis
+        self._config_axis = config_axis
+        self.axis: int | list[int] = config_axis
         self.momentum = momentum
         self.epsilon = float(epsilon)
         self.center = center
@@ -297,7 +298,9 @@ class BatchNormalization(Layer):
                 "Passing `fused=True` is not supported when `virtual_batch_size` is specified."
             )
         if self.adjustment is not None:
-            raise ValueError("Passing `fused=True` is not supported when `adjustment` is specified.")
+            raise ValueError(
+                "Passing `fused=True` is not supported when `adjustment` is specified."
+            )
         dtype = self._declared_dtype
         if dtype is not None and dtype not in (*SIXTEEN_BIT, torch.float32):
             raise ValueError(
@@ -363,7 +366,9 @@ class BatchNormalization(Layer):
             axes.append(positive)
         duplicates = sorted({a for a in axes if axes.count(a) > 1})
         if duplicates:
-            raise ValueError(f"Duplicate axis: {duplicates} (axis={self._config_axis}, rank={rank}).")
+            raise ValueError(
+                f"Duplicate axis: {duplicates} (axis={self._config_axis}, rank={rank})."
+            )
         if self.virtual_batch_size is not None and 0 in axes:
             raise ValueError(
                 "When using `virtual_batch_size`, the batch dimension must be 0 and thus axis "
@@ -396,26 +401,38 @@ class BatchNormalization(Layer):
         dtype = param_dtype_for(compute)
 
         self.fused = fused
-        self._bessel = fused if self.unbiased_moving_variance is None else (
-            self.unbiased_moving_variance
+        self._bessel = (
+            fused if self.unbiased_moving_variance is None else (self.unbiased_moving_variance)
         )
         self._axes = axes
         self._input_rank = rank
         self._channel_sizes = {a: int(shape[a]) for a in axes}  # type: ignore[arg-type]
         if self.scale:
             self.add_weight(
-                "gamma", param_shape, dtype, self.gamma_initializer,
-                self.gamma_regularizer, True, self.gamma_constraint,
-            )  # fmt: skip
+                "gamma",
+                param_shape,
+                dtype,
+                self.gamma_initializer,
+                self.gamma_regularizer,
+                True,
+                self.gamma_constraint,
+            )
         if self.center:
             self.add_weight(
-                "beta", param_shape, dtype, self.beta_initializer,
-                self.beta_regularizer, True, self.beta_constraint,
-            )  # fmt: skip
-        self.add_weight("moving_mean", param_shape, dtype, self.moving_mean_initializer,
-                        trainable=False)  # fmt: skip
-        self.add_weight("moving_variance", param_shape, dtype, self.moving_variance_initializer,
-                        trainable=False)  # fmt: skip
+                "beta",
+                param_shape,
+                dtype,
+                self.beta_initializer,
+                self.beta_regularizer,
+                True,
+                self.beta_constraint,
+            )
+        self.add_weight(
+            "moving_mean", param_shape, dtype, self.moving_mean_initializer, trainable=False
+        )
+        self.add_weight(
+            "moving_variance", param_shape, dtype, self.moving_variance_initializer, trainable=False
+        )
         self.axis = list(axes)
         self.built = True
 
@@ -494,13 +511,17 @@ class BatchNormalization(Layer):
             return bool(training)
         if _is_bool(training) or isinstance(training, (int, np.integer)):
             return bool(training)
-        raise TypeError(f"`training` must be None, a bool or a 0-dim tensor; received {training!r}.")
+        raise TypeError(
+            f"`training` must be None, a bool or a 0-dim tensor; received {training!r}."
+        )
 
     def _bparam(self, value: torch.Tensor | None, ndim: int, dtype: torch.dtype) -> Any:
         """Reshape a ``(C,)`` parameter so it broadcasts against the input."""
         if value is None:
             return None
         value = value.to(dtype)
+        if value.dim() == ndim + 1:  # virtual-batch layout: drop TF's extra leading 1
+            return value.squeeze(1)
         if value.dim() == ndim:
             return value
         axis = self._axes[0]
@@ -540,8 +561,9 @@ class BatchNormalization(Layer):
             param_shape = self.moving_mean.shape
             value = var * (count / max(count - 1, 1)) if self._bessel else var
             new_mean = F.moving_average(self.moving_mean, mean.reshape(param_shape), self.momentum)
-            new_var = F.moving_average(self.moving_variance, value.reshape(param_shape),
-                                       self.momentum)  # fmt: skip
+            new_var = F.moving_average(
+                self.moving_variance, value.reshape(param_shape), self.momentum
+            )
             self.moving_mean.copy_(new_mean)
             self.moving_variance.copy_(new_var)
         return y.to(out_dtype)
@@ -593,8 +615,12 @@ class BatchNormalization(Layer):
         return cls(**dict(config))
 
     def extra_repr(self) -> str:
-        parts = [f"name={self.name!r}", f"axis={self._config_axis}", f"momentum={self.momentum}",
-                 f"epsilon={self.epsilon}"]  # fmt: skip
+        parts = [
+            f"name={self.name!r}",
+            f"axis={self._config_axis}",
+            f"momentum={self.momentum}",
+            f"epsilon={self.epsilon}",
+        ]
         if self.renorm:
             parts.append("renorm=True")
         if self.virtual_batch_size:
