@@ -26,9 +26,10 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
 @pytest.fixture(autouse=True)
-def _fresh_names():
-    """Every test starts with fresh default layer names."""
+def _fresh_state():
+    """Every test starts with fresh default layer names and a fixed torch seed."""
     import batchnorm
 
     batchnorm.clear_session()
+    torch.manual_seed(0)
     yield
