@@ -204,3 +204,24 @@ def assert_close(errors: dict[str, float], dtype: str = "float32") -> None:
     assert errors["weights"] <= OUTPUT_TOL, errors
     assert errors["grad_x"] <= GRAD_TOL, errors
     assert errors["grad_params"] <= GRAD_TOL, errors
+
+
+def report(cases: list[tuple[str, dict[str, Any], tuple[int, ...]]], dtype: str = "float32") -> None:
+    """Print the errors of every case and the largest of each column."""
+    columns: dict[str, float] = {}
+    for case_id, config, shape in cases:
+        errors = compare(config, shape, dtype=dtype)
+        print(f"{case_id:34s} " + " ".join(f"{k}={v:.1e}" for k, v in errors.items()))
+        for k, v in errors.items():
+            columns[k] = max(columns.get(k, 0.0), v)
+    print("largest: " + " ".join(f"{k}={v:.2e}" for k, v in columns.items()))
+
+
+if __name__ == "__main__":  # python tests/oracle.py: the error table behind the README figures
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_oracle_core import CASES, FLOAT16_CASES
+
+    report(CASES)
+    report(FLOAT16_CASES, dtype="float16")

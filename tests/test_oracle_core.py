@@ -64,14 +64,15 @@ def test_matches_tf_keras(config, shape):
     assert_close(compare(config, shape))
 
 
+FLOAT16_CASES = [
+    ("fp16-nhwc-fused", {"momentum": 0.6}, (4, 5, 6, 3)),
+    ("fp16-nchw-fused", {"axis": 1, "momentum": 0.6}, (4, 3, 5, 6)),
+    ("fp16-2d", {"momentum": 0.6}, (16, 5)),
+]
+
+
 @pytest.mark.parametrize(
-    ("config", "shape"),
-    [
-        ({"momentum": 0.6}, (4, 5, 6, 3)),
-        ({"axis": 1, "momentum": 0.6}, (4, 3, 5, 6)),
-        ({"momentum": 0.6}, (16, 5)),
-    ],
-    ids=["fp16-nhwc-fused", "fp16-nchw-fused", "fp16-2d"],
+    ("config", "shape"), [c[1:] for c in FLOAT16_CASES], ids=[c[0] for c in FLOAT16_CASES]
 )
 def test_float16_matches_tf_keras(config, shape):
     assert_close(compare(config, shape, dtype="float16"), dtype="float16")
