@@ -60,15 +60,26 @@ class Trace:
     inference: np.ndarray | None = None
 
 
-def _tf_config(config: dict[str, Any]) -> dict[str, Any]:
+def _tf_config(config: dict[str, Any], adjustment) -> dict[str, Any]:
     cfg = {
         k: v for k, v in config.items() if k not in ("unbiased_moving_variance", "ghost_grouping")
     }
+    if adjustment is not None:
+        scale, bias = adjustment
+        cfg["adjustment"] = lambda shape: (tf.constant(scale), tf.constant(bias))
     return cfg
 
 
-def run_tf(config: dict[str, Any], xs, dys, weights, dtype: str, masks=None) -> Trace:
-    layer = tf_keras.layers.BatchNormalization(dtype=dtype, **_tf_config(config))
+def _torch_config(config: dict[str, Any], adjustment) -> dict[str, Any]:
+    cfg = dict(config)
+    if adjustment is not None:
+        scale, bias = adjustment
+        cfg["adjustment"] = lambda shape: (torch.tensor(scale), torch.tensor(bias))
+    return cfg
+
+
+def run_tf(config, xs, dys, weights, dtype: str, masks=None, adjustment=None) -> Trace:
+    layer = tf_keras.layers.BatchNormalization(dtype=dtype, **_tf_config(config, adjustment))
     layer.build(xs[0].shape)
     layer.set_weights(weights)
     trace = Trace()
@@ -94,8 +105,8 @@ def run_tf(config: dict[str, Any], xs, dys, weights, dtype: str, masks=None) -> 
     return trace
 
 
-def run_ours(config: dict[str, Any], xs, dys, weights, dtype: str, masks=None) -> Trace:
-    layer = batchnorm.BatchNormalization(**config)
+def run_ours(config, xs, dys, weights, dtype: str, masks=None, adjustment=None) -> Trace:
+    layer = batchnorm.BatchNormalization(**_torch_config(config, adjustment))
     tdtype = TORCH_DTYPES[dtype]
     layer(torch.tensor(xs[0], dtype=tdtype), training=False)  # builds, dtype from the input
     layer.set_weights(weights)
@@ -155,18 +166,23 @@ def compare(
     data_mean: float = 0.5,
     data_std: float = 2.0,
     masks: list[np.ndarray] | None = None,
+    adjustment: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, float]:
-    """Largest errors (rel metric; ulps for 16-bit outputs) over ``steps`` training steps."""
+    """Largest errors (rel metric; ulps for 16-bit outputs) over ``steps`` training steps.
+
+    ``adjustment`` is a fixed ``(scale, bias)`` pair both layers' adjustment
+    callables return; ``masks`` one boolean mask per step.
+    """
     rng = np.random.default_rng(seed)
     xs = [(rng.normal(data_mean, data_std, shape)).astype(np.float32) for _ in range(steps)]
     if dtype != "float32":
         xs = [x.astype(np.float16) if dtype == "float16" else x for x in xs]
     dys = [rng.normal(0.0, 1.0, shape) for _ in range(steps)]
-    probe = batchnorm.BatchNormalization(**config)
+    probe = batchnorm.BatchNormalization(**_torch_config(config, adjustment))
     probe.build(shape)
     weights = random_weights(config, [tuple(w.shape) for w in probe.weights], rng)
-    ref = run_tf(config, xs, dys, weights, dtype, masks)
-    ours = run_ours(config, xs, dys, weights, dtype, masks)
+    ref = run_tf(config, xs, dys, weights, dtype, masks, adjustment)
+    ours = run_ours(config, xs, dys, weights, dtype, masks, adjustment)
     errors: dict[str, float] = {"output": 0.0, "grad_x": 0.0, "grad_params": 0.0, "weights": 0.0}
     for i in range(steps):
         if dtype == "float32":
@@ -206,22 +222,30 @@ def assert_close(errors: dict[str, float], dtype: str = "float32") -> None:
     assert errors["grad_params"] <= GRAD_TOL, errors
 
 
-def report(cases: list[tuple[str, dict[str, Any], tuple[int, ...]]], dtype: str = "float32") -> None:
-    """Print the errors of every case and the largest of each column."""
+def report(cases, dtype: str = "float32") -> dict[str, float]:
+    """Print the errors of every case ``(id, config, shape[, compare kwargs])`` and
+    return the largest of each column."""
     columns: dict[str, float] = {}
-    for case_id, config, shape in cases:
-        errors = compare(config, shape, dtype=dtype)
+    for case in cases:
+        case_id, config, shape = case[:3]
+        extra = case[3] if len(case) > 3 else {}
+        errors = compare(config, shape, dtype=dtype, **extra)
         print(f"{case_id:34s} " + " ".join(f"{k}={v:.1e}" for k, v in errors.items()))
         for k, v in errors.items():
             columns[k] = max(columns.get(k, 0.0), v)
     print("largest: " + " ".join(f"{k}={v:.2e}" for k, v in columns.items()))
+    return columns
 
 
-if __name__ == "__main__":  # python tests/oracle.py: the error table behind the README figures
+if __name__ == "__main__":  # python tests/oracle.py: the error tables behind the docs' figures
     import sys
 
     sys.path.insert(0, os.path.dirname(__file__))
+    import test_oracle_features as feat
     from test_oracle_core import CASES, FLOAT16_CASES
 
     report(CASES)
     report(FLOAT16_CASES, dtype="float16")
+    report(feat.RENORM + feat.GHOST)
+    report([(i, c, s, {"adjustment": feat._adjustment(s, a)}) for i, c, s, a in feat.ADJUST])
+    report([(i, c, s, {"masks": feat._masks(s, -1)}) for i, c, s in feat.MASKED])

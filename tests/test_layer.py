@@ -69,7 +69,7 @@ def test_add_weight_creates_parameters_and_buffers():
     layer.build((None, 3))
     assert isinstance(layer.w, nn.Parameter) and layer.w.requires_grad
     assert not isinstance(layer.calls, nn.Parameter)
-    assert set(layer.state_dict()) == {"w", "b", "calls"}
+    assert set(layer.state_dict()) == {"w", "b", "calls", "_extra_state"}
     assert [n for n, _ in layer.named_parameters()] == ["w", "b"]
     assert [n for n, _ in layer.named_buffers()] == ["calls"]
 
@@ -362,3 +362,25 @@ def test_deepcopy_and_pickle_keep_weights_name_and_behaviour():
         assert float(clone.losses[0].detach()) != float(
             layer.losses[0].detach()
         )  # follows its own gamma
+
+
+def test_state_dict_loads_into_an_unbuilt_layer(tmp_path):
+    source = BatchNormalization(axis=[1, 2], renorm=True, momentum=0.5)
+    source(torch.randn(4, 3, 2, 5, dtype=torch.float64), training=True)
+    path = tmp_path / "bn.pt"
+    torch.save(source.state_dict(), path)
+    state = torch.load(path, weights_only=True)  # plain tensors and Python values only
+    target = BatchNormalization(axis=[1, 2], renorm=True, momentum=0.5)
+    target.load_state_dict(state)
+    assert target.built and target.dtype == torch.float64
+    for a, b in zip(target.weights, source.weights, strict=True):
+        assert torch.equal(a, b)
+    x = torch.randn(4, 3, 2, 5, dtype=torch.float64)
+    assert torch.equal(target(x, training=False), source(x, training=False))
+
+
+def test_state_dict_of_an_unbuilt_layer_round_trips():
+    layer = BatchNormalization()
+    other = BatchNormalization()
+    other.load_state_dict(layer.state_dict())
+    assert not other.built

@@ -37,14 +37,6 @@ def configs(draw):
     return shape, kwargs, float64, steps, seed
 
 
-def _state(layer):
-    def get(name):
-        value = getattr(layer, name)
-        return None if value is None else value.detach().double().numpy().copy()
-
-    return reference.State(get("gamma"), get("beta"), get("moving_mean"), get("moving_variance"))
-
-
 @settings(max_examples=150)
 @given(configs())
 def test_training_steps_match_the_float64_reference(case):
@@ -59,7 +51,7 @@ def test_training_steps_match_the_float64_reference(case):
     bessel = reference.tf_uses_bessel(
         len(shape), axes, kwargs["fused"], kwargs["unbiased_moving_variance"], float64
     )
-    state = _state(layer)
+    state = reference.state_of(layer)
     for _ in range(steps):
         x = rng.normal(1.0, 2.0, shape)
         dy = rng.normal(size=shape)
@@ -68,14 +60,9 @@ def test_training_steps_match_the_float64_reference(case):
             p.grad = None
         y = layer(xt, training=True)
         (y.double() * torch.tensor(dy)).sum().backward()
+        options = reference.Options(kwargs["momentum"], kwargs["epsilon"], bessel)
         y_ref, dx_ref, dg_ref, db_ref, state = reference.train_step(
-            x.astype(np.float32) if not float64 else x,
-            dy,
-            axes,
-            state,
-            kwargs["momentum"],
-            kwargs["epsilon"],
-            bessel,
+            x.astype(np.float32) if not float64 else x, dy, axes, state, options
         )
         scale = lambda ref: max(1.0, float(np.abs(ref).max()))  # noqa: E731
         assert np.abs(y.detach().double().numpy() - y_ref).max() <= tol * scale(y_ref)
@@ -92,5 +79,5 @@ def test_training_steps_match_the_float64_reference(case):
     x = rng.normal(size=shape)
     y = layer(torch.tensor(x, dtype=dtype), training=False)
     xr = x.astype(np.float32) if not float64 else x
-    y_ref = reference.inference(xr, axes, _state(layer), kwargs["epsilon"])
+    y_ref = reference.inference(xr, axes, reference.state_of(layer), kwargs["epsilon"])
     assert np.abs(y.detach().double().numpy() - y_ref).max() <= tol * max(1.0, np.abs(y_ref).max())

@@ -2,27 +2,38 @@
 
 Notation: ``x`` is the input, ``axes`` the normalized (channel) axes, and the
 statistics reduce over every other axis. With ``N`` the number of reduced
-elements per channel:
+elements per channel (or the sum of mask weights):
 
 - ``μ = Σx / N`` and ``σ² = Σ(x − μ)² / N`` (biased; two passes, so no
   cancellation on data with a large mean);
-- ``y = (x − μ) · (γ / √(σ² + ε)) + β``.
+- ``y = (x − μ) · (γ / √(σ² + ε)) + β``;
+- batch renormalization: ``s = √(σ² + ε)``, ``r = s / max(s_renorm, √ε)``,
+  ``d = (μ − μ_renorm) / max(s_renorm, √ε)``, each clipped, without gradient,
+  and ``y = ((x̂·r + d)·a_s + a_b)·γ + β`` with the adjustment ``(a_s, a_b)``;
+- ghost batches: the batch is split into groups of ``virtual_batch_size``
+  examples, each normalized with its own statistics; the moving statistics
+  receive the mean of the ghost means and of the ghost variances.
 
 Moving statistics follow TensorFlow's update ``m ← m − (m − v)·(1 − momentum)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
 __all__ = [
+    "BatchStatistics",
     "broadcast_shape",
+    "ghost_batches",
     "moments",
     "moving_average",
     "normalize",
     "reduction_dims",
+    "renorm_correction",
+    "train_forward",
 ]
 
 
@@ -39,15 +50,31 @@ def broadcast_shape(ndim: int, axes: Sequence[int], sizes: Sequence[int]) -> lis
     return shape
 
 
-def moments(x: torch.Tensor, dims: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def moments(
+    x: torch.Tensor, dims: Sequence[int], weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and biased variance of ``x`` over ``dims`` (kept as size-1 dimensions).
 
-    ``μ = Σx/N``, ``σ² = Σ(x − μ)²/N``: a two-pass computation, exact for data
-    whose mean is large compared with its spread.
+    ``μ = Σwx/Σw``, ``σ² = Σw(x − μ)²/Σw`` with ``w = 1`` when ``weights`` is
+    None (``weights`` broadcasts against ``x``). A two-pass computation, exact
+    for data whose mean is large compared with its spread; zero total weight
+    gives ``μ = σ² = 0`` (TensorFlow's ``div_no_nan``).
     """
     dims = list(dims)
-    mean = x.mean(dim=dims, keepdim=True)
-    var = (x - mean).square().mean(dim=dims, keepdim=True)
+    if not dims:  # every axis is a channel axis: each value is its own batch
+        if weights is None:
+            return x, torch.zeros_like(x)
+        w = torch.broadcast_to(weights, x.shape)
+        return torch.where(w > 0, x, 0.0), torch.zeros_like(x)
+    if weights is None:
+        mean = x.mean(dim=dims, keepdim=True)
+        var = (x - mean).square().mean(dim=dims, keepdim=True)
+        return mean, var
+    total = torch.broadcast_to(weights, x.shape).sum(dim=dims, keepdim=True)
+    safe = torch.where(total > 0, total, torch.ones_like(total))
+    mean = torch.where(total > 0, (weights * x).sum(dim=dims, keepdim=True) / safe, 0.0)
+    var = (weights * (x - mean).square()).sum(dim=dims, keepdim=True)
+    var = torch.where(total > 0, var / safe, 0.0)
     return mean, var
 
 
@@ -80,3 +107,153 @@ def moving_average(
     """TensorFlow's EMA step ``variable − (variable − value)·(1 − momentum)`` (not in place)."""
     decay = 1.0 - momentum
     return variable - (variable - value.to(variable.dtype)) * decay
+
+
+def ghost_batches(
+    x: torch.Tensor, virtual_batch_size: int, grouping: str = "strided"
+) -> tuple[torch.Tensor, int]:
+    """View ``x`` (batch first) as ghost batches; returns the view and its ghost dimension.
+
+    ``'strided'`` (TensorFlow): ``[B, …] → [vbs, G, …]``, so ghost batch ``g``
+    holds examples ``g, g+G, g+2G, …`` (ghost dimension 1). ``'contiguous'``:
+    ``[B, …] → [G, vbs, …]``, consecutive chunks (ghost dimension 0). The
+    examples of one ghost batch lie along the other of the two leading dims.
+    """
+    batch = x.shape[0]
+    groups = batch // virtual_batch_size
+    if grouping == "strided":
+        return x.reshape(virtual_batch_size, groups, *x.shape[1:]), 1
+    return x.reshape(groups, virtual_batch_size, *x.shape[1:]), 0
+
+
+def renorm_correction(
+    mean: torch.Tensor,
+    variance: torch.Tensor,
+    renorm_mean: torch.Tensor,
+    renorm_stddev: torch.Tensor,
+    epsilon: float,
+    clipping: Mapping[str, float | torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch renormalization's ``r`` and ``d`` (detached), from the pre-update renorm statistics.
+
+    ``s = √(σ² + ε)``, ``ŝ = max(s_renorm, √ε)``, ``r = clip(s/ŝ, rmin, rmax)``,
+    ``d = clip((μ − μ_renorm)/ŝ, −dmax, dmax)``; a missing key leaves that side open.
+    """
+    with torch.no_grad():
+        stddev = torch.sqrt(variance + epsilon)
+        floor = torch.sqrt(torch.tensor(epsilon, dtype=renorm_stddev.dtype))
+        denom = torch.maximum(renorm_stddev.to(stddev.dtype), floor.to(stddev.dtype))
+        r = stddev / denom
+        d = (mean - renorm_mean.to(mean.dtype)) / denom
+        if "rmin" in clipping:
+            r = torch.clamp(r, min=float(clipping["rmin"]))
+        if "rmax" in clipping:
+            r = torch.clamp(r, max=float(clipping["rmax"]))
+        if "dmax" in clipping:
+            dmax = float(clipping["dmax"])
+            d = torch.clamp(d, -dmax, dmax)
+    return r, d
+
+
+def _compose(
+    scale: torch.Tensor | None,
+    offset: torch.Tensor | None,
+    then_scale: torch.Tensor | None,
+    then_offset: torch.Tensor | None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(v·s + o)·ts + to`` as one affine map ``v·(s·ts) + (o·ts + to)``."""
+    if then_scale is not None:
+        scale = then_scale if scale is None else scale * then_scale
+        offset = None if offset is None else offset * then_scale
+    if then_offset is not None:
+        offset = then_offset if offset is None else offset + then_offset
+    return scale, offset
+
+
+@dataclass
+class BatchStatistics:
+    """What a training step feeds the moving averages (in parameter layout).
+
+    ``mean``/``variance`` are the batch statistics (averaged over ghost batches)
+    and ``unbiased_variance`` the variance with Bessel's factor ``n/max(n − 1, 1)``
+    applied per ghost batch before averaging (``n``: values, or summed mask
+    weights, per channel and ghost batch).
+    """
+
+    mean: torch.Tensor
+    variance: torch.Tensor
+    unbiased_variance: torch.Tensor
+
+
+def train_forward(
+    x: torch.Tensor,
+    axes: Sequence[int],
+    gamma: torch.Tensor | None,
+    beta: torch.Tensor | None,
+    epsilon: float,
+    *,
+    virtual_batch_size: int | None = None,
+    grouping: str = "strided",
+    mask: torch.Tensor | None = None,
+    adjustment: tuple[torch.Tensor, torch.Tensor] | None = None,
+    renorm: tuple[torch.Tensor, torch.Tensor, Mapping[str, float | torch.Tensor]] | None = None,
+    param_shape: Sequence[int] | None = None,
+) -> tuple[torch.Tensor, BatchStatistics]:
+    """One training-mode normalization of ``x``; returns ``y`` and the batch statistics.
+
+    ``gamma``/``beta`` broadcast against ``x`` (or against the ghost view when
+    ``virtual_batch_size`` is set); ``mask`` is a weight tensor broadcastable to
+    ``x``; ``adjustment`` is ``(a_s, a_b)`` broadcastable to ``x``; ``renorm`` is
+    ``(renorm_mean, renorm_stddev, clipping)`` in parameter layout. The output is
+
+        y = (((x − μ)/√(σ² + ε)·r + d)·a_s + a_b)·γ + β
+    """
+    shape = x.shape
+    axes = list(axes)
+    weights = mask
+    ghost_dim = None
+    if virtual_batch_size is not None:
+        x, ghost_dim = ghost_batches(x, virtual_batch_size, grouping)
+        if weights is not None:
+            weights = ghost_batches(
+                torch.broadcast_to(weights, shape), virtual_batch_size, grouping
+            )[0]
+        axes = [a + 1 for a in axes]
+    dims = [d for d in reduction_dims(x.dim(), axes) if d != ghost_dim]
+    mean, var = moments(x, dims, weights)
+    if weights is None:
+        n = x.numel() // max(1, mean.numel())
+        unbiased = var * (n / max(n - 1, 1))
+    else:
+        n = torch.broadcast_to(weights, x.shape)
+        n = (n.sum(dim=dims, keepdim=True) if dims else n).to(var.dtype)
+        unbiased = var * (n / torch.clamp(n - 1, min=1))
+    if ghost_dim is not None:
+        new_mean = mean.mean(dim=ghost_dim, keepdim=True)
+        new_var = var.mean(dim=ghost_dim, keepdim=True)
+        new_unbiased = unbiased.mean(dim=ghost_dim, keepdim=True)
+    else:
+        new_mean, new_var, new_unbiased = mean, var, unbiased
+    pshape = list(param_shape) if param_shape is not None else list(new_mean.shape)
+    stats = BatchStatistics(
+        new_mean.detach().reshape(pshape),
+        new_var.detach().reshape(pshape),
+        new_unbiased.detach().reshape(pshape),
+    )
+    scale, offset = gamma, beta
+    if adjustment is not None:
+        scale, offset = _compose(adjustment[0], adjustment[1], scale, offset)
+    if renorm is not None:
+        renorm_mean, renorm_stddev, clipping = renorm
+        r, d = renorm_correction(
+            new_mean.reshape(pshape),
+            new_var.reshape(pshape),
+            renorm_mean,
+            renorm_stddev,
+            epsilon,
+            clipping,
+        )
+        view = new_mean.shape
+        scale, offset = _compose(r.reshape(view), d.reshape(view), scale, offset)
+    y = normalize(x, mean, var, offset, scale, epsilon)
+    return y.reshape(shape), stats

@@ -133,6 +133,8 @@ class Layer(nn.Module):
             activity_regularizer, argument="activity_regularizer"
         )
         self.built = False
+        self._inferred_dtype: torch.dtype | None = None
+        self._build_input_shape: tuple[int | None, ...] | None = None
         self._variables: dict[str, _Variable] = {}
         self._callable_losses: list[Callable[[], torch.Tensor]] = []
         self._call_losses: list[torch.Tensor] = []
@@ -376,11 +378,51 @@ class Layer(nn.Module):
 
     # ------------------------------------------------------------------ build / call
     def build(self, input_shape: ShapeLike) -> None:
-        """Create the layer's variables for ``input_shape``; subclasses extend it."""
+        """Create the layer's variables for ``input_shape``; subclasses create their
+        variables, then call this, which marks the layer built."""
+        shape = as_shape(input_shape)
+        self._build_input_shape = (None, *shape[1:]) if shape else shape
         self.built = True
 
     def _infer_dtype(self, inputs: torch.Tensor) -> None:
-        """Fix the layer's dtype from the first input when none was declared."""
+        """Fix the variable dtype from the first input when none was declared:
+        float64 input gives float64 variables, anything else float32."""
+        if self._declared_dtype is None and inputs.dtype == torch.float64:
+            self._inferred_dtype = torch.float64
+
+    # ------------------------------------------------------------------ state_dict
+    def get_extra_state(self) -> dict[str, Any]:
+        """How the layer was built (plain Python values, so ``weights_only=True``
+        loading works); lets ``load_state_dict`` build an unbuilt layer."""
+        if not self.built or self._build_input_shape is None:
+            return {"built": False}
+        return {
+            "built": True,
+            "input_shape": list(self._build_input_shape),
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+    def set_extra_state(self, state: Any) -> None:
+        """Counterpart of ``get_extra_state``; the build itself happens on load."""
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        info = state_dict.get(prefix + "_extra_state")
+        if not self.built and isinstance(info, dict) and info.get("built"):
+            if self._declared_dtype is None:
+                self._inferred_dtype = as_dtype(info.get("dtype"))
+            self.build(tuple(info["input_shape"]))
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def compute_output_shape(self, input_shape: ShapeLike) -> tuple[int | None, ...]:
         """Output shape for ``input_shape``; the base layer keeps it unchanged."""

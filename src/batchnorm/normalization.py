@@ -24,107 +24,39 @@ from . import constraints as constraints_lib
 from . import functional as F
 from . import initializers as initializers_lib
 from . import regularizers as regularizers_lib
+from ._checks import (
+    check_axis,
+    check_bool,
+    check_clipping,
+    check_clipping_values,
+    check_unit_interval,
+    is_bool,
+    is_number,
+)
 from ._utils import SIXTEEN_BIT, param_dtype_for, serialize
 from .layer import Layer, ShapeLike, as_shape
 
 __all__ = ["BatchNormalization"]
 
 _FUSED_RAW_AXES = (-4, -3, -1, 1, 3, 4)
-_CLIPPING_KEYS = ("rmax", "rmin", "dmax")
 _GROUPINGS = ("strided", "contiguous")
+_STATISTICS = (
+    "moving_mean",
+    "moving_variance",
+    "moving_stddev",
+    "renorm_mean",
+    "renorm_stddev",
+)
 
 
-def _is_bool(value: Any) -> bool:
-    return isinstance(value, (bool, np.bool_))
+class _SqrtInitializer:
+    """``√init(shape)``: how TF seeds ``moving_stddev`` and ``renorm_stddev``."""
 
+    def __init__(self, initializer: Callable[..., torch.Tensor]) -> None:
+        self.initializer = initializer
 
-def _check_bool(argument: str, value: Any) -> bool:
-    if not _is_bool(value):
-        raise TypeError(f"`{argument}` must be True or False; received {value!r}.")
-    return bool(value)
-
-
-def _is_number(value: Any) -> bool:
-    """A Python/NumPy real number or a 0-dim floating tensor (not a bool)."""
-    if isinstance(value, torch.Tensor):
-        return value.dim() == 0 and value.is_floating_point()
-    return isinstance(value, (int, float, np.floating, np.integer)) and not _is_bool(value)
-
-
-def _check_unit_interval(argument: str, value: Any) -> float:
-    if not _is_number(value):
-        raise TypeError(f"`{argument}` must be a float in [0, 1]; received {value!r}.")
-    number = float(value)
-    if not 0.0 <= number <= 1.0:
-        raise ValueError(f"`{argument}` must be in [0, 1]; received {argument}={value!r}.")
-    return number
-
-
-def _check_axis(axis: Any) -> int | list[int]:
-    if isinstance(axis, (int, np.integer)) and not _is_bool(axis):
-        return int(axis)
-    if isinstance(axis, (list, tuple)):
-        if not axis:
-            raise ValueError("`axis` must not be empty; received [].")
-        for a in axis:
-            if not isinstance(a, (int, np.integer)) or _is_bool(a):
-                raise TypeError(
-                    "Expected an int or a list/tuple of ints for the argument 'axis', "
-                    f"but received: {axis!r}"
-                )
-        values = [int(a) for a in axis]
-        duplicates = sorted({a for a in values if values.count(a) > 1})
-        if duplicates:
-            raise ValueError(f"Duplicate axis: {duplicates} in axis={axis!r}.")
-        return values
-    raise TypeError(
-        f"Expected an int or a list/tuple of ints for the argument 'axis', but received: {axis!r}"
-    )
-
-
-def _check_clipping(clipping: Any) -> dict[str, float | torch.Tensor]:
-    if clipping is None:
-        return {}
-    if not isinstance(clipping, Mapping):
-        raise TypeError(
-            f"`renorm_clipping` must be a dict with keys among {list(_CLIPPING_KEYS)}; "
-            f"received {clipping!r}."
-        )
-    unknown = sorted(set(clipping) - set(_CLIPPING_KEYS))
-    if unknown:
-        raise ValueError(
-            f"Received invalid keys for `renorm_clipping` argument: {unknown}. "
-            f"Supported values: {list(_CLIPPING_KEYS)}."
-        )
-    checked: dict[str, float | torch.Tensor] = {}
-    for key, value in clipping.items():
-        if value is None:
-            continue
-        if not _is_number(value):
-            raise TypeError(
-                f"`renorm_clipping['{key}']` must be a float or a 0-dim floating tensor; "
-                f"received {value!r}."
-            )
-        # tensors stay tensors, so a schedule can change them in place between steps
-        checked[key] = value if isinstance(value, torch.Tensor) else float(value)
-    check_clipping_values(checked)
-    return checked
-
-
-def check_clipping_values(clipping: Mapping[str, float | torch.Tensor]) -> None:
-    """rmin ≥ 0, rmax ≥ rmin, dmax ≥ 0 (ValueError naming the values otherwise)."""
-    values = {k: float(v) for k, v in clipping.items()}
-    if math.isnan(sum(values.values(), 0.0)):
-        raise ValueError(f"`renorm_clipping` values must not be NaN; received {values}.")
-    if values.get("rmin", 0.0) < 0:
-        raise ValueError(f"`renorm_clipping['rmin']` must be >= 0; received rmin={values['rmin']}.")
-    if "rmax" in values and values["rmax"] < values.get("rmin", 0.0):
-        raise ValueError(
-            "`renorm_clipping['rmax']` must be >= rmin (and >= 0); received "
-            f"rmax={values['rmax']}, rmin={values.get('rmin', 0.0)}."
-        )
-    if values.get("dmax", 0.0) < 0:
-        raise ValueError(f"`renorm_clipping['dmax']` must be >= 0; received dmax={values['dmax']}.")
+    def __call__(self, shape: Sequence[int], dtype: Any = None) -> torch.Tensor:
+        return torch.sqrt(self.initializer(shape, dtype=dtype))
 
 
 class BatchNormalization(Layer):
@@ -181,16 +113,16 @@ class BatchNormalization(Layer):
     ) -> None:
         # Validate everything before touching the module, so a bad argument
         # raises without leaving a half-made layer (or consuming a default name).
-        config_axis = _check_axis(axis)
-        momentum = _check_unit_interval("momentum", momentum)
-        if not _is_number(epsilon) or isinstance(epsilon, torch.Tensor):
+        config_axis = check_axis(axis)
+        momentum = check_unit_interval("momentum", momentum)
+        if not is_number(epsilon) or isinstance(epsilon, torch.Tensor):
             raise TypeError(f"`epsilon` must be a float >= 0; received {epsilon!r}.")
         if not (math.isfinite(epsilon) and epsilon >= 0):
             raise ValueError(
                 f"`epsilon` must be a finite float >= 0; received epsilon={epsilon!r}."
             )
-        center = _check_bool("center", center)
-        scale = _check_bool("scale", scale)
+        center = check_bool("center", center)
+        scale = check_bool("scale", scale)
         inits = {
             "beta_initializer": beta_initializer,
             "gamma_initializer": gamma_initializer,
@@ -209,17 +141,15 @@ class BatchNormalization(Layer):
             "beta_constraint": constraints_lib.get(beta_constraint, "beta_constraint"),
             "gamma_constraint": constraints_lib.get(gamma_constraint, "gamma_constraint"),
         }
-        renorm = _check_bool("renorm", renorm)
-        clipping = _check_clipping(renorm_clipping) if renorm else {}
+        renorm = check_bool("renorm", renorm)
+        clipping = check_clipping(renorm_clipping) if renorm else {}
         renorm_momentum = (
-            _check_unit_interval("renorm_momentum", renorm_momentum) if renorm else renorm_momentum
+            check_unit_interval("renorm_momentum", renorm_momentum) if renorm else renorm_momentum
         )
-        if fused is not None and not _is_bool(fused):
+        if fused is not None and not is_bool(fused):
             raise TypeError(f"`fused` must be None, True or False; received {fused!r}.")
         if virtual_batch_size is not None:
-            if not isinstance(virtual_batch_size, (int, np.integer)) or _is_bool(
-                virtual_batch_size
-            ):
+            if not isinstance(virtual_batch_size, (int, np.integer)) or is_bool(virtual_batch_size):
                 raise TypeError(
                     f"`virtual_batch_size` must be a positive int or None; received "
                     f"{virtual_batch_size!r}."
@@ -241,7 +171,7 @@ class BatchNormalization(Layer):
                 f"(virtual_batch_size={virtual_batch_size})."
             )
         if unbiased_moving_variance is not None:
-            unbiased_moving_variance = _check_bool(
+            unbiased_moving_variance = check_bool(
                 "unbiased_moving_variance", unbiased_moving_variance
             )
         if ghost_grouping not in _GROUPINGS:
@@ -278,7 +208,7 @@ class BatchNormalization(Layer):
         # Absent variables read as None (``layer.gamma is None`` with scale=False).
         for name in ("gamma", "beta"):
             self.register_parameter(name, None)
-        for name in ("moving_mean", "moving_variance"):
+        for name in _STATISTICS:
             self.register_buffer(name, None)
         if self._batch_input_shape is not None:
             self.build(self._batch_input_shape)
@@ -344,10 +274,6 @@ class BatchNormalization(Layer):
         return False
 
     # ------------------------------------------------------------------ build
-    def _infer_dtype(self, inputs: torch.Tensor) -> None:
-        if self._declared_dtype is None and inputs.dtype == torch.float64:
-            self._inferred_dtype = torch.float64
-
     def _validate_axes(self, rank: int) -> list[int]:
         if rank == 0:
             raise ValueError(
@@ -394,7 +320,7 @@ class BatchNormalization(Layer):
                     f"Input has undefined `axis` dimension. Received input with shape {shape} "
                     f"and axis={self._config_axis}"
                 )
-        declared = self._declared_dtype or getattr(self, "_inferred_dtype", None)
+        declared = self._declared_dtype or self._inferred_dtype
         compute = declared or torch.float32
         fused = self._resolve_fused(rank, axes, compute)
         param_shape = self._param_shape(shape, axes)
@@ -407,34 +333,39 @@ class BatchNormalization(Layer):
         self._axes = axes
         self._input_rank = rank
         self._channel_sizes = {a: int(shape[a]) for a in axes}  # type: ignore[arg-type]
-        if self.scale:
-            self.add_weight(
+        for name, wanted, init, reg, cons in (
+            (
                 "gamma",
-                param_shape,
-                dtype,
+                self.scale,
                 self.gamma_initializer,
                 self.gamma_regularizer,
-                True,
                 self.gamma_constraint,
-            )
-        if self.center:
-            self.add_weight(
+            ),
+            (
                 "beta",
-                param_shape,
-                dtype,
+                self.center,
                 self.beta_initializer,
                 self.beta_regularizer,
-                True,
                 self.beta_constraint,
-            )
-        self.add_weight(
-            "moving_mean", param_shape, dtype, self.moving_mean_initializer, trainable=False
-        )
-        self.add_weight(
-            "moving_variance", param_shape, dtype, self.moving_variance_initializer, trainable=False
-        )
+            ),
+        ):
+            if wanted:
+                self.add_weight(name, param_shape, dtype, init, reg, True, cons)
+        stddev_init = _SqrtInitializer(self.moving_variance_initializer)
+        statistics = [
+            ("moving_mean", self.moving_mean_initializer),
+            ("moving_variance", self.moving_variance_initializer),
+        ]
+        if self.renorm:
+            statistics += [
+                ("moving_stddev", stddev_init),
+                ("renorm_mean", self.moving_mean_initializer),
+                ("renorm_stddev", stddev_init),
+            ]
+        for name, init in statistics:
+            self.add_weight(name, param_shape, dtype, init, trainable=False)
         self.axis = list(axes)
-        self.built = True
+        super().build(shape)
 
     def _param_shape(self, shape: tuple[int | None, ...], axes: list[int]) -> tuple[int, ...]:
         if len(axes) == 1 and self.virtual_batch_size is None:
@@ -509,7 +440,7 @@ class BatchNormalization(Layer):
                     f"shape {tuple(training.shape)}."
                 )
             return bool(training)
-        if _is_bool(training) or isinstance(training, (int, np.integer)):
+        if is_bool(training) or isinstance(training, (int, np.integer)):
             return bool(training)
         raise TypeError(
             f"`training` must be None, a bool or a 0-dim tensor; received {training!r}."
@@ -527,19 +458,64 @@ class BatchNormalization(Layer):
         axis = self._axes[0]
         return value.view(F.broadcast_shape(ndim, [axis], [value.shape[0]]))
 
+    def _mask_weights(self, mask: Any, x: torch.Tensor) -> torch.Tensor:
+        """Check ``mask`` (input shape without the channel axes) and return float
+        weights that broadcast against ``x``."""
+        if isinstance(mask, np.ndarray):
+            mask = torch.from_numpy(mask)
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(
+                f"`mask` must be a boolean tensor or None; received {type(mask).__name__}."
+            )
+        expected = tuple(n for d, n in enumerate(x.shape) if d not in self._axes)
+        if tuple(mask.shape) != expected:
+            raise ValueError(
+                f"`mask` of layer {self.name} must have the input's shape without its channel "
+                f"axis {self._axes}: expected {expected}, received {tuple(mask.shape)}."
+            )
+        if mask.device != x.device:
+            raise ValueError(f"`mask` is on {mask.device} but the input is on {x.device}.")
+        if mask.is_complex():
+            raise TypeError("`mask` must be boolean (or real weights); received complex values.")
+        weights = mask.to(x.dtype)
+        for axis in self._axes:
+            weights = weights.unsqueeze(axis)
+        return weights
+
+    def _adjustment_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Call ``adjustment(x.shape)`` and check that (scale, bias) broadcast to ``x``."""
+        result = self.adjustment(x.shape)
+        if not isinstance(result, (tuple, list)) or len(result) != 2:
+            raise ValueError(
+                f"`adjustment` must return a pair (scale, bias); returned {type(result).__name__}."
+            )
+        values = []
+        for what, value in zip(("scale", "bias"), result, strict=True):
+            value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+            try:
+                fits = torch.broadcast_shapes(value.shape, x.shape) == x.shape
+            except RuntimeError:
+                fits = False
+            if not fits:
+                raise ValueError(
+                    f"`adjustment` returned a {what} of shape {tuple(value.shape)}, which does "
+                    f"not broadcast to the input shape {tuple(x.shape)}."
+                )
+            values.append(value)
+        return values[0], values[1]
+
     def call(
         self, inputs: torch.Tensor, training: Any = None, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Normalize ``inputs``; training updates the moving statistics in place."""
+        """Normalize ``inputs``; training updates the moving statistics in place.
+
+        ``mask`` (boolean, the input's shape without the channel axes) restricts
+        the batch statistics to the ``True`` positions; every position is
+        normalized. It is honoured on every path, including TF's fused one.
+        """
         x, out_dtype = self._prepare(inputs)
         is_training = self._training_flag(training)
-        if mask is not None:
-            raise NotImplementedError("`mask` support arrives with the masked-moments path.")
-        if is_training and (self.renorm or self.virtual_batch_size or self.adjustment):
-            raise NotImplementedError(
-                "renorm, virtual_batch_size and adjustment are validated but their training "
-                "math is not available in this version."
-            )
+        weights = self._mask_weights(mask, x) if mask is not None else None
         ndim = x.dim()
         gamma = self._bparam(self.gamma, ndim, x.dtype)
         beta = self._bparam(self.beta, ndim, x.dtype)
@@ -547,26 +523,70 @@ class BatchNormalization(Layer):
             mean = self._bparam(self.moving_mean, ndim, x.dtype)
             var = self._bparam(self.moving_variance, ndim, x.dtype)
             return F.normalize(x, mean, var, beta, gamma, self.epsilon).to(out_dtype)
+        y = self._train(x, weights)
+        return y.to(out_dtype)
 
-        dims = F.reduction_dims(ndim, self._axes)
-        count = math.prod(x.shape[d] for d in dims)
-        if count == 0:
+    def _train(self, x: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        """Training step: every check first, then the output, then all updates at once."""
+        dims = F.reduction_dims(x.dim(), self._axes)
+        if math.prod(x.shape[d] for d in dims) == 0:
             raise ValueError(
-                f"Layer {self.name} received an empty batch (shape {tuple(inputs.shape)}) in "
+                f"Layer {self.name} received an empty batch (shape {tuple(x.shape)}) in "
                 "training: batch statistics are undefined. Use training=False for empty input."
             )
-        mean, var = F.moments(x, dims)
-        y = F.normalize(x, mean, var, beta, gamma, self.epsilon)
-        with torch.no_grad():
-            param_shape = self.moving_mean.shape
-            value = var * (count / max(count - 1, 1)) if self._bessel else var
-            new_mean = F.moving_average(self.moving_mean, mean.reshape(param_shape), self.momentum)
-            new_var = F.moving_average(
-                self.moving_variance, value.reshape(param_shape), self.momentum
+        vbs = self.virtual_batch_size
+        if vbs is not None and x.shape[0] % vbs:
+            raise ValueError(
+                f"Layer {self.name}: the batch size {x.shape[0]} is not divisible by "
+                f"virtual_batch_size={vbs}; in training every ghost batch needs {vbs} examples."
             )
-            self.moving_mean.copy_(new_mean)
-            self.moving_variance.copy_(new_var)
-        return y.to(out_dtype)
+        renorm = None
+        if self.renorm:
+            check_clipping_values(self.renorm_clipping)  # a schedule may have changed them
+            renorm = (self.renorm_mean, self.renorm_stddev, self.renorm_clipping)
+        adjustment = self._adjustment_values(x) if self.adjustment is not None else None
+        if vbs is None:
+            gamma = self._bparam(self.gamma, x.dim(), x.dtype)
+            beta = self._bparam(self.beta, x.dim(), x.dtype)
+        else:  # TF's [1, 1, …, C] layout broadcasts against the ghost view as it is
+            gamma = None if self.gamma is None else self.gamma.to(x.dtype)
+            beta = None if self.beta is None else self.beta.to(x.dtype)
+        y, stats = F.train_forward(
+            x,
+            self._axes,
+            gamma,
+            beta,
+            self.epsilon,
+            virtual_batch_size=vbs,
+            grouping=self.ghost_grouping,
+            mask=weights,
+            adjustment=adjustment,
+            renorm=renorm,
+            param_shape=self.moving_mean.shape,
+        )
+        self._update_statistics(stats)
+        return y
+
+    @torch.no_grad()
+    def _update_statistics(self, stats: F.BatchStatistics) -> None:
+        """TF's updates from one training step, computed first and then written together."""
+        eps = self.epsilon
+        value = stats.unbiased_variance if self._bessel else stats.variance
+        new = {"moving_mean": F.moving_average(self.moving_mean, stats.mean, self.momentum)}
+        if self.renorm:
+            stddev = F.moving_average(self.moving_stddev, torch.sqrt(value + eps), self.momentum)
+            new["moving_stddev"] = stddev
+            new["moving_variance"] = torch.relu(stddev * stddev - eps)
+            new["renorm_mean"] = F.moving_average(
+                self.renorm_mean, stats.mean, self.renorm_momentum
+            )
+            new["renorm_stddev"] = F.moving_average(
+                self.renorm_stddev, torch.sqrt(stats.variance + eps), self.renorm_momentum
+            )
+        else:
+            new["moving_variance"] = F.moving_average(self.moving_variance, value, self.momentum)
+        for name, tensor in new.items():
+            getattr(self, name).copy_(tensor)
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict[str, Any]:
