@@ -24,10 +24,13 @@ from dataclasses import dataclass
 
 import torch
 
+from . import _fused
+
 __all__ = [
     "BatchStatistics",
     "broadcast_shape",
     "ghost_batches",
+    "inference_forward",
     "moments",
     "moving_average",
     "normalize",
@@ -209,7 +212,6 @@ def train_forward(
         y = (((x − μ)/√(σ² + ε)·r + d)·a_s + a_b)·γ + β
     """
     shape = x.shape
-    axes = list(axes)
     weights = mask
     ghost_dim = None
     if virtual_batch_size is not None:
@@ -219,8 +221,23 @@ def train_forward(
                 torch.broadcast_to(weights, shape), virtual_batch_size, grouping
             )[0]
         axes = [a + 1 for a in axes]
-    dims = [d for d in reduction_dims(x.dim(), axes) if d != ghost_dim]
-    mean, var = moments(x, dims, weights)
+    channel_dims = [*axes] if ghost_dim is None else [*axes, ghost_dim]
+    dims = reduction_dims(x.dim(), channel_dims)
+    view = [n if d in axes else 1 for d, n in enumerate(x.shape)]  # per-channel, ghosts pooled
+    if renorm is not None:
+        renorm = (renorm[0].reshape(view), renorm[1].reshape(view), renorm[2])
+    if (
+        weights is None
+        and _per_channel(adjustment, dims, x.dim())
+        and not torch.compiler.is_compiling()
+    ):
+        x = _fused.dense(x)
+        geo = _fused.Geometry.of(x, channel_dims)
+        plan = _fused.Plan(geo, _fused.kernels_for(x, geo), epsilon, ghost_dim, renorm, adjustment)
+        y, mean, var = _fused.TrainNorm.apply(x, gamma, beta, plan)
+    else:
+        mean, var = moments(x, dims, weights)
+        y = _composite_train(x, mean, var, gamma, beta, epsilon, ghost_dim, renorm, adjustment)
     if weights is None:
         n = x.numel() // max(1, mean.numel())
         unbiased = var * (n / max(n - 1, 1))
@@ -228,32 +245,74 @@ def train_forward(
         n = torch.broadcast_to(weights, x.shape)
         n = (n.sum(dim=dims, keepdim=True) if dims else n).to(var.dtype)
         unbiased = var * (n / torch.clamp(n - 1, min=1))
-    if ghost_dim is not None:
-        new_mean = mean.mean(dim=ghost_dim, keepdim=True)
-        new_var = var.mean(dim=ghost_dim, keepdim=True)
-        new_unbiased = unbiased.mean(dim=ghost_dim, keepdim=True)
-    else:
-        new_mean, new_var, new_unbiased = mean, var, unbiased
-    pshape = list(param_shape) if param_shape is not None else list(new_mean.shape)
+    pshape = list(param_shape) if param_shape is not None else view
     stats = BatchStatistics(
-        new_mean.detach().reshape(pshape),
-        new_var.detach().reshape(pshape),
-        new_unbiased.detach().reshape(pshape),
+        *(_ghost_mean(t.detach(), ghost_dim).reshape(pshape) for t in (mean, var, unbiased))
     )
+    return y.reshape(shape), stats
+
+
+def inference_forward(
+    x: torch.Tensor,
+    axes: Sequence[int],
+    gamma: torch.Tensor | None,
+    beta: torch.Tensor | None,
+    mean: torch.Tensor,
+    variance: torch.Tensor,
+    epsilon: float,
+) -> torch.Tensor:
+    """``y = (x − mean)·γ/√(variance + ε) + β`` with given (moving) statistics, in one
+    pass; all of ``gamma``, ``beta``, ``mean``, ``variance`` broadcast against ``x``."""
+    if torch.compiler.is_compiling():
+        return normalize(x, mean, variance, beta, gamma, epsilon)
+    x = _fused.dense(x)
+    geo = _fused.Geometry.of(x, axes)
+    plan = _fused.Plan(geo, _fused.kernels_for(x, geo), epsilon)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, gamma, beta)):
+        return _fused.AffineNorm.apply(x, gamma, beta, mean, variance, plan)
+    co = _fused.coefficients(plan, mean.double(), variance.double(), gamma, beta, training=False)
+    return plan.kernels.affine(x, geo, mean, co.scale, co.shift)
+
+
+def _ghost_mean(t: torch.Tensor, ghost_dim: int | None) -> torch.Tensor:
+    return t if ghost_dim is None else t.mean(dim=ghost_dim, keepdim=True)
+
+
+def _per_channel(
+    adjustment: tuple[torch.Tensor, ...] | None, dims: Sequence[int], ndim: int
+) -> bool:
+    """Whether an adjustment is constant over the reduced dims (so it folds into the
+    per-channel scale and shift) and needs no gradient."""
+    for a in adjustment or ():
+        offset = ndim - a.dim()
+        if a.requires_grad or any(d >= offset and a.shape[d - offset] != 1 for d in dims):
+            return False
+    return True
+
+
+def _composite_train(
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    gamma: torch.Tensor | None,
+    beta: torch.Tensor | None,
+    epsilon: float,
+    ghost_dim: int | None,
+    renorm: tuple[torch.Tensor, torch.Tensor, Mapping[str, float | torch.Tensor]] | None,
+    adjustment: tuple[torch.Tensor, torch.Tensor] | None,
+) -> torch.Tensor:
+    """The training output as plain differentiable operations (masks, per-example
+    adjustments, and ``torch.compile``, which fuses it)."""
     scale, offset = gamma, beta
     if adjustment is not None:
         scale, offset = _compose(adjustment[0], adjustment[1], scale, offset)
     if renorm is not None:
-        renorm_mean, renorm_stddev, clipping = renorm
         r, d = renorm_correction(
-            new_mean.reshape(pshape),
-            new_var.reshape(pshape),
-            renorm_mean,
-            renorm_stddev,
+            _ghost_mean(mean, ghost_dim),
+            _ghost_mean(var, ghost_dim),
+            *renorm[:2],
             epsilon,
-            clipping,
+            renorm[2],
         )
-        view = new_mean.shape
-        scale, offset = _compose(r.reshape(view), d.reshape(view), scale, offset)
-    y = normalize(x, mean, var, offset, scale, epsilon)
-    return y.reshape(shape), stats
+        scale, offset = _compose(r, d, scale, offset)
+    return normalize(x, mean, var, offset, scale, epsilon)

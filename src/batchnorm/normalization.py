@@ -522,7 +522,8 @@ class BatchNormalization(Layer):
         if not is_training:
             mean = self._bparam(self.moving_mean, ndim, x.dtype)
             var = self._bparam(self.moving_variance, ndim, x.dtype)
-            return F.normalize(x, mean, var, beta, gamma, self.epsilon).to(out_dtype)
+            y = F.inference_forward(x, self._axes, gamma, beta, mean, var, self.epsilon)
+            return y.to(out_dtype)
         y = self._train(x, weights)
         return y.to(out_dtype)
 

@@ -1,0 +1,181 @@
+"""Build and load the optional C kernels (``_kernels.c``) on first use.
+
+The library is compiled once per machine with the system C compiler into a
+cache directory (``$BATCHNORM_CACHE_DIR``, else ``~/.cache/batchnorm``) and
+loaded with ctypes; it shares the OpenMP runtime PyTorch already loaded. If no
+compiler is available, or ``BATCHNORM_NATIVE=0`` is set, or anything fails,
+``library()`` returns None and every path runs on PyTorch operations instead
+(same numbers, slower on CPU). ``status()`` says which happened.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+_SOURCE = Path(__file__).with_name("_kernels.c")
+_ABI_VERSION = 1
+_FLAGS = [
+    "-O3",
+    "-fPIC",
+    "-shared",
+    "-fopenmp",
+    "-fassociative-math",  # lets reductions vectorize; NaN and Inf still propagate
+    "-fno-signed-zeros",
+    "-fno-trapping-math",
+    "-std=c99",
+]
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_tried = False
+_status = "not loaded yet"
+
+_i64p = ctypes.POINTER(ctypes.c_int64)
+
+
+def _cpu_signature() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return hashlib.sha256(line.encode()).hexdigest()[:12]
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _cache_dir() -> Path:
+    configured = os.environ.get("BATCHNORM_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "batchnorm"
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _build(compiler: str, flags: list[str], target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        subprocess.run(
+            [compiler, *flags, "-o", tmp, str(_SOURCE), "-lm"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        os.replace(tmp, target)  # atomic: concurrent processes never see half a file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    for suffix, ctype in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
+        tp = ctypes.POINTER(ctype)
+        dp = ctypes.POINTER(ctypes.c_double)
+        getattr(lib, f"bn_stats_{suffix}").argtypes = [tp, _i64p, _i64p, dp, dp, ctypes.c_int]
+        getattr(lib, f"bn_affine_{suffix}").argtypes = [
+            tp,
+            tp,
+            _i64p,
+            _i64p,
+            tp,
+            tp,
+            tp,
+            ctypes.c_int,
+        ]
+        getattr(lib, f"bn_backward_reduce_{suffix}").argtypes = [
+            tp,
+            tp,
+            _i64p,
+            _i64p,
+            tp,
+            dp,
+            dp,
+            ctypes.c_int,
+        ]
+        getattr(lib, f"bn_backward_dx_{suffix}").argtypes = [
+            tp,
+            tp,
+            tp,
+            _i64p,
+            _i64p,
+            tp,
+            tp,
+            tp,
+            tp,
+            ctypes.c_int,
+        ]
+
+
+def _load() -> ctypes.CDLL | None:
+    global _status
+    if os.environ.get("BATCHNORM_NATIVE", "1").lower() in ("0", "false", "no", "off"):
+        _status = "disabled by BATCHNORM_NATIVE=0; using PyTorch operations"
+        return None
+    if sys.platform.startswith("win"):
+        _status = "not built on Windows; using PyTorch operations"
+        return None
+    compiler = _compiler()
+    if compiler is None:
+        _status = "no C compiler found; using PyTorch operations"
+        return None
+    source = _SOURCE.read_bytes()
+    flags = [*_FLAGS, "-march=native"] if platform.machine() in ("x86_64", "AMD64") else _FLAGS
+    key = hashlib.sha256(
+        source + " ".join([compiler, *flags, platform.machine(), _cpu_signature()]).encode()
+    ).hexdigest()[:16]
+    target = _cache_dir() / f"kernels-{key}.so"
+    try:
+        if not target.exists():
+            _build(compiler, flags, target)
+        lib = ctypes.CDLL(str(target))
+        if lib.bn_abi_version() != _ABI_VERSION:
+            raise OSError("stale kernel library")
+        _declare(lib)
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        _status = f"build or load failed ({exc}; {detail.decode(errors='replace')[:200]}); "
+        _status += "using PyTorch operations"
+        return None
+    _status = f"C kernels loaded from {target}"
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernel library, building it on first call; None when unavailable."""
+    global _library, _tried
+    if not _tried:
+        with _lock:
+            if not _tried:
+                _library = _load()
+                _tried = True
+    return _library
+
+
+def status() -> str:
+    """Whether the C kernels are in use, and why not if they are not."""
+    library()
+    return _status
+
+
+def threads() -> int:
+    """Threads for the kernels: PyTorch's intra-op setting."""
+    return torch.get_num_threads()
