@@ -2,17 +2,22 @@
 
 Training makes one statistics pass and one normalize pass over the input:
 
-    μ, σ² per channel                                   (stats kernel)
+    μ, σ² per channel
     y = (x − μ)·k + o,   k = γ·r·a_s/√(σ² + ε),  o = (d·a_s + a_b)·γ + β
 
 so renorm (r, d) and a per-channel adjustment (a_s, a_b) cost nothing extra.
 The backward is analytic, two passes (reductions Σdy and Σdy·(x − μ), then
 ``dx = (dy − Σdy/n − (x − μ)·Σdy(x − μ)/(n(σ² + ε)))·k``) and saves only the
-input and per-channel vectors. Ghost batches are extra channels of a free view
-of the input. On CPU (float32/float64) the passes run in the C kernels of
-``_kernels.c`` when they could be built, else on PyTorch operations, which is
-also what CUDA tensors use. A double backward (``create_graph=True``) falls
-back to differentiating the composite formula, so ``gradgradcheck`` holds.
+input and per-channel vectors. Ghost batches are extra channels of a free view.
+
+Two implementations share that algebra:
+
+- ``Native*``: whole passes in C (``_kernels.c``) for CPU tensors of 32/64-bit
+  and (with float32 parameters) 16-bit floats, when the library could be built;
+- ``Torch*``: the same passes as PyTorch operations (CUDA, anything else).
+
+A double backward (``create_graph=True``) differentiates the composite formula
+instead, so ``gradgradcheck`` holds on every path.
 """
 
 from __future__ import annotations
@@ -28,75 +33,86 @@ import torch
 
 from . import _native
 
-_CTYPES = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}
-_DOUBLE_P = ctypes.POINTER(ctypes.c_double)
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16", torch.float16: "f16"}
+_PARAM_DTYPE = {
+    torch.float32: torch.float32,
+    torch.float64: torch.float64,
+    torch.bfloat16: torch.float32,
+    torch.float16: torch.float32,
+}
 _I64x5 = ctypes.c_int64 * 5
+_INF = float("inf")
 
 
-def _ptr(t: torch.Tensor, ctype: Any = None) -> Any:
-    return ctypes.cast(t.data_ptr(), ctypes.POINTER(ctype or _CTYPES[t.dtype]))
+def _addr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+# ---------------------------------------------------------------------- geometry
+@dataclass
+class NativeView:
+    """The C kernels' 5-D view: sizes and element strides of [A, G, M, C, I]."""
+
+    dims: Any
+    strides: Any
 
 
 class Geometry:
     """How an input maps to per-channel statistics.
 
     ``channel_dims`` are the dimensions statistics are kept for (the layer's
-    axes, plus the ghost-group dimension of a ghost view). ``stat_shape`` is
-    the input shape with every other dimension set to 1.
+    axes, plus the ghost-group dimension of a ghost view, which must come
+    first). ``stat_shape`` is the input shape with every other dimension 1;
+    ``params`` is the number of parameter entries (the axes' sizes multiplied).
+    ``native`` is set when the C kernels can walk the tensor with channel index
+    ``k = ghost·params + p`` and ``p`` in the parameters' own (row-major) order.
     """
 
     def __init__(
-        self, shape: Sequence[int], stride: Sequence[int], channel_dims: Sequence[int]
+        self,
+        shape: Sequence[int],
+        stride: Sequence[int],
+        channel_dims: Sequence[int],
+        ghost_dim: int | None,
     ) -> None:
         self.shape = tuple(shape)
+        self.ghost_dim = ghost_dim
         self.channel_dims = sorted(channel_dims)
         self.reduce_dims = [d for d in range(len(shape)) if d not in self.channel_dims]
         self.stat_shape = tuple(n if d in self.channel_dims else 1 for d, n in enumerate(shape))
         self.channels = math.prod(self.stat_shape)
+        self.params = math.prod(
+            n for d, n in enumerate(shape) if d in self.channel_dims and d != ghost_dim
+        )
         self.count = math.prod(shape) // max(1, self.channels)
-        self.native = _canonical(shape, stride, self.channel_dims)
+        self.native = _canonical(shape, stride, self.channel_dims, ghost_dim)
 
     @staticmethod
-    def of(x: torch.Tensor, channel_dims: Sequence[int]) -> Geometry:
+    def of(x: torch.Tensor, channel_dims: Sequence[int], ghost_dim: int | None = None) -> Geometry:
         """The (cached) geometry of ``x``'s shape and strides."""
-        return _geometry(tuple(x.shape), tuple(x.stride()), tuple(channel_dims))
-
-    def to_vector(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """A stat-shaped tensor as the kernels' contiguous channel vector."""
-        t = torch.broadcast_to(t, self.stat_shape).permute(self.native.perm)
-        return t.to(dtype).contiguous().reshape(-1)
-
-    def from_vector(self, v: torch.Tensor) -> torch.Tensor:
-        """The kernels' channel vector as a stat-shaped tensor."""
-        perm = self.native.perm
-        return v.reshape([self.stat_shape[d] for d in perm]).permute(self.native.inverse)
-
-
-@dataclass
-class NativeView:
-    """The kernels' 5-D view: sizes and element strides of [A, G, M, C, I], and the
-    permutation that orders a stat-shaped tensor's channel dims as G then C."""
-
-    dims: Any
-    strides: Any
-    perm: list[int]
-    inverse: list[int]
+        return _geometry(tuple(x.shape), tuple(x.stride()), tuple(channel_dims), ghost_dim)
 
 
 @functools.lru_cache(maxsize=256)
-def _geometry(shape: tuple[int, ...], stride: tuple[int, ...], dims: tuple[int, ...]) -> Geometry:
-    return Geometry(shape, stride, dims)
+def _geometry(
+    shape: tuple[int, ...], stride: tuple[int, ...], dims: tuple[int, ...], ghost: int | None
+) -> Geometry:
+    return Geometry(shape, stride, dims, ghost)
 
 
 def _canonical(
-    shape: Sequence[int], stride: Sequence[int], channel_dims: Sequence[int]
+    shape: Sequence[int],
+    stride: Sequence[int],
+    channel_dims: Sequence[int],
+    ghost_dim: int | None,
 ) -> NativeView | None:
-    """Describe ``x`` as the kernels' 5-D view [A, G, M, C, I] (reduce A, M, I).
+    """Describe a tensor as the kernels' 5-D view [A, G, M, C, I] (reduce A, M, I).
 
     Dimensions are ordered by stride, merged where memory allows, and matched
-    from the innermost outward to the slot pattern R Ch R Ch R. Returns
-    None when the layout does not fit, or the tensor is empty (then PyTorch
-    operations are used).
+    from the innermost outward to the slot pattern R Ch R Ch R. Returns None
+    when the layout does not fit, when channels would not come out in the
+    parameters' order (ghost first, then the axes ascending), or when the
+    tensor is empty; PyTorch operations handle those.
     """
     if 0 in shape:
         return None
@@ -125,115 +141,25 @@ def _canonical(
             return None
         slots[j] = group
         j -= 1
+    order = (slots[1][3] if slots[1] else []) + (slots[3][3] if slots[3] else [])
+    wanted = [d for d in sorted(channel_dims) if d != ghost_dim and shape[d] > 1]
+    if ghost_dim is not None and shape[ghost_dim] > 1:
+        wanted = [ghost_dim, *wanted]
+    if order != wanted:
+        return None
     dims = [slot[0] if slot else 1 for slot in slots]
     strides = [slot[1] if slot else 0 for slot in slots]
-    order = (slots[1][3] if slots[1] else []) + (slots[3][3] if slots[3] else [])
-    perm = order + [d for d in range(len(shape)) if d not in order]
-    inverse = [perm.index(d) for d in range(len(shape))]
-    return NativeView(_I64x5(*dims), _I64x5(*strides), perm, inverse)
+    return NativeView(_I64x5(*dims), _I64x5(*strides))
 
 
-# ---------------------------------------------------------------------- kernels
-class TorchKernels:
-    """The passes as PyTorch operations (any device, any layout)."""
-
-    @staticmethod
-    def stats(x: torch.Tensor, geo: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
-        dims = geo.reduce_dims
-        if not dims:
-            return x.double(), torch.zeros_like(x, dtype=torch.float64)
-        mean = x.mean(dim=dims, keepdim=True)
-        var = (x - mean).square().mean(dim=dims, keepdim=True)
-        return mean.double(), var.double()
-
-    @staticmethod
-    def affine(x: torch.Tensor, geo: Geometry, mean, scale, shift) -> torch.Tensor:
-        dt = x.dtype
-        return (x - mean.to(dt)) * scale.to(dt) + shift.to(dt)
-
-    @staticmethod
-    def backward_reduce(dy, x, geo: Geometry, mean) -> tuple[torch.Tensor, torch.Tensor]:
-        dims = geo.reduce_dims
-        centered = x - mean.to(x.dtype)
-        if not dims:
-            return dy.double(), (dy * centered).double()
-        sdy = dy.sum(dim=dims, keepdim=True, dtype=torch.float64)
-        sdyxc = (dy * centered).sum(dim=dims, keepdim=True, dtype=torch.float64)
-        return sdy, sdyxc
-
-    @staticmethod
-    def backward_dx(dy, x, geo: Geometry, mean, k1, k2, k3) -> torch.Tensor:
-        dt = x.dtype
-        return (dy - k1.to(dt) - (x - mean.to(dt)) * k2.to(dt)) * k3.to(dt)
-
-
-class NativeKernels:
-    """The passes in C (CPU, float32/float64, dense layouts ``_canonical`` accepts)."""
-
-    def __init__(self, lib: ctypes.CDLL) -> None:
-        self.lib = lib
-
-    def _fn(self, name: str, dtype: torch.dtype) -> Any:
-        return getattr(self.lib, f"{name}_{'f32' if dtype == torch.float32 else 'f64'}")
-
-    def stats(self, x: torch.Tensor, geo: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
-        dims, strides = geo.native.dims, geo.native.strides
-        mean = torch.empty(geo.channels, dtype=torch.float64)
-        var = torch.empty(geo.channels, dtype=torch.float64)
-        self._fn("bn_stats", x.dtype)(
-            _ptr(x), dims, strides, _ptr(mean), _ptr(var), _native.threads()
-        )
-        return geo.from_vector(mean), geo.from_vector(var)
-
-    def affine(self, x: torch.Tensor, geo: Geometry, mean, scale, shift) -> torch.Tensor:
-        dims, strides = geo.native.dims, geo.native.strides
-        out = torch.empty_like(x)
-        vec = [geo.to_vector(t, x.dtype) for t in (mean, scale, shift)]
-        self._fn("bn_affine", x.dtype)(
-            _ptr(x), _ptr(out), dims, strides, *(_ptr(v) for v in vec), _native.threads()
-        )
-        return out
-
-    def backward_reduce(self, dy, x, geo: Geometry, mean) -> tuple[torch.Tensor, torch.Tensor]:
-        dims, strides = geo.native.dims, geo.native.strides
-        sdy = torch.empty(geo.channels, dtype=torch.float64)
-        sdyxc = torch.empty(geo.channels, dtype=torch.float64)
-        mean_v = geo.to_vector(mean, x.dtype)  # keep a reference while C reads it
-        self._fn("bn_backward_reduce", x.dtype)(
-            _ptr(dy),
-            _ptr(x),
-            dims,
-            strides,
-            _ptr(mean_v),
-            _ptr(sdy),
-            _ptr(sdyxc),
-            _native.threads(),
-        )
-        return geo.from_vector(sdy), geo.from_vector(sdyxc)
-
-    def backward_dx(self, dy, x, geo: Geometry, mean, k1, k2, k3) -> torch.Tensor:
-        dims, strides = geo.native.dims, geo.native.strides
-        out = torch.empty_like(x)
-        vec = [geo.to_vector(t, x.dtype) for t in (mean, k1, k2, k3)]
-        self._fn("bn_backward_dx", x.dtype)(
-            _ptr(dy),
-            _ptr(x),
-            _ptr(out),
-            dims,
-            strides,
-            *(_ptr(v) for v in vec),
-            _native.threads(),
-        )
-        return out
-
-
-def kernels_for(x: torch.Tensor, geo: Geometry) -> Any:
-    """C kernels where they apply, PyTorch operations otherwise."""
-    if x.device.type == "cpu" and x.dtype in _CTYPES and geo.native is not None:
-        lib = _native.library()
-        if lib is not None:
-            return NativeKernels(lib)
-    return TorchKernels
+def native_library(x: torch.Tensor, geo: Geometry) -> Any:
+    """The C library when it can run this input, else None."""
+    if x.device.type != "cpu" or x.dtype not in _SUFFIX or geo.native is None:
+        return None
+    lib = _native.library()
+    if lib is None or (x.dtype == torch.float16 and not lib.bn_has_f16()):
+        return None
+    return lib
 
 
 def dense(x: torch.Tensor) -> torch.Tensor:
@@ -255,43 +181,194 @@ def like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------- the plan
 @dataclass
 class Plan:
-    """Everything a training or inference pass needs besides the tensors.
+    """Everything a pass needs besides the tensors.
 
-    ``renorm`` is (renorm_mean, renorm_stddev, clipping) in stat-broadcastable
-    shapes; ``adjustment`` is (a_s, a_b), constant over the reduced dims.
+    ``renorm`` is (renorm_mean, renorm_stddev, clipping) and ``adjustment`` is
+    (a_s, a_b); both hold one value per parameter entry, in parameter layout.
     """
 
     geo: Geometry
-    kernels: Any
     epsilon: float
-    ghost_dim: int | None = None
     renorm: tuple[torch.Tensor, torch.Tensor, Mapping[str, Any]] | None = None
     adjustment: tuple[torch.Tensor, torch.Tensor] | None = None
+    lib: Any = None
+
+    def fn(self, name: str, dtype: torch.dtype) -> Any:
+        return getattr(self.lib, f"bn_{name}_{_SUFFIX[dtype]}")
+
+    def stat(self, t: torch.Tensor) -> torch.Tensor:
+        """A per-parameter tensor as a view that broadcasts against the input."""
+        view = [1 if d == self.geo.ghost_dim else n for d, n in enumerate(self.geo.stat_shape)]
+        return t.reshape(view)
 
 
-@dataclass
-class Coefficients:
-    """Per-channel (stat-shaped, float64) values of one training or inference pass."""
-
-    inv: torch.Tensor  # 1/√(σ² + ε)
-    slope: torch.Tensor  # r·a_s (multiplies x̂ before γ)
-    intercept: torch.Tensor  # d·a_s + a_b
-    scale: torch.Tensor  # inv·γ·slope
-    shift: torch.Tensor  # intercept·γ + β
+def _vector(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    return None if t is None else t.detach().to(dtype).contiguous()
 
 
-def _ghost_average(t: torch.Tensor, ghost_dim: int | None) -> torch.Tensor:
-    return t if ghost_dim is None else t.mean(dim=ghost_dim, keepdim=True)
+# ---------------------------------------------------------------------- native passes
+class NativeTrainNorm(torch.autograd.Function):
+    """Training-mode normalization in C; returns y and the per-channel state
+    (rows: mean, biased variance, 1/√(σ²+ε), slope r·a_s, intercept d·a_s + a_b)."""
+
+    @staticmethod
+    def forward(ctx: Any, x, gamma, beta, plan: Plan):  # type: ignore[override]
+        geo = plan.geo
+        pdt = _PARAM_DTYPE[x.dtype]
+        g, b = _vector(gamma, pdt), _vector(beta, pdt)
+        rm = rs = a_s = a_b = None
+        rmin, rmax, dmax = -_INF, _INF, _INF
+        if plan.renorm is not None:
+            rm, rs = _vector(plan.renorm[0], pdt), _vector(plan.renorm[1], pdt)
+            clip = plan.renorm[2]
+            rmin = float(clip.get("rmin", -_INF))
+            rmax = float(clip.get("rmax", _INF))
+            dmax = float(clip.get("dmax", _INF))
+        if plan.adjustment is not None:
+            a_s, a_b = (_vector(a, pdt) for a in plan.adjustment)
+        y = torch.empty_like(x)
+        state = torch.empty(5, geo.channels, dtype=torch.float64)
+        plan.fn("train_forward", x.dtype)(
+            x.data_ptr(),
+            y.data_ptr(),
+            geo.native.dims,
+            geo.native.strides,
+            geo.params,
+            _addr(g),
+            _addr(b),
+            plan.epsilon,
+            _addr(rm),
+            _addr(rs),
+            rmin,
+            rmax,
+            dmax,
+            _addr(a_s),
+            _addr(a_b),
+            state.data_ptr(),
+            _native.threads(),
+        )
+        ctx.save_for_backward(x, gamma, beta)
+        ctx.plan, ctx.state = plan, state
+        ctx.mark_non_differentiable(state)
+        return y, state
+
+    @staticmethod
+    def backward(ctx: Any, dy, _dstate):  # type: ignore[override]
+        x, gamma, beta = ctx.saved_tensors
+        plan, state = ctx.plan, ctx.state
+        geo = plan.geo
+        if torch.is_grad_enabled():  # double backward: differentiate the composite formula
+            slope = geo_stat(plan, state[3])
+            intercept = geo_stat(plan, state[4])
+            return _composite_backward(ctx, dy, x, gamma, beta, plan, slope, intercept)
+        dy = like(dy, x)
+        dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        dgamma = torch.empty(geo.params, dtype=torch.float64) if _wants(ctx, 1, gamma) else None
+        dbeta = torch.empty(geo.params, dtype=torch.float64) if _wants(ctx, 2, beta) else None
+        g = _vector(gamma, _PARAM_DTYPE[x.dtype])
+        plan.fn("train_backward", x.dtype)(
+            dy.data_ptr(),
+            x.data_ptr(),
+            _addr(dx),
+            geo.native.dims,
+            geo.native.strides,
+            geo.params,
+            _addr(g),
+            state.data_ptr(),
+            _addr(dgamma),
+            _addr(dbeta),
+            _native.threads(),
+        )
+        return dx, _as_param(dgamma, gamma), _as_param(dbeta, beta), None
+
+
+class NativeAffineNorm(torch.autograd.Function):
+    """Inference-mode normalization in C with given (moving) statistics,
+    differentiable in x, γ and β (a frozen layer inside a training model)."""
+
+    @staticmethod
+    def forward(ctx: Any, x, gamma, beta, mean, var, plan: Plan):  # type: ignore[override]
+        geo = plan.geo
+        pdt = _PARAM_DTYPE[x.dtype]
+        vec = [_vector(t, pdt) for t in (mean, var, gamma, beta)]
+        y = torch.empty_like(x)
+        plan.fn("infer_forward", x.dtype)(
+            x.data_ptr(),
+            y.data_ptr(),
+            geo.native.dims,
+            geo.native.strides,
+            geo.params,
+            *(_addr(v) for v in vec),
+            plan.epsilon,
+            _native.threads(),
+        )
+        ctx.save_for_backward(x, gamma, beta, mean, var)
+        ctx.plan = plan
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, dy):  # type: ignore[override]
+        x, gamma, beta, mean, var = ctx.saved_tensors
+        plan = ctx.plan
+        geo = plan.geo
+        if torch.is_grad_enabled():
+            one = torch.ones((), dtype=torch.float64)
+            grads = _composite_backward(
+                ctx, dy, x, gamma, beta, plan, one, 0 * one, plan.stat(mean), plan.stat(var)
+            )
+            return (*grads[:3], None, None, None)
+        dy = like(dy, x)
+        pdt = _PARAM_DTYPE[x.dtype]
+        dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        dgamma = torch.empty(geo.params, dtype=torch.float64) if _wants(ctx, 1, gamma) else None
+        dbeta = torch.empty(geo.params, dtype=torch.float64) if _wants(ctx, 2, beta) else None
+        vec = [_vector(t, pdt) for t in (mean, var, gamma)]
+        plan.fn("infer_backward", x.dtype)(
+            dy.data_ptr(),
+            x.data_ptr(),
+            _addr(dx),
+            geo.native.dims,
+            geo.native.strides,
+            geo.params,
+            *(_addr(v) for v in vec),
+            plan.epsilon,
+            _addr(dgamma),
+            _addr(dbeta),
+            _native.threads(),
+        )
+        return dx, _as_param(dgamma, gamma), _as_param(dbeta, beta), None, None, None
+
+
+def _wants(ctx: Any, index: int, t: torch.Tensor | None) -> bool:
+    return t is not None and ctx.needs_input_grad[index]
+
+
+def _as_param(grad: torch.Tensor | None, param: torch.Tensor | None) -> torch.Tensor | None:
+    return None if grad is None else grad.to(param.dtype).reshape(param.shape)
+
+
+def geo_stat(plan: Plan, row: torch.Tensor) -> torch.Tensor:
+    """A native per-channel row (ghost-major K vector) as a stat-shaped tensor."""
+    return row.reshape(plan.geo.stat_shape)
+
+
+# ---------------------------------------------------------------------- PyTorch passes
+def _stats(x: torch.Tensor, geo: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
+    dims = geo.reduce_dims
+    if not dims:
+        return x.double(), torch.zeros_like(x, dtype=torch.float64)
+    mean = x.mean(dim=dims, keepdim=True)
+    var = (x - mean).square().mean(dim=dims, keepdim=True)
+    return mean.double(), var.double()
 
 
 def renorm_rd(plan: Plan, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """r and d from the (ghost-averaged) batch statistics and the pre-update renorm ones."""
     renorm_mean, renorm_stddev, clipping = plan.renorm  # type: ignore[misc]
     eps = plan.epsilon
-    stddev = torch.sqrt(var + eps)
-    denom = torch.clamp(renorm_stddev.double(), min=math.sqrt(eps))
-    r = stddev / denom
-    d = (mean - renorm_mean.double()) / denom
+    denom = torch.clamp(plan.stat(renorm_stddev).double(), min=math.sqrt(eps))
+    r = torch.sqrt(var + eps) / denom
+    d = (mean - plan.stat(renorm_mean).double()) / denom
     if "rmin" in clipping:
         r = torch.clamp(r, min=float(clipping["rmin"]))
     if "rmax" in clipping:
@@ -301,44 +378,105 @@ def renorm_rd(plan: Plan, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.
     return r, d
 
 
-def coefficients(
-    plan: Plan,
-    mean: torch.Tensor,
-    var: torch.Tensor,
-    gamma: torch.Tensor | None,
-    beta: torch.Tensor | None,
-    training: bool,
-) -> Coefficients:
-    """Fold renorm and adjustment into one per-channel scale and shift (float64)."""
-    inv = torch.rsqrt(var + plan.epsilon)
-    slope = torch.ones_like(inv)
-    intercept = torch.zeros_like(inv)
-    if training and plan.adjustment is not None:
-        a_s, a_b = (a.double() for a in plan.adjustment)
+def _slope_intercept(plan: Plan, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(x̂·r + d)·a_s + a_b = x̂·slope + intercept, per channel (float64)."""
+    slope = torch.ones_like(var)
+    intercept = torch.zeros_like(var)
+    if plan.adjustment is not None:
+        a_s, a_b = (plan.stat(a).double() for a in plan.adjustment)
         slope, intercept = slope * a_s, intercept + a_b
-    if training and plan.renorm is not None:
-        r, d = renorm_rd(
-            plan, _ghost_average(mean, plan.ghost_dim), _ghost_average(var, plan.ghost_dim)
+    if plan.renorm is not None:
+        ghost = plan.geo.ghost_dim
+        pooled = [t if ghost is None else t.mean(dim=ghost, keepdim=True) for t in (mean, var)]
+        r, d = renorm_rd(plan, *pooled)
+        slope, intercept = slope * r, d * slope + intercept
+    return slope, intercept
+
+
+class TorchTrainNorm(torch.autograd.Function):
+    """Training-mode normalization as PyTorch operations; same outputs as
+    ``NativeTrainNorm`` (the state rows are stat-shaped tensors here)."""
+
+    @staticmethod
+    def forward(ctx: Any, x, gamma, beta, plan: Plan):  # type: ignore[override]
+        mean, var = _stats(x, plan.geo)
+        slope, intercept = _slope_intercept(plan, mean, var)
+        inv = torch.rsqrt(var + plan.epsilon)
+        g = gamma.detach().double() if gamma is not None else 1.0
+        b = beta.detach().double() if beta is not None else 0.0
+        dt = x.dtype
+        y = (x - mean.to(dt)) * (inv * slope * g).to(dt) + (intercept * g + b).to(dt)
+        state = torch.stack(torch.broadcast_tensors(mean, var, inv, slope, intercept))
+        ctx.save_for_backward(x, gamma, beta)
+        ctx.plan, ctx.state = plan, state
+        ctx.mark_non_differentiable(state)
+        return y, state
+
+    @staticmethod
+    def backward(ctx: Any, dy, _dstate):  # type: ignore[override]
+        x, gamma, beta = ctx.saved_tensors
+        plan, state = ctx.plan, ctx.state
+        mean, _, inv, slope, intercept = state
+        if torch.is_grad_enabled():
+            return _composite_backward(ctx, dy, x, gamma, beta, plan, slope, intercept)
+        dims, n, dt = plan.geo.reduce_dims, plan.geo.count, x.dtype
+        centered = x - mean.to(dt)
+        sdy = dy.sum(dim=dims, keepdim=True, dtype=torch.float64) if dims else dy.double()
+        sdx = (
+            (dy * centered).sum(dim=dims, keepdim=True, dtype=torch.float64)
+            if dims
+            else (dy * centered).double()
         )
-        slope, intercept = slope * r, d * slope + intercept  # (x̂·r + d)·a_s + a_b
-    g = gamma.detach().double() if gamma is not None else 1.0
-    b = beta.detach().double() if beta is not None else 0.0
-    return Coefficients(inv, slope, intercept, inv * slope * g, intercept * g + b)
+        dx = None
+        if ctx.needs_input_grad[0]:
+            g = gamma.detach().double() if gamma is not None else 1.0
+            k1, k2, k3 = sdy / n, inv.square() * sdx / n, inv * slope * g
+            dx = (dy - k1.to(dt) - centered * k2.to(dt)) * k3.to(dt)
+        dgamma = dbeta = None
+        if _wants(ctx, 1, gamma):
+            dgamma = (slope * inv * sdx + intercept * sdy).sum_to_size(gamma.shape).to(gamma.dtype)
+        if _wants(ctx, 2, beta):
+            dbeta = sdy.sum_to_size(beta.shape).to(beta.dtype)
+        return dx, dgamma, dbeta, None
 
 
-# ---------------------------------------------------------------------- autograd
-def _param_grads(
-    ctx: Any, sdy: torch.Tensor, sdyxhat: torch.Tensor, co: Coefficients, gamma, beta
-) -> tuple[Any, Any]:
-    dgamma = dbeta = None
-    if gamma is not None and ctx.needs_input_grad[1]:
-        dgamma = (co.slope * sdyxhat + co.intercept * sdy).sum_to_size(gamma.shape)
-        dgamma = dgamma.to(gamma.dtype)
-    if beta is not None and ctx.needs_input_grad[2]:
-        dbeta = sdy.sum_to_size(beta.shape).to(beta.dtype)
-    return dgamma, dbeta
+class TorchAffineNorm(torch.autograd.Function):
+    """Inference-mode normalization as PyTorch operations (double backward included)."""
+
+    @staticmethod
+    def forward(ctx: Any, x, gamma, beta, mean, var, plan: Plan):  # type: ignore[override]
+        inv = torch.rsqrt(var.double() + plan.epsilon)
+        g = gamma.detach().double() if gamma is not None else 1.0
+        b = beta.detach().double() if beta is not None else 0.0
+        dt = x.dtype
+        ctx.save_for_backward(x, gamma, beta, mean, var)
+        ctx.plan = plan
+        return (x - mean.to(dt)) * (inv * g).to(dt) + torch.as_tensor(b).to(dt)
+
+    @staticmethod
+    def backward(ctx: Any, dy):  # type: ignore[override]
+        x, gamma, beta, mean, var = ctx.saved_tensors
+        plan = ctx.plan
+        one = torch.ones((), dtype=torch.float64)
+        if torch.is_grad_enabled():
+            grads = _composite_backward(ctx, dy, x, gamma, beta, plan, one, 0 * one, mean, var)
+            return (*grads[:3], None, None, None)
+        dims, dt = plan.geo.reduce_dims, x.dtype
+        inv = torch.rsqrt(var.double() + plan.epsilon)
+        g = gamma.detach().double() if gamma is not None else 1.0
+        dx = dy * (inv * g).to(dt) if ctx.needs_input_grad[0] else None
+        dgamma = dbeta = None
+        if _wants(ctx, 1, gamma):
+            xhat = (x - mean.to(dt)) * inv.to(dt)
+            dgamma = (dy * xhat).sum(dim=dims, keepdim=True, dtype=torch.float64)
+            dgamma = dgamma.sum_to_size(gamma.shape).to(gamma.dtype)
+        if _wants(ctx, 2, beta):
+            dbeta = dy.sum(dim=dims, keepdim=True, dtype=torch.float64)
+            dbeta = dbeta.sum_to_size(beta.shape).to(beta.dtype)
+        return dx, dgamma, dbeta, None, None, None
 
 
+# ---------------------------------------------------------------------- double backward
 def composite(
     x: torch.Tensor,
     gamma: torch.Tensor | None,
@@ -349,14 +487,13 @@ def composite(
     mean: torch.Tensor | None = None,
     var: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The same output as differentiable PyTorch operations, with ``slope``/``intercept``
-    (r, d, adjustment) held constant: the double-backward path. ``mean``/``var``
-    given means inference (moving statistics, no batch dependence)."""
+    """The output as differentiable PyTorch operations, with ``slope``/``intercept``
+    (r, d, adjustment) held constant; ``mean``/``var`` given means inference."""
     dt = x.dtype
     if mean is None:
         dims = plan.geo.reduce_dims
-        mean = x.mean(dim=dims, keepdim=True)
-        var = (x - mean).square().mean(dim=dims, keepdim=True)
+        mean = x.mean(dim=dims, keepdim=True) if dims else x
+        var = (x - mean).square().mean(dim=dims, keepdim=True) if dims else torch.zeros_like(x)
     y = (x - mean.to(dt)) * torch.rsqrt(var.to(dt) + plan.epsilon) * slope.to(dt)
     y = y + intercept.to(dt)
     if gamma is not None:
@@ -366,81 +503,73 @@ def composite(
     return y
 
 
-class TrainNorm(torch.autograd.Function):
-    """Training-mode normalization of a dense input; returns y and the per-ghost
-    (stat-shaped, float64) batch mean and biased variance."""
-
-    @staticmethod
-    def forward(ctx: Any, x, gamma, beta, plan: Plan):  # type: ignore[override]
-        kernels, geo = plan.kernels, plan.geo
-        mean, var = kernels.stats(x, geo)
-        co = coefficients(plan, mean, var, gamma, beta, training=True)
-        y = kernels.affine(x, geo, mean, co.scale, co.shift)
-        ctx.save_for_backward(x, gamma, beta)
-        ctx.plan, ctx.co, ctx.mean = plan, co, mean
-        ctx.mark_non_differentiable(mean, var)
-        return y, mean, var
-
-    @staticmethod
-    def backward(ctx: Any, dy, _dmean, _dvar):  # type: ignore[override]
-        x, gamma, beta = ctx.saved_tensors
-        plan, co, mean = ctx.plan, ctx.co, ctx.mean
-        if torch.is_grad_enabled():  # double backward: differentiate the composite formula
-            return _composite_backward(ctx, dy, x, gamma, beta, plan, co, None, None)
-        kernels, geo = plan.kernels, plan.geo
-        dy = like(dy, x)
-        sdy, sdyxc = kernels.backward_reduce(dy, x, geo, mean)
-        dx = None
-        if ctx.needs_input_grad[0]:
-            n = geo.count
-            gamma64 = gamma.detach().double() if gamma is not None else 1.0
-            k3 = co.inv * co.slope * gamma64
-            dx = kernels.backward_dx(dy, x, geo, mean, sdy / n, co.inv.square() * sdyxc / n, k3)
-        dgamma, dbeta = _param_grads(ctx, sdy, sdyxc * co.inv, co, gamma, beta)
-        return dx, dgamma, dbeta, None
-
-
-class AffineNorm(torch.autograd.Function):
-    """Inference-mode normalization with the moving statistics (differentiable in
-    x, γ and β, as a frozen layer in a training model needs)."""
-
-    @staticmethod
-    def forward(ctx: Any, x, gamma, beta, mean, var, plan: Plan):  # type: ignore[override]
-        co = coefficients(plan, mean.double(), var.double(), gamma, beta, training=False)
-        y = plan.kernels.affine(x, plan.geo, mean, co.scale, co.shift)
-        ctx.save_for_backward(x, gamma, beta)
-        ctx.plan, ctx.co, ctx.stats = plan, co, (mean, var)
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, dy):  # type: ignore[override]
-        x, gamma, beta = ctx.saved_tensors
-        plan, co = ctx.plan, ctx.co
-        mean, var = ctx.stats
-        if torch.is_grad_enabled():
-            grads = _composite_backward(ctx, dy, x, gamma, beta, plan, co, mean, var)
-            return (*grads[:3], None, None, None)
-        kernels, geo = plan.kernels, plan.geo
-        dy = like(dy, x)
-        dx = None
-        if ctx.needs_input_grad[0]:
-            zero = torch.zeros_like(co.inv)
-            dx = kernels.backward_dx(dy, x, geo, mean, zero, zero, co.scale)
-        dgamma = dbeta = None
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            sdy, sdyxc = kernels.backward_reduce(dy, x, geo, mean)
-            dgamma, dbeta = _param_grads(ctx, sdy, sdyxc * co.inv, co, gamma, beta)
-        return dx, dgamma, dbeta, None, None, None
-
-
-def _composite_backward(ctx, dy, x, gamma, beta, plan, co, mean, var):
-    inputs = [
-        t
-        for t, need in zip((x, gamma, beta), ctx.needs_input_grad[:3], strict=True)
-        if need and t is not None
-    ]
+def _composite_backward(ctx, dy, x, gamma, beta, plan, slope, intercept, mean=None, var=None):
+    wanted = list(zip((x, gamma, beta), ctx.needs_input_grad[:3], strict=True))
+    inputs = [t for t, need in wanted if need and t is not None]
     with torch.enable_grad():
-        y = composite(x, gamma, beta, plan, co.slope, co.intercept, mean, var)
+        y = composite(x, gamma, beta, plan, slope, intercept, mean, var)
         grads = iter(torch.autograd.grad(y, inputs, dy, create_graph=True))
-    wanted = zip((x, gamma, beta), ctx.needs_input_grad[:3], strict=True)
     return (*(next(grads) if need and t is not None else None for t, need in wanted), None)
+
+
+# ---------------------------------------------------------------------- entry points
+def train(
+    x: torch.Tensor,
+    gamma: torch.Tensor | None,
+    beta: torch.Tensor | None,
+    plan_args: dict[str, Any],
+    axes: Sequence[int],
+    ghost_dim: int | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Geometry]:
+    """Training pass on a (ghost-viewed) dense input. gamma/beta are in parameter
+    layout. Returns y, the per-ghost mean and biased variance (stat-shaped,
+    float64), and the geometry."""
+    channel_dims = [*axes] if ghost_dim is None else [ghost_dim, *axes]
+    geo = Geometry.of(x, channel_dims, ghost_dim)
+    lib = native_library(x, geo)
+    plan = Plan(geo, lib=lib, **plan_args)
+    if lib is not None:
+        y, state = NativeTrainNorm.apply(x, gamma, beta, plan)
+        return y, state[0].reshape(geo.stat_shape), state[1].reshape(geo.stat_shape), geo
+    xc = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    g = None if gamma is None else plan.stat(gamma)
+    b = None if beta is None else plan.stat(beta)
+    y, state = TorchTrainNorm.apply(xc, g, b, plan)
+    return y, state[0], state[1], geo
+
+
+def infer(
+    x: torch.Tensor,
+    gamma: torch.Tensor | None,
+    beta: torch.Tensor | None,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    axes: Sequence[int],
+    epsilon: float,
+) -> torch.Tensor:
+    """Inference pass with given statistics, all in parameter layout."""
+    geo = Geometry.of(x, axes)
+    lib = native_library(x, geo)
+    plan = Plan(geo, epsilon, lib=lib)
+    if lib is not None:
+        if torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (x, gamma, beta)
+        ):
+            return NativeAffineNorm.apply(x, gamma, beta, mean, var, plan)
+        pdt = _PARAM_DTYPE[x.dtype]
+        vec = [_vector(t, pdt) for t in (mean, var, gamma, beta)]
+        y = torch.empty_like(x)
+        plan.fn("infer_forward", x.dtype)(
+            x.data_ptr(),
+            y.data_ptr(),
+            geo.native.dims,
+            geo.native.strides,
+            geo.params,
+            *(_addr(v) for v in vec),
+            epsilon,
+            _native.threads(),
+        )
+        return y
+    xc = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    stat = [None if t is None else plan.stat(t) for t in (gamma, beta, mean, var)]
+    return TorchAffineNorm.apply(xc, *stat, plan)

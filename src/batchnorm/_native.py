@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 _SOURCE = Path(__file__).with_name("_kernels.c")
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 _FLAGS = [
     "-O3",
     "-fPIC",
@@ -39,8 +39,6 @@ _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
 _tried = False
 _status = "not loaded yet"
-
-_i64p = ctypes.POINTER(ctypes.c_int64)
 
 
 def _cpu_signature() -> str:
@@ -87,42 +85,48 @@ def _build(compiler: str, flags: list[str], target: Path) -> None:
 
 
 def _declare(lib: ctypes.CDLL) -> None:
-    for suffix, ctype in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
-        tp = ctypes.POINTER(ctype)
-        dp = ctypes.POINTER(ctypes.c_double)
-        getattr(lib, f"bn_stats_{suffix}").argtypes = [tp, _i64p, _i64p, dp, dp, ctypes.c_int]
-        getattr(lib, f"bn_affine_{suffix}").argtypes = [
-            tp,
-            tp,
-            _i64p,
-            _i64p,
-            tp,
-            tp,
-            tp,
-            ctypes.c_int,
+    """Argument types of the exported passes (pointers are passed as integers)."""
+    p, i64, f64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
+    suffixes = ["f32", "f64", "bf16"] + (["f16"] if lib.bn_has_f16() else [])
+    for sfx in suffixes:
+        getattr(lib, f"bn_train_forward_{sfx}").argtypes = [
+            p,
+            p,
+            p,
+            p,
+            i64,
+            p,
+            p,
+            f64,
+            p,
+            p,
+            f64,
+            f64,
+            f64,
+            p,
+            p,
+            p,
+            i32,
         ]
-        getattr(lib, f"bn_backward_reduce_{suffix}").argtypes = [
-            tp,
-            tp,
-            _i64p,
-            _i64p,
-            tp,
-            dp,
-            dp,
-            ctypes.c_int,
+        getattr(lib, f"bn_train_backward_{sfx}").argtypes = [p, p, p, p, p, i64, p, p, p, p, i32]
+        getattr(lib, f"bn_infer_forward_{sfx}").argtypes = [p, p, p, p, i64, p, p, p, p, f64, i32]
+        getattr(lib, f"bn_infer_backward_{sfx}").argtypes = [
+            p,
+            p,
+            p,
+            p,
+            p,
+            i64,
+            p,
+            p,
+            p,
+            f64,
+            p,
+            p,
+            i32,
         ]
-        getattr(lib, f"bn_backward_dx_{suffix}").argtypes = [
-            tp,
-            tp,
-            tp,
-            _i64p,
-            _i64p,
-            tp,
-            tp,
-            tp,
-            tp,
-            ctypes.c_int,
-        ]
+        for name in ("train_forward", "train_backward", "infer_forward", "infer_backward"):
+            getattr(lib, f"bn_{name}_{sfx}").restype = i32
 
 
 def _load() -> ctypes.CDLL | None:

@@ -204,10 +204,11 @@ def train_forward(
 ) -> tuple[torch.Tensor, BatchStatistics]:
     """One training-mode normalization of ``x``; returns ``y`` and the batch statistics.
 
-    ``gamma``/``beta`` broadcast against ``x`` (or against the ghost view when
-    ``virtual_batch_size`` is set); ``mask`` is a weight tensor broadcastable to
-    ``x``; ``adjustment`` is ``(a_s, a_b)`` broadcastable to ``x``; ``renorm`` is
-    ``(renorm_mean, renorm_stddev, clipping)`` in parameter layout. The output is
+    ``gamma``/``beta`` and the renorm statistics in ``renorm = (renorm_mean,
+    renorm_stddev, clipping)`` are in parameter layout; ``mask`` is a weight tensor
+    broadcastable to ``x``; ``adjustment`` is ``(a_s, a_b)`` broadcastable to ``x``.
+    16-bit ``x`` is computed in float32 and returned in float32 or its own dtype.
+    The output is
 
         y = (((x − μ)/√(σ² + ε)·r + d)·a_s + a_b)·γ + β
     """
@@ -224,20 +225,22 @@ def train_forward(
     channel_dims = [*axes] if ghost_dim is None else [*axes, ghost_dim]
     dims = reduction_dims(x.dim(), channel_dims)
     view = [n if d in axes else 1 for d, n in enumerate(x.shape)]  # per-channel, ghosts pooled
-    if renorm is not None:
-        renorm = (renorm[0].reshape(view), renorm[1].reshape(view), renorm[2])
     if (
         weights is None
         and _per_channel(adjustment, dims, x.dim())
         and not torch.compiler.is_compiling()
     ):
-        x = _fused.dense(x)
-        geo = _fused.Geometry.of(x, channel_dims)
-        plan = _fused.Plan(geo, _fused.kernels_for(x, geo), epsilon, ghost_dim, renorm, adjustment)
-        y, mean, var = _fused.TrainNorm.apply(x, gamma, beta, plan)
+        if adjustment is not None:
+            adjustment = tuple(torch.broadcast_to(a, view) for a in adjustment)
+        plan_args = {"epsilon": epsilon, "renorm": renorm, "adjustment": adjustment}
+        y, mean, var, _ = _fused.train(_fused.dense(x), gamma, beta, plan_args, axes, ghost_dim)
     else:
+        x = x if x.dtype in (torch.float32, torch.float64) else x.float()
         mean, var = moments(x, dims, weights)
-        y = _composite_train(x, mean, var, gamma, beta, epsilon, ghost_dim, renorm, adjustment)
+        g, b = (None if t is None else t.reshape(view) for t in (gamma, beta))
+        if renorm is not None:
+            renorm = (renorm[0].reshape(view), renorm[1].reshape(view), renorm[2])
+        y = _composite_train(x, mean, var, g, b, epsilon, ghost_dim, renorm, adjustment)
     if weights is None:
         n = x.numel() // max(1, mean.numel())
         unbiased = var * (n / max(n - 1, 1))
@@ -261,17 +264,14 @@ def inference_forward(
     variance: torch.Tensor,
     epsilon: float,
 ) -> torch.Tensor:
-    """``y = (x − mean)·γ/√(variance + ε) + β`` with given (moving) statistics, in one
-    pass; all of ``gamma``, ``beta``, ``mean``, ``variance`` broadcast against ``x``."""
+    """``y = (x − mean)·γ/√(variance + ε) + β`` with given (moving) statistics in one
+    pass; ``gamma``, ``beta``, ``mean`` and ``variance`` are in parameter layout."""
     if torch.compiler.is_compiling():
-        return normalize(x, mean, variance, beta, gamma, epsilon)
-    x = _fused.dense(x)
-    geo = _fused.Geometry.of(x, axes)
-    plan = _fused.Plan(geo, _fused.kernels_for(x, geo), epsilon)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, gamma, beta)):
-        return _fused.AffineNorm.apply(x, gamma, beta, mean, variance, plan)
-    co = _fused.coefficients(plan, mean.double(), variance.double(), gamma, beta, training=False)
-    return plan.kernels.affine(x, geo, mean, co.scale, co.shift)
+        view = [n if d in axes else 1 for d, n in enumerate(x.shape)]
+        x = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        g, b, m, v = (None if t is None else t.reshape(view) for t in (gamma, beta, mean, variance))
+        return normalize(x, m, v, b, g, epsilon)
+    return _fused.infer(_fused.dense(x), gamma, beta, mean, variance, axes, epsilon)
 
 
 def _ghost_mean(t: torch.Tensor, ghost_dim: int | None) -> torch.Tensor:

@@ -401,7 +401,8 @@ class BatchNormalization(Layer):
 
     # ------------------------------------------------------------------ call
     def _prepare(self, inputs: Any) -> tuple[torch.Tensor, torch.dtype]:
-        """Validate the input; return it in the compute dtype and the output dtype."""
+        """Validate the input; return it in the dtype the passes read (16-bit input
+        stays 16-bit, the math runs in float32) and the output dtype."""
         if not isinstance(inputs, torch.Tensor):
             raise TypeError(
                 f"Layer {self.name} expects a torch.Tensor or NumPy array; received "
@@ -425,8 +426,9 @@ class BatchNormalization(Layer):
         elif not inputs.is_floating_point():
             inputs = inputs.to(var_dtype)
         out_dtype = inputs.dtype
-        compute = torch.promote_types(out_dtype, var_dtype)
-        return inputs.to(compute), out_dtype
+        if out_dtype in SIXTEEN_BIT and var_dtype == torch.float32:
+            return inputs, out_dtype
+        return inputs.to(torch.promote_types(out_dtype, var_dtype)), out_dtype
 
     def _training_flag(self, training: Any) -> bool:
         if not self._trainable:
@@ -446,17 +448,12 @@ class BatchNormalization(Layer):
             f"`training` must be None, a bool or a 0-dim tensor; received {training!r}."
         )
 
-    def _bparam(self, value: torch.Tensor | None, ndim: int, dtype: torch.dtype) -> Any:
-        """Reshape a ``(C,)`` parameter so it broadcasts against the input."""
+    @staticmethod
+    def _param(value: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+        """A variable in the parameter dtype of the passes for ``x``."""
         if value is None:
             return None
-        value = value.to(dtype)
-        if value.dim() == ndim + 1:  # virtual-batch layout: drop TF's extra leading 1
-            return value.squeeze(1)
-        if value.dim() == ndim:
-            return value
-        axis = self._axes[0]
-        return value.view(F.broadcast_shape(ndim, [axis], [value.shape[0]]))
+        return value.to(torch.float32 if x.dtype in SIXTEEN_BIT else x.dtype)
 
     def _mask_weights(self, mask: Any, x: torch.Tensor) -> torch.Tensor:
         """Check ``mask`` (input shape without the channel axes) and return float
@@ -490,8 +487,9 @@ class BatchNormalization(Layer):
                 f"`adjustment` must return a pair (scale, bias); returned {type(result).__name__}."
             )
         values = []
+        dtype = torch.float32 if x.dtype in SIXTEEN_BIT else x.dtype
         for what, value in zip(("scale", "bias"), result, strict=True):
-            value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+            value = torch.as_tensor(value, dtype=dtype, device=x.device)
             try:
                 fits = torch.broadcast_shapes(value.shape, x.shape) == x.shape
             except RuntimeError:
@@ -516,12 +514,11 @@ class BatchNormalization(Layer):
         x, out_dtype = self._prepare(inputs)
         is_training = self._training_flag(training)
         weights = self._mask_weights(mask, x) if mask is not None else None
-        ndim = x.dim()
-        gamma = self._bparam(self.gamma, ndim, x.dtype)
-        beta = self._bparam(self.beta, ndim, x.dtype)
         if not is_training:
-            mean = self._bparam(self.moving_mean, ndim, x.dtype)
-            var = self._bparam(self.moving_variance, ndim, x.dtype)
+            gamma, beta, mean, var = (
+                self._param(t, x)
+                for t in (self.gamma, self.beta, self.moving_mean, self.moving_variance)
+            )
             y = F.inference_forward(x, self._axes, gamma, beta, mean, var, self.epsilon)
             return y.to(out_dtype)
         y = self._train(x, weights)
@@ -544,14 +541,13 @@ class BatchNormalization(Layer):
         renorm = None
         if self.renorm:
             check_clipping_values(self.renorm_clipping)  # a schedule may have changed them
-            renorm = (self.renorm_mean, self.renorm_stddev, self.renorm_clipping)
+            renorm = (
+                self._param(self.renorm_mean, x),
+                self._param(self.renorm_stddev, x),
+                self.renorm_clipping,
+            )
         adjustment = self._adjustment_values(x) if self.adjustment is not None else None
-        if vbs is None:
-            gamma = self._bparam(self.gamma, x.dim(), x.dtype)
-            beta = self._bparam(self.beta, x.dim(), x.dtype)
-        else:  # TF's [1, 1, …, C] layout broadcasts against the ghost view as it is
-            gamma = None if self.gamma is None else self.gamma.to(x.dtype)
-            beta = None if self.beta is None else self.beta.to(x.dtype)
+        gamma, beta = self._param(self.gamma, x), self._param(self.beta, x)
         y, stats = F.train_forward(
             x,
             self._axes,

@@ -1,0 +1,328 @@
+"""Benchmarks: batchnorm against PyTorch's native batch norm, a plain copy and tf_keras.
+
+Every timing is the median of repeated runs in one process, reported in
+milliseconds and as ratios: to a ``y.copy_(x)`` of the same tensor (the memory
+traffic unit: inference needs ≥ 1.0×, a training forward ≥ 1.5×, forward +
+backward ≈ 4×), to PyTorch's native kernel on the same data, and to our own
+plain path. Run ``python -m batchnorm bench`` (or ``python benchmarks/run.py``);
+preload tcmalloc for stable numbers (see ``benchmarks/RESULTS.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as TF
+
+from . import _native
+from .normalization import BatchNormalization
+
+MODES = ("train_fwd", "train_fwd_bwd", "inference")
+
+
+@dataclass
+class Case:
+    name: str
+    shape: tuple[int, ...]
+    axis: int
+    layout: str  # "dense" (channel last, 2-D), "nhwc", "nchw"
+    multi_axis: list[int] | None = None
+    notes: str = ""
+
+
+CASES = {
+    "A": Case("A", (256, 1024), -1, "dense", None, "(256, 1024), axis -1"),
+    "B": Case("B", (32, 56, 56, 64), -1, "nhwc", [2, 3], "(32, 56, 56, 64) NHWC, axis -1"),
+    "C": Case("C", (32, 64, 56, 56), 1, "nchw", [1, 2], "(32, 64, 56, 56) NCHW, axis 1"),
+    "D": Case("D", (4096, 64), -1, "dense", None, "(4096, 64) tabular, axis -1"),
+}
+
+VARIANTS = {
+    "plain": {},
+    "renorm": {"renorm": True, "renorm_clipping": {"rmin": 1 / 3, "rmax": 3.0, "dmax": 5.0}},
+    "vbs=8": {"virtual_batch_size": 8},
+    "adjustment": {"adjustment": "per-channel"},
+    "multi-axis": {"axis": "multi"},
+    "frozen": {"trainable": False},
+    "float16": {"dtype": torch.float16},
+    "bfloat16": {"dtype": torch.bfloat16},
+}
+
+
+@dataclass
+class Row:
+    case: str
+    mode: str
+    impl: str
+    ms: float
+    copy_ms: float
+    ref: dict[str, float] = field(default_factory=dict)
+
+
+def _timer(fn: Callable[[], Any], repeat: int, min_time: float) -> float:
+    """Median wall time (ms) of ``fn`` after a warm-up, over at least ``repeat`` runs."""
+    for _ in range(2):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeat or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 10 * repeat:
+            break
+    return statistics.median(times) * 1e3
+
+
+def _input(case: Case, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    torch.manual_seed(0)
+    return (torch.randn(case.shape) * 2 + 0.5).to(dtype)
+
+
+def _native_view(case: Case, x: torch.Tensor) -> torch.Tensor:
+    """The same memory as PyTorch's (N, C, ...) layout: NHWC becomes a channels_last view."""
+    if case.layout == "nhwc":
+        return x.permute(0, 3, 1, 2)
+    return x
+
+
+def _from_native(case: Case, y: torch.Tensor) -> torch.Tensor:
+    """Back to the case's own shape (a free view)."""
+    return y.permute(0, 2, 3, 1) if case.layout == "nhwc" else y
+
+
+def _channels(case: Case) -> int:
+    return case.shape[case.axis]
+
+
+def _step(
+    module: Callable[..., torch.Tensor], x: torch.Tensor, mode: str, params: list[torch.Tensor]
+) -> Callable[[], Any]:
+    """A closure running one forward (and backward) the way a training loop does."""
+    if mode == "inference":
+
+        def run() -> Any:
+            with torch.no_grad():
+                return module(x, False)
+
+        return run
+    if mode == "train_fwd":
+
+        def run() -> Any:
+            with torch.no_grad():
+                return module(x, True)
+
+        return run
+    xg = x.detach().requires_grad_(True)
+    dy = torch.randn_like(x)
+
+    def run() -> Any:
+        xg.grad = None
+        for p in params:
+            p.grad = None
+        module(xg, True).backward(dy)
+
+    return run
+
+
+def _ours(case: Case, variant: dict[str, Any], mode: str, x: torch.Tensor) -> Callable[[], Any]:
+    kwargs = dict(variant)
+    kwargs.pop("dtype", None)
+    if kwargs.get("axis") == "multi":
+        kwargs["axis"] = case.multi_axis
+    else:
+        kwargs["axis"] = case.axis
+    if kwargs.get("adjustment") == "per-channel":
+        c = _channels(case)
+        view = [1] * len(case.shape)
+        view[case.axis] = c
+        view = view[1:] if case.axis != 0 else view
+        a_s = torch.linspace(0.93, 1.07, c).reshape(view)
+        a_b = torch.linspace(-0.1, 0.1, c).reshape(view)
+        kwargs["adjustment"] = lambda shape: (a_s, a_b)
+    layer = BatchNormalization(**kwargs)
+    layer(x[:8], training=False)  # build
+    params = [p for p in (layer.gamma, layer.beta) if p is not None and p.requires_grad]
+    return _step(lambda t, training: layer(t, training=training), x, mode, params)
+
+
+def _torch_functional(case: Case, mode: str, x: torch.Tensor) -> Callable[[], Any]:
+    c = _channels(case)
+    weight = torch.ones(c, requires_grad=True)
+    bias = torch.zeros(c, requires_grad=True)
+    running_mean, running_var = torch.zeros(c), torch.ones(c)
+
+    def f(t: torch.Tensor, training: bool) -> torch.Tensor:
+        y = TF.batch_norm(
+            _native_view(case, t), running_mean, running_var, weight, bias, training, 0.01, 1e-3
+        )
+        return _from_native(case, y)
+
+    return _step(f, x, mode, [weight, bias])
+
+
+def _torch_module(case: Case, mode: str, x: torch.Tensor) -> Callable[[], Any]:
+    c = _channels(case)
+    module = (torch.nn.BatchNorm1d if len(case.shape) == 2 else torch.nn.BatchNorm2d)(
+        c, eps=1e-3, momentum=0.01
+    )
+    module.to(x.dtype if x.dtype == torch.float64 else torch.float32)
+
+    def f(t: torch.Tensor, training: bool) -> torch.Tensor:
+        module.train(training)
+        return _from_native(case, module(_native_view(case, t)))
+
+    return _step(f, x, mode, list(module.parameters()))
+
+
+def _tf_keras(case: Case, mode: str, x: torch.Tensor, variant: dict[str, Any]) -> Any:
+    try:
+        import tensorflow as tf
+        import tf_keras
+    except ImportError:
+        return None
+    kwargs = {
+        k: v for k, v in variant.items() if k in ("renorm", "renorm_clipping", "virtual_batch_size")
+    }
+    layer = tf_keras.layers.BatchNormalization(axis=case.axis, **kwargs)
+    xt = tf.constant(x.numpy())
+    layer(xt[:8], training=False)
+    dy = tf.constant(torch.randn_like(x).numpy())
+    if mode == "train_fwd_bwd":
+
+        def run() -> Any:
+            with tf.GradientTape() as tape:
+                tape.watch(xt)
+                y = layer(xt, training=True)
+            return tape.gradient(y, [xt, *layer.trainable_weights], output_gradients=dy)
+
+        return run
+    training = mode == "train_fwd"
+    return lambda: layer(xt, training=training)
+
+
+def run(
+    cases: list[str],
+    variants: list[str],
+    modes: list[str],
+    repeat: int = 10,
+    min_time: float = 0.2,
+    with_tf: bool = True,
+) -> list[Row]:
+    """Measure every case × mode × implementation; returns the rows (also printed)."""
+    rows: list[Row] = []
+    for case_name in cases:
+        case = CASES[case_name]
+        for mode in modes:
+            x = _input(case)
+            out = torch.empty_like(x)
+            copy_ms = _timer(lambda x=x, out=out: out.copy_(x), repeat, min_time)
+            timings: dict[str, float] = {}
+            timings["torch F.batch_norm"] = _timer(
+                _torch_functional(case, mode, x), repeat, min_time
+            )
+            timings["torch nn.BatchNorm"] = _timer(_torch_module(case, mode, x), repeat, min_time)
+            for name in variants:
+                variant = VARIANTS[name]
+                if name == "multi-axis" and case.multi_axis is None:
+                    continue
+                if name == "vbs=8" and mode == "inference":
+                    continue  # inference with virtual batches is plain batch norm
+                xv = _input(case, variant.get("dtype", torch.float32))
+                timings[f"ours {name}"] = _timer(_ours(case, variant, mode, xv), repeat, min_time)
+                if name in ("float16", "bfloat16"):
+                    timings[f"torch F.batch_norm {name}"] = _timer(
+                        _torch_functional(case, mode, xv), repeat, min_time
+                    )
+                if with_tf and name in ("plain", "renorm", "vbs=8"):
+                    fn = _tf_keras(case, mode, x, variant)
+                    if fn is not None:
+                        timings[f"tf_keras {name}"] = _timer(fn, max(3, repeat // 3), min_time)
+            for impl, ms in timings.items():
+                row = Row(case_name, mode, impl, ms, copy_ms)
+                row.ref["torch"] = ms / timings["torch F.batch_norm"]
+                if "ours plain" in timings:
+                    row.ref["plain"] = ms / timings["ours plain"]
+                rows.append(row)
+                print(_format(row), flush=True)
+            gc.collect()
+    return rows
+
+
+def _format(row: Row) -> str:
+    return (
+        f"| {row.case} | {row.mode} | {row.impl} | {row.ms:.3f} | {row.ms / row.copy_ms:.2f}× | "
+        f"{row.ref.get('torch', float('nan')):.2f}× | {row.ref.get('plain', float('nan')):.2f}× |"
+    )
+
+
+def peak_extra_memory(case_name: str, variant: str = "plain") -> tuple[float, float]:
+    """Peak bytes allocated during one training step beyond the input, its gradient
+    and the output, as a multiple of the input size: (ours, torch native)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    case = CASES[case_name]
+    x = _input(case)
+    size = x.numel() * x.element_size()
+    results = []
+    for make in (
+        lambda: _ours(case, VARIANTS[variant], "train_fwd_bwd", x),
+        lambda: _torch_functional(case, "train_fwd_bwd", x),
+    ):
+        step = make()
+        step()
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            step()
+        live = peak = 0
+        events = sorted(prof.events(), key=lambda e: e.time_range.start)
+        for event in events:
+            live += event.cpu_memory_usage
+            peak = max(peak, live)
+        results.append((peak - 2 * size) / size)  # dx and y must exist
+    return results[0], results[1]
+
+
+def header() -> str:
+    threads = torch.get_num_threads()
+    preload = os.environ.get("LD_PRELOAD", "") or "none (glibc malloc)"
+    return (
+        f"torch {torch.__version__}, {threads} threads, LD_PRELOAD={preload}\n"
+        f"kernels: {_native.status()}\n\n"
+        "| case | mode | implementation | ms | ÷ copy | ÷ torch | ÷ ours plain |\n"
+        "|---|---|---|---|---|---|---|"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="batchnorm bench", description=__doc__)
+    parser.add_argument("--cases", default="A,B,C,D")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--min-time", type=float, default=0.3)
+    parser.add_argument("--no-tf", action="store_true", help="skip tf_keras even if installed")
+    parser.add_argument("--memory", action="store_true", help="also report peak extra memory")
+    args = parser.parse_args(argv)
+    print(header())
+    run(
+        args.cases.split(","),
+        args.variants.split(","),
+        args.modes.split(","),
+        args.repeat,
+        args.min_time,
+        not args.no_tf,
+    )
+    if args.memory:
+        print("\n| case | peak extra memory, ours | torch native |\n|---|---|---|")
+        for name in args.cases.split(","):
+            ours, native = peak_extra_memory(name)
+            print(f"| {name} | {ours:.2f}× input | {native:.2f}× input |")
+    return 0
