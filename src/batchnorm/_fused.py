@@ -157,8 +157,6 @@ def native_library(x: torch.Tensor, geo: Geometry) -> Any:
     if x.device.type != "cpu" or x.dtype not in _SUFFIX or geo.native is None:
         return None
     lib = _native.library()
-    if lib is None or (x.dtype == torch.float16 and not lib.bn_has_f16()):
-        return None
     return lib
 
 
@@ -192,6 +190,7 @@ class Plan:
     renorm: tuple[torch.Tensor, torch.Tensor, Mapping[str, Any]] | None = None
     adjustment: tuple[torch.Tensor, torch.Tensor] | None = None
     lib: Any = None
+    moving: Any = None  # functional.MovingStatistics the C pass updates in place
 
     def fn(self, name: str, dtype: torch.dtype) -> Any:
         return getattr(self.lib, f"bn_{name}_{_SUFFIX[dtype]}")
@@ -203,7 +202,10 @@ class Plan:
 
 
 def _vector(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    return None if t is None else t.detach().to(dtype).contiguous()
+    """``t`` as a contiguous tensor of ``dtype`` (itself when it already is one)."""
+    if t is None or (t.dtype == dtype and t.is_contiguous()):
+        return t
+    return t.to(dtype).contiguous()
 
 
 # ---------------------------------------------------------------------- native passes
@@ -226,6 +228,9 @@ class NativeTrainNorm(torch.autograd.Function):
             dmax = float(clip.get("dmax", _INF))
         if plan.adjustment is not None:
             a_s, a_b = (_vector(a, pdt) for a in plan.adjustment)
+        mv = plan.moving
+        if mv is not None and mv.stddev is not None:  # the renorm statistics are updated too
+            rm, rs = mv.renorm_mean, mv.renorm_stddev
         y = torch.empty_like(x)
         state = torch.empty(5, geo.channels, dtype=torch.float64)
         plan.fn("train_forward", x.dtype)(
@@ -245,6 +250,12 @@ class NativeTrainNorm(torch.autograd.Function):
             _addr(a_s),
             _addr(a_b),
             state.data_ptr(),
+            None if mv is None else mv.mean.data_ptr(),
+            None if mv is None else mv.variance.data_ptr(),
+            None if mv is None else _addr(mv.stddev),
+            1.0 if mv is None else float(mv.momentum),
+            1.0 if mv is None else float(mv.renorm_momentum),
+            0 if mv is None else int(mv.unbiased),
             _native.threads(),
         )
         ctx.save_for_backward(x, gamma, beta)
@@ -262,10 +273,11 @@ class NativeTrainNorm(torch.autograd.Function):
             intercept = geo_stat(plan, state[4])
             return _composite_backward(ctx, dy, x, gamma, beta, plan, slope, intercept)
         dy = like(dy, x)
+        pdt = _PARAM_DTYPE[x.dtype]
         dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        dgamma = torch.empty(geo.params, dtype=torch.float64) if _wants(ctx, 1, gamma) else None
-        dbeta = torch.empty(geo.params, dtype=torch.float64) if _wants(ctx, 2, beta) else None
-        g = _vector(gamma, _PARAM_DTYPE[x.dtype])
+        dgamma = _param_grad(ctx, 1, gamma, pdt)
+        dbeta = _param_grad(ctx, 2, beta, pdt)
+        g = _vector(gamma, pdt)
         plan.fn("train_backward", x.dtype)(
             dy.data_ptr(),
             x.data_ptr(),
@@ -279,7 +291,7 @@ class NativeTrainNorm(torch.autograd.Function):
             _addr(dbeta),
             _native.threads(),
         )
-        return dx, _as_param(dgamma, gamma), _as_param(dbeta, beta), None
+        return dx, dgamma, dbeta, None
 
 
 class NativeAffineNorm(torch.autograd.Function):
@@ -320,8 +332,8 @@ class NativeAffineNorm(torch.autograd.Function):
         dy = like(dy, x)
         pdt = _PARAM_DTYPE[x.dtype]
         dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        dgamma = torch.empty(geo.params, dtype=torch.float64) if _wants(ctx, 1, gamma) else None
-        dbeta = torch.empty(geo.params, dtype=torch.float64) if _wants(ctx, 2, beta) else None
+        dgamma = _param_grad(ctx, 1, gamma, pdt)
+        dbeta = _param_grad(ctx, 2, beta, pdt)
         vec = [_vector(t, pdt) for t in (mean, var, gamma)]
         plan.fn("infer_backward", x.dtype)(
             dy.data_ptr(),
@@ -336,15 +348,20 @@ class NativeAffineNorm(torch.autograd.Function):
             _addr(dbeta),
             _native.threads(),
         )
-        return dx, _as_param(dgamma, gamma), _as_param(dbeta, beta), None, None, None
+        return dx, dgamma, dbeta, None, None, None
 
 
 def _wants(ctx: Any, index: int, t: torch.Tensor | None) -> bool:
     return t is not None and ctx.needs_input_grad[index]
 
 
-def _as_param(grad: torch.Tensor | None, param: torch.Tensor | None) -> torch.Tensor | None:
-    return None if grad is None else grad.to(param.dtype).reshape(param.shape)
+def _param_grad(
+    ctx: Any, index: int, param: torch.Tensor | None, dtype: torch.dtype
+) -> torch.Tensor | None:
+    """An output buffer for a parameter's gradient, when one is wanted."""
+    if not _wants(ctx, index, param):
+        return None
+    return torch.empty(param.shape, dtype=dtype)
 
 
 def geo_stat(plan: Plan, row: torch.Tensor) -> torch.Tensor:
@@ -520,22 +537,47 @@ def train(
     plan_args: dict[str, Any],
     axes: Sequence[int],
     ghost_dim: int | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Geometry]:
-    """Training pass on a (ghost-viewed) dense input. gamma/beta are in parameter
-    layout. Returns y, the per-ghost mean and biased variance (stat-shaped,
-    float64), and the geometry."""
+    moving: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, bool]:
+    """Training pass on a (ghost-viewed) dense input; gamma/beta in parameter layout.
+
+    Returns y, the batch mean and biased variance pooled over ghost batches as
+    float64 vectors in parameter order, the number of values per channel of one
+    ghost batch (for Bessel's correction), and whether ``moving`` (a
+    ``functional.MovingStatistics``) was already updated in place."""
     channel_dims = [*axes] if ghost_dim is None else [ghost_dim, *axes]
     geo = Geometry.of(x, channel_dims, ghost_dim)
     lib = native_library(x, geo)
     plan = Plan(geo, lib=lib, **plan_args)
     if lib is not None:
+        if moving is not None and _writable(moving, _PARAM_DTYPE[x.dtype]):
+            plan.moving = moving
         y, state = NativeTrainNorm.apply(x, gamma, beta, plan)
-        return y, state[0].reshape(geo.stat_shape), state[1].reshape(geo.stat_shape), geo
+        mean, var = state[0], state[1]
+        if geo.channels != geo.params:  # ghost-major: average the ghost batches
+            mean = mean.view(-1, geo.params).mean(0)
+            var = var.view(-1, geo.params).mean(0)
+        return y, mean, var, geo.count, plan.moving is not None
     xc = x if x.dtype in (torch.float32, torch.float64) else x.float()
     g = None if gamma is None else plan.stat(gamma)
     b = None if beta is None else plan.stat(beta)
     y, state = TorchTrainNorm.apply(xc, g, b, plan)
-    return y, state[0], state[1], geo
+    mean, var = state[0], state[1]
+    if ghost_dim is not None:
+        mean, var = mean.mean(dim=ghost_dim), var.mean(dim=ghost_dim)
+    return y, mean.reshape(-1), var.reshape(-1), geo.count, False
+
+
+def _writable(moving: Any, dtype: torch.dtype) -> bool:
+    """Whether the C pass can update these variables in place (right dtype, dense)."""
+    tensors = [
+        moving.mean,
+        moving.variance,
+        moving.stddev,
+        moving.renorm_mean,
+        moving.renorm_stddev,
+    ]
+    return all(t is None or (t.dtype == dtype and t.is_contiguous()) for t in tensors)
 
 
 def infer(

@@ -1,8 +1,8 @@
 /*
  * CPU kernels for batchnorm's training and inference paths.
  *
- * Storage types: float32, float64, bfloat16 and (where the compiler has
- * _Float16) float16; 16-bit data is computed in float32. Every tensor is seen
+ * Storage types: float32, float64, bfloat16 and float16; 16-bit data is
+ * computed in float32. Every tensor is seen
  * through one canonical 5-D view [A, G, M, C, I] with element strides; the
  * statistics of channel k = g*C + c reduce over (a, m, i). Parameters have P
  * entries and channel k uses parameter p = k % P (ghost batches are the outer
@@ -22,6 +22,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__F16C__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -29,7 +32,7 @@
 typedef int64_t i64;
 
 #define ROW_BLOCK_BYTES (256 * 1024) /* a block of rows is read twice while it sits in L2 */
-#define RUN_CHUNK 4096               /* values reduced in the compute type before a double merge */
+#define CCHUNK 1024                  /* channels per work item in row mode */
 
 typedef struct {
     i64 A, G, M, C, I;
@@ -88,21 +91,70 @@ static inline uint16_t bf16_store(float f) {
     return (uint16_t)(((u & 0x7fffffffu) > 0x7f800000u) ? quiet : rounded);
 }
 
+/* float16 <-> float32, bit manipulation only (vectorizes without F16 hardware; exact,
+ * round to nearest even, subnormals, Inf and NaN handled) */
+static inline float f16_load(uint16_t h) {
+    const uint32_t x = h;
+    const uint32_t em = x & 0x7fffu;
+    const uint32_t normal = (em << 13) + (112u << 23);
+    const uint32_t infnan = (em << 13) | 0x7f800000u;
+    const float sub = (float)em * 5.9604644775390625e-08f; /* subnormal: em * 2^-24 */
+    uint32_t subbits;
+    memcpy(&subbits, &sub, sizeof subbits);
+    uint32_t r = em >= 0x7c00u ? infnan : (em < 0x0400u ? subbits : normal);
+    r |= (x & 0x8000u) << 16;
+    float f;
+    memcpy(&f, &r, sizeof f);
+    return f;
+}
+static inline uint16_t f16_store(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    const uint32_t sign = (x >> 16) & 0x8000u;
+    const uint32_t ax = x & 0x7fffffffu;
+    const uint32_t normal = ((ax + 0xfffu + ((ax >> 13) & 1u)) >> 13) - (112u << 10);
+    float fa;
+    memcpy(&fa, &ax, sizeof fa);
+    const float t = fa + 0.5f; /* the FPU rounds |f| < 2^-14 to a multiple of 2^-24 */
+    uint32_t tb;
+    memcpy(&tb, &t, sizeof tb);
+    const uint32_t sub = tb - 0x3f000000u;
+    const uint32_t h = ax > 0x7f800000u   ? 0x7e00u
+                       : ax >= 0x477ff000u ? 0x7c00u
+                       : ax < 0x38800000u  ? sub
+                                           : normal;
+    return (uint16_t)(h | sign);
+}
+
 #define ID(v) (v)
 
 /* Row mode walks rows (a, m) of one channel group g in blocks of rows; inside a block the
  * rows are two nested loops whose addresses are affine in the loop counters, which is
  * what lets the compiler vectorize over channels without per-row checks. */
-#define ROW_BLOCKS(S)                                                                          \
+#define ROW_ITEMS(S)                                                                           \
     const i64 rows_per_g = v.A * v.M;                                                          \
-    i64 block = ROW_BLOCK_BYTES / (i64)sizeof(S) / (v.C > 0 ? v.C : 1);                        \
-    if (block < 1) block = 1;                                                                  \
-    const i64 nblocks_g = (rows_per_g + block - 1) / block;                                    \
-    const i64 nblocks = nblocks_g * v.G;
-#define BLOCK_RANGE                                                                            \
-    const i64 g = b / nblocks_g;                                                               \
-    const i64 r0 = (b % nblocks_g) * block;                                                    \
-    const i64 r1 = r0 + block < rows_per_g ? r0 + block : rows_per_g;
+    const i64 cchunk = v.C < CCHUNK ? v.C : CCHUNK;                                            \
+    const i64 ncc = (v.C + cchunk - 1) / cchunk;                                               \
+    i64 block = ROW_BLOCK_BYTES / (i64)sizeof(S) / cchunk;                                     \
+    if (block < 16) block = 16;                                                                \
+    const i64 nblk = (rows_per_g + block - 1) / block;                                         \
+    i64 nseg = (4 * nt + v.G * ncc - 1) / (v.G * ncc);                                         \
+    if (nseg > nblk) nseg = nblk;                                                              \
+    if (nseg < 1) nseg = 1;                                                                    \
+    const i64 seg_rows = ((nblk + nseg - 1) / nseg) * block;                                   \
+    const i64 items = v.G * ncc * nseg;
+/* item it = (g, channel chunk, row segment); rows [seg0, seg1), channels [c0, c0 + cn) */
+#define ITEM_RANGE                                                                             \
+    const i64 s_ = it % nseg;                                                                  \
+    const i64 g = it / (nseg * ncc);                                                           \
+    const i64 c0 = ((it / nseg) % ncc) * cchunk;                                               \
+    const i64 cn = v.C - c0 < cchunk ? v.C - c0 : cchunk;                                      \
+    const i64 seg0 = s_ * seg_rows;                                                            \
+    const i64 seg1 = seg0 + seg_rows < rows_per_g ? seg0 + seg_rows : rows_per_g;
+#define BLOCKS_BEGIN                                                                           \
+    for (i64 r0 = seg0; r0 < seg1; r0 += block) {                                              \
+        const i64 r1 = r0 + block < seg1 ? r0 + block : seg1;
+#define BLOCKS_END }
 #define ROWS_BEGIN(first_row, end_row)                                                         \
     for (i64 r_ = (first_row), ra_ = (first_row) / v.M, m0_ = (first_row) % v.M;               \
          r_ < (end_row); ++ra_, m0_ = 0) {                                                     \
@@ -125,69 +177,122 @@ static inline uint16_t bf16_store(float f) {
     const i64 k = g * v.C + c;
 
 /*
- * DEFINE_PRIMITIVES(S, T, SUFFIX, LD, ST): S storage type, T compute type.
+ * Row buffers: 32/64-bit data is read and written in place; 16-bit data is converted
+ * a row (or run piece) at a time into a small float buffer, with F16C instructions
+ * where the compiler targets them, so the arithmetic loops stay vectorized.
  */
-#define DEFINE_PRIMITIVES(S, T, SUFFIX, LD, ST)                                                 \
+#define BUF 1024 /* longest row piece: CCHUNK channels, or BUF values of a run */
+#define ROW_IN_PLACE(p, n, buf) ((void)(buf), (p))
+#define OUT_IN_PLACE(q, buf) ((void)(buf), (q))
+#define FLUSH_NONE(q, buf, n) ((void)(buf))
+#define OUT_BUFFER(q, buf) (buf)
+
+static inline const float *bf16_row(const uint16_t *restrict p, i64 n, float *restrict buf) {
+    for (i64 i = 0; i < n; ++i) buf[i] = bf16_load(p[i]);
+    return buf;
+}
+static inline void bf16_flush(uint16_t *restrict q, const float *restrict buf, i64 n) {
+    for (i64 i = 0; i < n; ++i) q[i] = bf16_store(buf[i]);
+}
+static inline const float *f16_row(const uint16_t *restrict p, i64 n, float *restrict buf) {
+    i64 i = 0;
+#ifdef __AVX512F__
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(buf + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + i))));
+#endif
+#ifdef __F16C__
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(buf + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + i))));
+#endif
+    for (; i < n; ++i) buf[i] = f16_load(p[i]);
+    return buf;
+}
+static inline void f16_flush(uint16_t *restrict q, const float *restrict buf, i64 n) {
+    i64 i = 0;
+#ifdef __AVX512F__
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(q + i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(buf + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+#ifdef __F16C__
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(q + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(buf + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+    for (; i < n; ++i) q[i] = f16_store(buf[i]);
+}
+
+/*
+ * DEFINE_PRIMITIVES: S storage type, T compute type, LD/ST element conversions (generic
+ * layouts), ROW(p, n, buf) -> const T* of n values, OUT(q, buf) -> where to compute a
+ * row, FLUSH(q, buf, n) -> store it.
+ */
+#define DEFINE_PRIMITIVES(S, T, SUFFIX, LD, ST, ROW, OUT, FLUSH)                                \
                                                                                                 \
 /* mean and biased variance per channel (K = G*C outputs, double) */                            \
 static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int nt) {          \
     const i64 K = v.G * v.C;                                                                    \
-    double *acc = calloc((size_t)(3 * nt * K), sizeof(double)); /* n, m, q per thread */        \
+    double *acc = NULL; /* n, m, q per partial (thread or row segment) */                       \
+    int parts = nt;                                                                             \
     if (v.si == 1 && v.I > 1) {                                                                 \
         const i64 runs = v.A * v.G * v.M * v.C;                                                 \
+        acc = calloc((size_t)(3 * parts * K), sizeof(double));                                  \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
             double *tn = acc + 3 * thread_id() * K, *tm = tn + K, *tq = tm + K;                 \
+            T xb[BUF];                                                                          \
             _Pragma("omp for schedule(static)")                                                 \
             for (i64 r = 0; r < runs; ++r) {                                                    \
                 RUN_INDEX                                                                       \
-                for (i64 i0 = 0; i0 < v.I; i0 += RUN_CHUNK) {                                   \
-                    const i64 len = v.I - i0 < RUN_CHUNK ? v.I - i0 : RUN_CHUNK;                \
-                    const S *restrict p = x + off + i0;                                         \
-                    const T shift = LD(p[0]);                                                   \
+                for (i64 i0 = 0; i0 < v.I; i0 += BUF) {                                         \
+                    const i64 len = v.I - i0 < BUF ? v.I - i0 : BUF;                            \
+                    const T *restrict pv = ROW(x + off + i0, len, xb);                          \
+                    const T shift = pv[0]; /* a large mean does not swamp the sum */            \
                     T s = 0;                                                                    \
-                    for (i64 i = 0; i < len; ++i) s += LD(p[i]) - shift;                        \
+                    for (i64 i = 0; i < len; ++i) s += pv[i] - shift;                           \
                     const T mu = shift + s / (T)len;                                            \
                     T ss = 0;                                                                   \
-                    for (i64 i = 0; i < len; ++i) { T d = LD(p[i]) - mu; ss += d * d; }         \
+                    for (i64 i = 0; i < len; ++i) { T d = pv[i] - mu; ss += d * d; }            \
                     const double bm = (double)mu, bq = (double)ss;                              \
                     merge_block(tn + k, tm + k, tq + k, (double)len, &bm, &bq, 1);              \
                 }                                                                               \
             }                                                                                   \
         }                                                                                       \
     } else if (v.I == 1 && v.sc == 1) {                                                         \
-        ROW_BLOCKS(S)                                                                           \
+        ROW_ITEMS(S)                                                                            \
+        parts = (int)nseg;                                                                      \
+        acc = calloc((size_t)(3 * parts * K), sizeof(double));                                  \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
-            double *tn = acc + 3 * thread_id() * K, *tm = tn + K, *tq = tm + K;                 \
-            T *restrict bs = malloc((size_t)v.C * sizeof(T));                                   \
-            T *restrict bq = malloc((size_t)v.C * sizeof(T));                                   \
-            double *restrict dm = malloc((size_t)v.C * sizeof(double));                         \
-            double *restrict dq = malloc((size_t)v.C * sizeof(double));                         \
+            T bs[BUF], bq[BUF], xb[BUF], fb[BUF];                                               \
+            double dm[BUF], dq[BUF];                                                            \
             _Pragma("omp for schedule(static)")                                                 \
-            for (i64 b = 0; b < nblocks; ++b) {                                                 \
-                BLOCK_RANGE                                                                     \
-                /* shifted by the block's first row: a large mean does not swamp the sum */     \
-                const S *restrict first = x + (r0 / v.M) * v.sa + g * v.sg + (r0 % v.M) * v.sm; \
-                for (i64 c = 0; c < v.C; ++c) { bs[c] = 0; bq[c] = 0; }                         \
-                ROWS_BEGIN(r0, r1)                                                              \
-                    const S *restrict p = x + ROW_OFFSET;                                       \
-                    for (i64 c = 0; c < v.C; ++c) bs[c] += LD(p[c]) - LD(first[c]);             \
-                ROWS_END                                                                        \
-                const T inv_n = (T)1 / (T)(r1 - r0);                                            \
-                for (i64 c = 0; c < v.C; ++c) bs[c] = LD(first[c]) + bs[c] * inv_n;             \
-                ROWS_BEGIN(r0, r1)                                                              \
-                    const S *restrict p = x + ROW_OFFSET;                                       \
-                    for (i64 c = 0; c < v.C; ++c) { T d = LD(p[c]) - bs[c]; bq[c] += d * d; }   \
-                ROWS_END                                                                        \
-                for (i64 c = 0; c < v.C; ++c) { dm[c] = (double)bs[c]; dq[c] = (double)bq[c]; } \
-                merge_block(tn + g * v.C, tm + g * v.C, tq + g * v.C, (double)(r1 - r0), dm, dq, \
-                            v.C);                                                               \
+            for (i64 it = 0; it < items; ++it) {                                                \
+                ITEM_RANGE                                                                      \
+                double *tn = acc + 3 * s_ * K + g * v.C + c0, *tm = tn + K, *tq = tm + K;       \
+                BLOCKS_BEGIN                                                                    \
+                    /* shifted by the block's first row: a large mean does not swamp the sum */ \
+                    const T *restrict first = ROW(                                              \
+                        x + (r0 / v.M) * v.sa + g * v.sg + (r0 % v.M) * v.sm + c0, cn, fb);     \
+                    for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bq[c] = 0; }                      \
+                    ROWS_BEGIN(r0, r1)                                                          \
+                        const T *restrict pv = ROW(x + ROW_OFFSET + c0, cn, xb);                \
+                        for (i64 c = 0; c < cn; ++c) bs[c] += pv[c] - first[c];                 \
+                    ROWS_END                                                                    \
+                    const T inv_n = (T)1 / (T)(r1 - r0);                                        \
+                    for (i64 c = 0; c < cn; ++c) bs[c] = first[c] + bs[c] * inv_n;              \
+                    ROWS_BEGIN(r0, r1)                                                          \
+                        const T *restrict pv = ROW(x + ROW_OFFSET + c0, cn, xb);                \
+                        for (i64 c = 0; c < cn; ++c) { T d = pv[c] - bs[c]; bq[c] += d * d; }   \
+                    ROWS_END                                                                    \
+                    for (i64 c = 0; c < cn; ++c) { dm[c] = (double)bs[c]; dq[c] = (double)bq[c]; } \
+                    merge_block(tn, tm, tq, (double)(r1 - r0), dm, dq, cn);                     \
+                BLOCKS_END                                                                      \
             }                                                                                   \
-            free(bs); free(bq); free(dm); free(dq);                                             \
         }                                                                                       \
     } else {                                                                                    \
         const i64 runs = v.A * v.G * v.M * v.C;                                                 \
+        acc = calloc((size_t)(3 * parts * K), sizeof(double));                                  \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
             double *tn = acc + 3 * thread_id() * K, *tm = tn + K, *tq = tm + K;                 \
@@ -206,8 +311,8 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
             }                                                                                   \
         }                                                                                       \
     }                                                                                           \
-    /* merge the threads; thread 0's accumulators hold the result */                            \
-    for (int t = 1; t < nt; ++t) {                                                              \
+    /* merge the partials; the first one holds the result */                                    \
+    for (int t = 1; t < parts; ++t) {                                                           \
         const double *un = acc + 3 * t * K, *um = un + K, *uq = um + K;                         \
         for (i64 k = 0; k < K; ++k) {                                                           \
             if (un[k] > 0) merge_block(acc + k, acc + K + k, acc + 2 * K + k, un[k], um + k,     \
@@ -227,27 +332,40 @@ static void affine_##SUFFIX(const S *x, S *out, view_t v, const T *mean, const T
                             const T *shift, int nt) {                                           \
     if (v.si == 1 && v.I > 1) {                                                                 \
         const i64 runs = v.A * v.G * v.M * v.C;                                                 \
-        _Pragma("omp parallel for num_threads(nt) schedule(static)")                            \
-        for (i64 r = 0; r < runs; ++r) {                                                        \
-            RUN_INDEX                                                                           \
-            const S *restrict p = x + off;                                                      \
-            S *restrict q = out + off;                                                          \
-            const T mu = mean[k], s = scale[k], o = shift[k];                                   \
-            for (i64 i = 0; i < v.I; ++i) q[i] = ST((LD(p[i]) - mu) * s + o);                   \
+        _Pragma("omp parallel num_threads(nt)")                                                 \
+        {                                                                                       \
+            T xb[BUF], yb[BUF];                                                                 \
+            _Pragma("omp for schedule(static)")                                                 \
+            for (i64 r = 0; r < runs; ++r) {                                                    \
+                RUN_INDEX                                                                       \
+                const T mu = mean[k], s = scale[k], o = shift[k];                               \
+                for (i64 i0 = 0; i0 < v.I; i0 += BUF) {                                         \
+                    const i64 len = v.I - i0 < BUF ? v.I - i0 : BUF;                            \
+                    const T *restrict pv = ROW(x + off + i0, len, xb);                          \
+                    T *restrict qv = OUT(out + off + i0, yb);                                   \
+                    for (i64 i = 0; i < len; ++i) qv[i] = (pv[i] - mu) * s + o;                 \
+                    FLUSH(out + off + i0, yb, len);                                             \
+                }                                                                               \
+            }                                                                                   \
         }                                                                                       \
     } else if (v.I == 1 && v.sc == 1) {                                                         \
-        ROW_BLOCKS(S)                                                                           \
-        _Pragma("omp parallel for num_threads(nt) schedule(static)")                            \
-        for (i64 b = 0; b < nblocks; ++b) {                                                     \
-            BLOCK_RANGE                                                                         \
-            const T *restrict mu = mean + g * v.C;                                              \
-            const T *restrict s = scale + g * v.C;                                              \
-            const T *restrict o = shift + g * v.C;                                              \
-            ROWS_BEGIN(r0, r1)                                                                  \
-                const S *restrict p = x + ROW_OFFSET;                                           \
-                S *restrict q = out + ROW_OFFSET;                                               \
-                for (i64 c = 0; c < v.C; ++c) q[c] = ST((LD(p[c]) - mu[c]) * s[c] + o[c]);      \
-            ROWS_END                                                                            \
+        ROW_ITEMS(S)                                                                            \
+        _Pragma("omp parallel num_threads(nt)")                                                 \
+        {                                                                                       \
+            T xb[BUF], yb[BUF];                                                                 \
+            _Pragma("omp for schedule(static)")                                                 \
+            for (i64 it = 0; it < items; ++it) {                                                \
+                ITEM_RANGE                                                                      \
+                const T *restrict mu = mean + g * v.C + c0;                                     \
+                const T *restrict s = scale + g * v.C + c0;                                     \
+                const T *restrict o = shift + g * v.C + c0;                                     \
+                ROWS_BEGIN(seg0, seg1)                                                          \
+                    const T *restrict pv = ROW(x + ROW_OFFSET + c0, cn, xb);                    \
+                    T *restrict qv = OUT(out + ROW_OFFSET + c0, yb);                            \
+                    for (i64 c = 0; c < cn; ++c) qv[c] = (pv[c] - mu[c]) * s[c] + o[c];         \
+                    FLUSH(out + ROW_OFFSET + c0, yb, cn);                                       \
+                ROWS_END                                                                        \
+            }                                                                                   \
         }                                                                                       \
     } else {                                                                                    \
         const i64 runs = v.A * v.G * v.M * v.C;                                                 \
@@ -266,55 +384,58 @@ static void affine_##SUFFIX(const S *x, S *out, view_t v, const T *mean, const T
 static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, double *sum_dy,  \
                             double *sum_dyxc, int nt) {                                         \
     const i64 K = v.G * v.C;                                                                    \
-    double *acc = calloc((size_t)(2 * nt * K), sizeof(double));                                 \
+    double *acc = NULL; /* Σdy, Σdy·(x − μ) per partial (thread or row segment) */              \
+    int parts = nt;                                                                             \
     if (v.I == 1 && v.sc == 1) {                                                                \
-        ROW_BLOCKS(S)                                                                           \
+        ROW_ITEMS(S)                                                                            \
+        parts = (int)nseg;                                                                      \
+        acc = calloc((size_t)(2 * parts * K), sizeof(double));                                  \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
-            double *ts = acc + 2 * thread_id() * K, *tp = ts + K;                               \
-            T *restrict bs = malloc((size_t)v.C * sizeof(T));                                   \
-            T *restrict bp = malloc((size_t)v.C * sizeof(T));                                   \
+            T bs[BUF], bp[BUF], xb[BUF], db[BUF];                                               \
             _Pragma("omp for schedule(static)")                                                 \
-            for (i64 b = 0; b < nblocks; ++b) {                                                 \
-                BLOCK_RANGE                                                                     \
-                const T *restrict mu = mean + g * v.C;                                          \
-                for (i64 c = 0; c < v.C; ++c) { bs[c] = 0; bp[c] = 0; }                         \
-                ROWS_BEGIN(r0, r1)                                                              \
-                    const S *restrict d = dy + ROW_OFFSET;                                      \
-                    const S *restrict p = x + ROW_OFFSET;                                       \
-                    for (i64 c = 0; c < v.C; ++c) {                                             \
-                        const T dd = LD(d[c]);                                                  \
-                        bs[c] += dd;                                                            \
-                        bp[c] += dd * (LD(p[c]) - mu[c]);                                       \
+            for (i64 it = 0; it < items; ++it) {                                                \
+                ITEM_RANGE                                                                      \
+                double *ts = acc + 2 * s_ * K + g * v.C + c0, *tp = ts + K;                     \
+                const T *restrict mu = mean + g * v.C + c0;                                     \
+                BLOCKS_BEGIN                                                                    \
+                    for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bp[c] = 0; }                      \
+                    ROWS_BEGIN(r0, r1)                                                          \
+                        const T *restrict dv = ROW(dy + ROW_OFFSET + c0, cn, db);               \
+                        const T *restrict pv = ROW(x + ROW_OFFSET + c0, cn, xb);                \
+                        for (i64 c = 0; c < cn; ++c) {                                          \
+                            bs[c] += dv[c];                                                     \
+                            bp[c] += dv[c] * (pv[c] - mu[c]);                                   \
+                        }                                                                       \
+                    ROWS_END                                                                    \
+                    for (i64 c = 0; c < cn; ++c) {                                              \
+                        ts[c] += (double)bs[c];                                                 \
+                        tp[c] += (double)bp[c];                                                 \
                     }                                                                           \
-                ROWS_END                                                                        \
-                for (i64 c = 0; c < v.C; ++c) {                                                 \
-                    ts[g * v.C + c] += (double)bs[c];                                           \
-                    tp[g * v.C + c] += (double)bp[c];                                           \
-                }                                                                               \
+                BLOCKS_END                                                                      \
             }                                                                                   \
-            free(bs); free(bp);                                                                 \
         }                                                                                       \
     } else {                                                                                    \
         const i64 runs = v.A * v.G * v.M * v.C;                                                 \
         const int contiguous = v.si == 1;                                                       \
+        acc = calloc((size_t)(2 * parts * K), sizeof(double));                                  \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
             double *ts = acc + 2 * thread_id() * K, *tp = ts + K;                               \
+            T xb[BUF], db[BUF];                                                                 \
             _Pragma("omp for schedule(static)")                                                 \
             for (i64 r = 0; r < runs; ++r) {                                                    \
                 RUN_INDEX                                                                       \
                 const T mu = mean[k];                                                           \
                 if (contiguous) {                                                               \
-                    for (i64 i0 = 0; i0 < v.I; i0 += RUN_CHUNK) {                               \
-                        const i64 len = v.I - i0 < RUN_CHUNK ? v.I - i0 : RUN_CHUNK;            \
-                        const S *restrict d = dy + off + i0;                                    \
-                        const S *restrict p = x + off + i0;                                     \
+                    for (i64 i0 = 0; i0 < v.I; i0 += BUF) {                                     \
+                        const i64 len = v.I - i0 < BUF ? v.I - i0 : BUF;                        \
+                        const T *restrict dv = ROW(dy + off + i0, len, db);                     \
+                        const T *restrict pv = ROW(x + off + i0, len, xb);                      \
                         T s = 0, q = 0;                                                         \
                         for (i64 i = 0; i < len; ++i) {                                         \
-                            const T dd = LD(d[i]);                                              \
-                            s += dd;                                                            \
-                            q += dd * (LD(p[i]) - mu);                                          \
+                            s += dv[i];                                                         \
+                            q += dv[i] * (pv[i] - mu);                                          \
                         }                                                                       \
                         ts[k] += (double)s;                                                     \
                         tp[k] += (double)q;                                                     \
@@ -333,7 +454,7 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
         }                                                                                       \
     }                                                                                           \
     for (i64 k = 0; k < K; ++k) { sum_dy[k] = 0; sum_dyxc[k] = 0; }                             \
-    for (int t = 0; t < nt; ++t) {                                                              \
+    for (int t = 0; t < parts; ++t) {                                                           \
         const double *ts = acc + 2 * t * K, *tp = ts + K;                                       \
         for (i64 k = 0; k < K; ++k) { sum_dy[k] += ts[k]; sum_dyxc[k] += tp[k]; }               \
     }                                                                                           \
@@ -344,39 +465,51 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
 static void dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, const T *mean, const T *k1,  \
                         const T *k2, const T *k3, int nt) {                                     \
     if (v.I == 1 && v.sc == 1) {                                                                \
-        ROW_BLOCKS(S)                                                                           \
-        _Pragma("omp parallel for num_threads(nt) schedule(static)")                            \
-        for (i64 b = 0; b < nblocks; ++b) {                                                     \
-            BLOCK_RANGE                                                                         \
-            const T *restrict mu = mean + g * v.C;                                              \
-            const T *restrict a1 = k1 + g * v.C;                                                \
-            const T *restrict a2 = k2 + g * v.C;                                                \
-            const T *restrict a3 = k3 + g * v.C;                                                \
-            ROWS_BEGIN(r0, r1)                                                                  \
-                const S *restrict d = dy + ROW_OFFSET;                                          \
-                const S *restrict p = x + ROW_OFFSET;                                           \
-                S *restrict q = dx + ROW_OFFSET;                                                \
-                for (i64 c = 0; c < v.C; ++c)                                                   \
-                    q[c] = ST((LD(d[c]) - a1[c] - (LD(p[c]) - mu[c]) * a2[c]) * a3[c]);         \
-            ROWS_END                                                                            \
+        ROW_ITEMS(S)                                                                            \
+        _Pragma("omp parallel num_threads(nt)")                                                 \
+        {                                                                                       \
+            T xb[BUF], db[BUF], yb[BUF];                                                        \
+            _Pragma("omp for schedule(static)")                                                 \
+            for (i64 it = 0; it < items; ++it) {                                                \
+                ITEM_RANGE                                                                      \
+                const T *restrict mu = mean + g * v.C + c0;                                     \
+                const T *restrict a1 = k1 + g * v.C + c0;                                       \
+                const T *restrict a2 = k2 + g * v.C + c0;                                       \
+                const T *restrict a3 = k3 + g * v.C + c0;                                       \
+                ROWS_BEGIN(seg0, seg1)                                                          \
+                    const T *restrict dv = ROW(dy + ROW_OFFSET + c0, cn, db);                   \
+                    const T *restrict pv = ROW(x + ROW_OFFSET + c0, cn, xb);                    \
+                    T *restrict qv = OUT(dx + ROW_OFFSET + c0, yb);                             \
+                    for (i64 c = 0; c < cn; ++c)                                                \
+                        qv[c] = (dv[c] - a1[c] - (pv[c] - mu[c]) * a2[c]) * a3[c];              \
+                    FLUSH(dx + ROW_OFFSET + c0, yb, cn);                                        \
+                ROWS_END                                                                        \
+            }                                                                                   \
         }                                                                                       \
     } else {                                                                                    \
         const i64 runs = v.A * v.G * v.M * v.C;                                                 \
         const int contiguous = v.si == 1;                                                       \
-        _Pragma("omp parallel for num_threads(nt) schedule(static)")                            \
-        for (i64 r = 0; r < runs; ++r) {                                                        \
-            RUN_INDEX                                                                           \
-            const T mu = mean[k], b1 = k1[k], b2 = k2[k], b3 = k3[k];                           \
-            if (contiguous) {                                                                   \
-                const S *restrict d = dy + off;                                                 \
-                const S *restrict p = x + off;                                                  \
-                S *restrict q = dx + off;                                                       \
-                for (i64 i = 0; i < v.I; ++i)                                                   \
-                    q[i] = ST((LD(d[i]) - b1 - (LD(p[i]) - mu) * b2) * b3);                     \
-            } else {                                                                            \
-                for (i64 i = 0; i < v.I; ++i) {                                                 \
-                    const i64 e = off + i * v.si;                                               \
-                    dx[e] = ST((LD(dy[e]) - b1 - (LD(x[e]) - mu) * b2) * b3);                   \
+        _Pragma("omp parallel num_threads(nt)")                                                 \
+        {                                                                                       \
+            T xb[BUF], db[BUF], yb[BUF];                                                        \
+            _Pragma("omp for schedule(static)")                                                 \
+            for (i64 r = 0; r < runs; ++r) {                                                    \
+                RUN_INDEX                                                                       \
+                const T mu = mean[k], b1 = k1[k], b2 = k2[k], b3 = k3[k];                       \
+                if (contiguous) {                                                               \
+                    for (i64 i0 = 0; i0 < v.I; i0 += BUF) {                                     \
+                        const i64 len = v.I - i0 < BUF ? v.I - i0 : BUF;                        \
+                        const T *restrict dv = ROW(dy + off + i0, len, db);                     \
+                        const T *restrict pv = ROW(x + off + i0, len, xb);                      \
+                        T *restrict qv = OUT(dx + off + i0, yb);                                \
+                        for (i64 i = 0; i < len; ++i) qv[i] = (dv[i] - b1 - (pv[i] - mu) * b2) * b3; \
+                        FLUSH(dx + off + i0, yb, len);                                          \
+                    }                                                                           \
+                } else {                                                                        \
+                    for (i64 i = 0; i < v.I; ++i) {                                             \
+                        const i64 e = off + i * v.si;                                           \
+                        dx[e] = ST((LD(dy[e]) - b1 - (LD(x[e]) - mu) * b2) * b3);               \
+                    }                                                                           \
                 }                                                                               \
             }                                                                                   \
         }                                                                                       \
@@ -392,8 +525,9 @@ static void dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, const T *mean,
                                                                                                 \
 int bn_train_forward_##SUFFIX(                                                                  \
     const S *x, S *y, const i64 *dims, const i64 *strides, i64 P, const T *gamma,              \
-    const T *beta, double eps, const T *renorm_mean, const T *renorm_stddev, double rmin,       \
-    double rmax, double dmax, const T *adj_scale, const T *adj_bias, double *state,             \
+    const T *beta, double eps, T *renorm_mean, T *renorm_stddev, double rmin, double rmax,      \
+    double dmax, const T *adj_scale, const T *adj_bias, double *state, T *moving_mean,          \
+    T *moving_var, T *moving_stddev, double momentum, double renorm_momentum, int bessel,      \
     int threads) {                                                                              \
     const view_t v = make_view(dims, strides);                                                  \
     const int nt = thread_count(threads);                                                       \
@@ -401,6 +535,13 @@ int bn_train_forward_##SUFFIX(                                                  
     double *mean = state, *var = state + K, *inv = state + 2 * K;                               \
     double *slope = state + 3 * K, *intercept = state + 4 * K;                                  \
     stats_##SUFFIX(x, v, mean, var, nt);                                                        \
+    double *pooled = malloc((size_t)(2 * P) * sizeof(double)); /* ghost-averaged μ, σ² */       \
+    for (i64 p = 0; p < P; ++p) {                                                               \
+        double mu = 0, vr = 0;                                                                  \
+        for (i64 gg = 0; gg < groups; ++gg) { mu += mean[gg * P + p]; vr += var[gg * P + p]; }  \
+        pooled[p] = mu / (double)groups;                                                        \
+        pooled[P + p] = vr / (double)groups;                                                    \
+    }                                                                                           \
     for (i64 k = 0; k < K; ++k) {                                                               \
         inv[k] = 1.0 / sqrt(var[k] + eps);                                                      \
         slope[k] = 1.0;                                                                         \
@@ -414,10 +555,7 @@ int bn_train_forward_##SUFFIX(                                                  
     }                                                                                           \
     if (renorm_mean != NULL) { /* r, d from the ghost-averaged statistics */                    \
         for (i64 p = 0; p < P; ++p) {                                                           \
-            double mu = 0, vr = 0;                                                              \
-            for (i64 gg = 0; gg < groups; ++gg) { mu += mean[gg * P + p]; vr += var[gg * P + p]; } \
-            mu /= (double)groups;                                                               \
-            vr /= (double)groups;                                                               \
+            const double mu = pooled[p], vr = pooled[P + p];                                    \
             double denom = (double)renorm_stddev[p];                                            \
             if (!(denom >= sqrt(eps))) denom = isnan(denom) ? denom : sqrt(eps);                \
             double r = sqrt(vr + eps) / denom;                                                  \
@@ -444,12 +582,33 @@ int bn_train_forward_##SUFFIX(                                                  
     }                                                                                           \
     affine_##SUFFIX(x, y, v, cm, cs, co, nt);                                                   \
     free(coef);                                                                                 \
+    if (moving_mean != NULL) { /* TF's moving averages: m <- m - (m - value)(1 - momentum) */   \
+        const double decay = 1.0 - momentum, rdecay = 1.0 - renorm_momentum;                   \
+        const double n = (double)(v.A * v.M * v.I);                                             \
+        const double factor = bessel ? n / (n > 1 ? n - 1 : 1) : 1.0;                           \
+        for (i64 p = 0; p < P; ++p) {                                                           \
+            const double mu = pooled[p], vr = pooled[P + p], value = vr * factor;               \
+            moving_mean[p] = (T)((double)moving_mean[p] - ((double)moving_mean[p] - mu) * decay); \
+            if (moving_stddev != NULL) { /* renorm: variance derived from the stddev */         \
+                const double sd = (double)moving_stddev[p];                                     \
+                moving_stddev[p] = (T)(sd - (sd - sqrt(value + eps)) * decay);                  \
+                const double mv = (double)moving_stddev[p] * (double)moving_stddev[p] - eps;    \
+                moving_var[p] = (T)(isnan(mv) || mv > 0 ? mv : 0.0);                            \
+                const double rm = (double)renorm_mean[p], rs = (double)renorm_stddev[p];        \
+                renorm_mean[p] = (T)(rm - (rm - mu) * rdecay);                                  \
+                renorm_stddev[p] = (T)(rs - (rs - sqrt(vr + eps)) * rdecay);                    \
+            } else {                                                                            \
+                moving_var[p] = (T)((double)moving_var[p] - ((double)moving_var[p] - value) * decay); \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+    free(pooled);                                                                               \
     return 0;                                                                                   \
 }                                                                                               \
                                                                                                 \
 int bn_train_backward_##SUFFIX(                                                                 \
     const S *dy, const S *x, S *dx, const i64 *dims, const i64 *strides, i64 P,                 \
-    const T *gamma, const double *state, double *dgamma, double *dbeta, int threads) {          \
+    const T *gamma, const double *state, T *dgamma, T *dbeta, int threads) {                    \
     const view_t v = make_view(dims, strides);                                                  \
     const int nt = thread_count(threads);                                                       \
     const i64 K = v.G * v.C;                                                                    \
@@ -471,15 +630,17 @@ int bn_train_backward_##SUFFIX(                                                 
         }                                                                                       \
         dx_##SUFFIX(dy, x, dx, v, cm, c1, c2, c3, nt);                                          \
     }                                                                                           \
-    if (dgamma != NULL || dbeta != NULL) {                                                      \
-        for (i64 p = 0; p < P; ++p) {                                                           \
-            if (dgamma) dgamma[p] = 0;                                                          \
-            if (dbeta) dbeta[p] = 0;                                                            \
-        }                                                                                       \
+    if (dgamma != NULL || dbeta != NULL) { /* summed over ghost batches in double */            \
+        double *acc = calloc((size_t)(2 * P), sizeof(double));                                  \
         for (i64 k = 0; k < K; ++k) {                                                           \
-            if (dgamma) dgamma[k % P] += slope[k] * inv[k] * sdx[k] + intercept[k] * sdy[k];    \
-            if (dbeta) dbeta[k % P] += sdy[k];                                                  \
+            acc[k % P] += slope[k] * inv[k] * sdx[k] + intercept[k] * sdy[k];                   \
+            acc[P + k % P] += sdy[k];                                                           \
         }                                                                                       \
+        for (i64 p = 0; p < P; ++p) {                                                           \
+            if (dgamma) dgamma[p] = (T)acc[p];                                                  \
+            if (dbeta) dbeta[p] = (T)acc[P + p];                                                \
+        }                                                                                       \
+        free(acc);                                                                              \
     }                                                                                           \
     free(sums);                                                                                 \
     free(coef);                                                                                 \
@@ -507,7 +668,7 @@ int bn_infer_forward_##SUFFIX(                                                  
                                                                                                 \
 int bn_infer_backward_##SUFFIX(                                                                 \
     const S *dy, const S *x, S *dx, const i64 *dims, const i64 *strides, i64 P,                 \
-    const T *mean, const T *var, const T *gamma, double eps, double *dgamma, double *dbeta,    \
+    const T *mean, const T *var, const T *gamma, double eps, T *dgamma, T *dbeta,              \
     int threads) {                                                                              \
     const view_t v = make_view(dims, strides);                                                  \
     const int nt = thread_count(threads);                                                       \
@@ -526,13 +687,9 @@ int bn_infer_backward_##SUFFIX(                                                 
     if (dx != NULL) dx_##SUFFIX(dy, x, dx, v, cm, zero, zero, cs, nt);                          \
     if (dgamma != NULL || dbeta != NULL) {                                                      \
         reduce_##SUFFIX(dy, x, v, cm, sdy, sdx, nt);                                            \
-        for (i64 p = 0; p < P; ++p) {                                                           \
-            if (dgamma) dgamma[p] = 0;                                                          \
-            if (dbeta) dbeta[p] = 0;                                                            \
-        }                                                                                       \
-        for (i64 k = 0; k < K; ++k) {                                                           \
-            if (dgamma) dgamma[k % P] += inv[k] * sdx[k];                                       \
-            if (dbeta) dbeta[k % P] += sdy[k];                                                  \
+        for (i64 k = 0; k < K; ++k) { /* K == P in inference */                                 \
+            if (dgamma) dgamma[k] = (T)(inv[k] * sdx[k]);                                       \
+            if (dbeta) dbeta[k] = (T)sdy[k];                                                    \
         }                                                                                       \
     }                                                                                           \
     free(coef);                                                                                 \
@@ -540,21 +697,14 @@ int bn_infer_backward_##SUFFIX(                                                 
     return 0;                                                                                   \
 }
 
-DEFINE_PRIMITIVES(float, float, f32, ID, ID)
+DEFINE_PRIMITIVES(float, float, f32, ID, ID, ROW_IN_PLACE, OUT_IN_PLACE, FLUSH_NONE)
 DEFINE_PASSES(float, float, f32)
-DEFINE_PRIMITIVES(double, double, f64, ID, ID)
+DEFINE_PRIMITIVES(double, double, f64, ID, ID, ROW_IN_PLACE, OUT_IN_PLACE, FLUSH_NONE)
 DEFINE_PASSES(double, double, f64)
-DEFINE_PRIMITIVES(uint16_t, float, bf16, bf16_load, bf16_store)
+DEFINE_PRIMITIVES(uint16_t, float, bf16, bf16_load, bf16_store, bf16_row, OUT_BUFFER, bf16_flush)
 DEFINE_PASSES(uint16_t, float, bf16)
-#if defined(__FLT16_MANT_DIG__)
-#define F16_LOAD(h) ((float)(h))
-#define F16_STORE(f) ((_Float16)(f))
-DEFINE_PRIMITIVES(_Float16, float, f16, F16_LOAD, F16_STORE)
-DEFINE_PASSES(_Float16, float, f16)
-int bn_has_f16(void) { return 1; }
-#else
-int bn_has_f16(void) { return 0; }
-#endif
+DEFINE_PRIMITIVES(uint16_t, float, f16, f16_load, f16_store, f16_row, OUT_BUFFER, f16_flush)
+DEFINE_PASSES(uint16_t, float, f16)
 
 /* Version of this interface: the loader refuses a library with another one. */
-int bn_abi_version(void) { return 2; }
+int bn_abi_version(void) { return 5; }

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 _SOURCE = Path(__file__).with_name("_kernels.c")
-_ABI_VERSION = 2
+_ABI_VERSION = 5
 _FLAGS = [
     "-O3",
     "-fPIC",
@@ -84,49 +84,23 @@ def _build(compiler: str, flags: list[str], target: Path) -> None:
             os.unlink(tmp)
 
 
+# Argument types of the exported passes, one letter per argument: p pointer (passed as
+# an integer), n int64, d double, i int.
+_SIGNATURES = {
+    "train_forward": "ppppnppdppdddppppppddii",
+    "train_backward": "pppppnppppi",
+    "infer_forward": "ppppnppppdi",
+    "infer_backward": "pppppnpppdppi",
+}
+_CTYPE = {"p": ctypes.c_void_p, "n": ctypes.c_int64, "d": ctypes.c_double, "i": ctypes.c_int}
+
+
 def _declare(lib: ctypes.CDLL) -> None:
-    """Argument types of the exported passes (pointers are passed as integers)."""
-    p, i64, f64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
-    suffixes = ["f32", "f64", "bf16"] + (["f16"] if lib.bn_has_f16() else [])
-    for sfx in suffixes:
-        getattr(lib, f"bn_train_forward_{sfx}").argtypes = [
-            p,
-            p,
-            p,
-            p,
-            i64,
-            p,
-            p,
-            f64,
-            p,
-            p,
-            f64,
-            f64,
-            f64,
-            p,
-            p,
-            p,
-            i32,
-        ]
-        getattr(lib, f"bn_train_backward_{sfx}").argtypes = [p, p, p, p, p, i64, p, p, p, p, i32]
-        getattr(lib, f"bn_infer_forward_{sfx}").argtypes = [p, p, p, p, i64, p, p, p, p, f64, i32]
-        getattr(lib, f"bn_infer_backward_{sfx}").argtypes = [
-            p,
-            p,
-            p,
-            p,
-            p,
-            i64,
-            p,
-            p,
-            p,
-            f64,
-            p,
-            p,
-            i32,
-        ]
-        for name in ("train_forward", "train_backward", "infer_forward", "infer_backward"):
-            getattr(lib, f"bn_{name}_{sfx}").restype = i32
+    for sfx in ("f32", "f64", "bf16", "f16"):
+        for name, letters in _SIGNATURES.items():
+            fn = getattr(lib, f"bn_{name}_{sfx}")
+            fn.argtypes = [_CTYPE[c] for c in letters]
+            fn.restype = ctypes.c_int
 
 
 def _load() -> ctypes.CDLL | None:
@@ -142,7 +116,9 @@ def _load() -> ctypes.CDLL | None:
         _status = "no C compiler found; using PyTorch operations"
         return None
     source = _SOURCE.read_bytes()
-    flags = [*_FLAGS, "-march=native"] if platform.machine() in ("x86_64", "AMD64") else _FLAGS
+    flags = list(_FLAGS)
+    if platform.machine() in ("x86_64", "AMD64"):  # compiled on the machine that runs it
+        flags += ["-march=native", "-mprefer-vector-width=512"]
     key = hashlib.sha256(
         source + " ".join([compiler, *flags, platform.machine(), _cpu_signature()]).encode()
     ).hexdigest()[:16]

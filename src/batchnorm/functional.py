@@ -28,6 +28,8 @@ from . import _fused
 
 __all__ = [
     "BatchStatistics",
+    "MovingStatistics",
+    "assign_moving_average",
     "broadcast_shape",
     "ghost_batches",
     "inference_forward",
@@ -37,6 +39,7 @@ __all__ = [
     "reduction_dims",
     "renorm_correction",
     "train_forward",
+    "update_moving",
 ]
 
 
@@ -107,9 +110,15 @@ def normalize(
 def moving_average(
     variable: torch.Tensor, value: torch.Tensor, momentum: float | torch.Tensor
 ) -> torch.Tensor:
-    """TensorFlow's EMA step ``variable − (variable − value)·(1 − momentum)`` (not in place)."""
-    decay = 1.0 - momentum
-    return variable - (variable - value.to(variable.dtype)) * decay
+    """TensorFlow's EMA step ``variable − (variable − value)·(1 − momentum)`` (a new tensor)."""
+    return torch.lerp(variable, value.to(variable.dtype), 1.0 - momentum)
+
+
+def assign_moving_average(
+    variable: torch.Tensor, value: torch.Tensor, momentum: float | torch.Tensor
+) -> torch.Tensor:
+    """The same EMA step in place (``tf.compat.v1.assign_moving_average`` without debiasing)."""
+    return variable.lerp_(value.to(variable.dtype), 1.0 - momentum)
 
 
 def ghost_batches(
@@ -188,6 +197,42 @@ class BatchStatistics:
     unbiased_variance: torch.Tensor
 
 
+@dataclass
+class MovingStatistics:
+    """The variables a training step updates in place (parameter layout).
+
+    ``mean ← EMA(mean, μ)`` and, without renorm, ``variance ← EMA(variance, v)``
+    with ``v = σ²·n/max(n − 1, 1)`` when ``unbiased`` else ``σ²``. With renorm
+    (``stddev`` given): ``stddev ← EMA(stddev, √(v + ε))``, ``variance =
+    max(stddev² − ε, 0)``, ``renorm_mean ← EMA(renorm_mean, μ)`` and
+    ``renorm_stddev ← EMA(renorm_stddev, √(σ² + ε))`` with ``renorm_momentum``.
+    """
+
+    mean: torch.Tensor
+    variance: torch.Tensor
+    momentum: float
+    unbiased: bool = False
+    stddev: torch.Tensor | None = None
+    renorm_mean: torch.Tensor | None = None
+    renorm_stddev: torch.Tensor | None = None
+    renorm_momentum: float = 0.99
+
+
+def update_moving(moving: MovingStatistics, stats: BatchStatistics, epsilon: float) -> None:
+    """Apply one training step's updates to ``moving`` in place (TensorFlow's rules)."""
+    value = stats.unbiased_variance if moving.unbiased else stats.variance
+    assign_moving_average(moving.mean, stats.mean, moving.momentum)
+    if moving.stddev is not None:
+        stddev = assign_moving_average(moving.stddev, torch.sqrt(value + epsilon), moving.momentum)
+        moving.variance.copy_(torch.relu(stddev.square() - epsilon))
+        assign_moving_average(moving.renorm_mean, stats.mean, moving.renorm_momentum)
+        assign_moving_average(
+            moving.renorm_stddev, torch.sqrt(stats.variance + epsilon), moving.renorm_momentum
+        )
+    else:
+        assign_moving_average(moving.variance, value, moving.momentum)
+
+
 def train_forward(
     x: torch.Tensor,
     axes: Sequence[int],
@@ -201,8 +246,10 @@ def train_forward(
     adjustment: tuple[torch.Tensor, torch.Tensor] | None = None,
     renorm: tuple[torch.Tensor, torch.Tensor, Mapping[str, float | torch.Tensor]] | None = None,
     param_shape: Sequence[int] | None = None,
+    moving: MovingStatistics | None = None,
 ) -> tuple[torch.Tensor, BatchStatistics]:
-    """One training-mode normalization of ``x``; returns ``y`` and the batch statistics.
+    """One training-mode normalization of ``x``; returns ``y`` and the batch statistics,
+    and updates ``moving`` in place when given (like ``F.batch_norm``'s running stats).
 
     ``gamma``/``beta`` and the renorm statistics in ``renorm = (renorm_mean,
     renorm_stddev, clipping)`` are in parameter layout; ``mask`` is a weight tensor
@@ -233,14 +280,22 @@ def train_forward(
         if adjustment is not None:
             adjustment = tuple(torch.broadcast_to(a, view) for a in adjustment)
         plan_args = {"epsilon": epsilon, "renorm": renorm, "adjustment": adjustment}
-        y, mean, var, _ = _fused.train(_fused.dense(x), gamma, beta, plan_args, axes, ghost_dim)
-    else:
-        x = x if x.dtype in (torch.float32, torch.float64) else x.float()
-        mean, var = moments(x, dims, weights)
-        g, b = (None if t is None else t.reshape(view) for t in (gamma, beta))
-        if renorm is not None:
-            renorm = (renorm[0].reshape(view), renorm[1].reshape(view), renorm[2])
-        y = _composite_train(x, mean, var, g, b, epsilon, ghost_dim, renorm, adjustment)
+        y, mean, var, n, updated = _fused.train(
+            _fused.dense(x), gamma, beta, plan_args, axes, ghost_dim, moving
+        )
+        pshape = list(param_shape) if param_shape is not None else view
+        stats = BatchStatistics(
+            mean.view(pshape), var.view(pshape), (var * (n / max(n - 1, 1))).view(pshape)
+        )
+        if moving is not None and not updated:
+            update_moving(moving, stats, epsilon)
+        return (y if y.shape == shape else y.reshape(shape)), stats
+    x = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    mean, var = moments(x, dims, weights)
+    g, b = (None if t is None else t.reshape(view) for t in (gamma, beta))
+    if renorm is not None:
+        renorm = (renorm[0].reshape(view), renorm[1].reshape(view), renorm[2])
+    y = _composite_train(x, mean, var, g, b, epsilon, ghost_dim, renorm, adjustment)
     if weights is None:
         n = x.numel() // max(1, mean.numel())
         unbiased = var * (n / max(n - 1, 1))
@@ -252,6 +307,8 @@ def train_forward(
     stats = BatchStatistics(
         *(_ghost_mean(t.detach(), ghost_dim).reshape(pshape) for t in (mean, var, unbiased))
     )
+    if moving is not None:
+        update_moving(moving, stats, epsilon)
     return y.reshape(shape), stats
 
 

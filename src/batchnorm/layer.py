@@ -442,7 +442,8 @@ class Layer(nn.Module):
             inputs = torch.from_numpy(np.ascontiguousarray(inputs))
         if not self.built:
             self._build_from(inputs)
-        self._call_losses = []
+        if self._call_losses:
+            self._call_losses.clear()  # losses of the previous call (``losses`` copies the list)
         outputs = super().__call__(inputs, *args, **kwargs)
         if outputs is None:
             raise ValueError(

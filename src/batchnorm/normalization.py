@@ -413,8 +413,8 @@ class BatchNormalization(Layer):
             raise TypeError(
                 f"Layer {self.name} does not support complex input (received {inputs.dtype})."
             )
-        var_dtype = self.moving_mean.dtype
-        device = self.moving_mean.device
+        moving_mean = self.moving_mean
+        var_dtype, device = moving_mean.dtype, moving_mean.device
         if inputs.device != device:
             raise ValueError(
                 f"Input of layer {self.name} is on {inputs.device} but the layer's variables are "
@@ -548,7 +548,7 @@ class BatchNormalization(Layer):
             )
         adjustment = self._adjustment_values(x) if self.adjustment is not None else None
         gamma, beta = self._param(self.gamma, x), self._param(self.beta, x)
-        y, stats = F.train_forward(
+        y, _ = F.train_forward(
             x,
             self._axes,
             gamma,
@@ -560,30 +560,26 @@ class BatchNormalization(Layer):
             adjustment=adjustment,
             renorm=renorm,
             param_shape=self.moving_mean.shape,
+            moving=self._moving(),
         )
-        self._update_statistics(stats)
         return y
 
-    @torch.no_grad()
-    def _update_statistics(self, stats: F.BatchStatistics) -> None:
-        """TF's updates from one training step, computed first and then written together."""
-        eps = self.epsilon
-        value = stats.unbiased_variance if self._bessel else stats.variance
-        new = {"moving_mean": F.moving_average(self.moving_mean, stats.mean, self.momentum)}
+    def _moving(self) -> F.MovingStatistics:
+        """The variables a training step updates, and TF's rules for them."""
         if self.renorm:
-            stddev = F.moving_average(self.moving_stddev, torch.sqrt(value + eps), self.momentum)
-            new["moving_stddev"] = stddev
-            new["moving_variance"] = torch.relu(stddev * stddev - eps)
-            new["renorm_mean"] = F.moving_average(
-                self.renorm_mean, stats.mean, self.renorm_momentum
+            return F.MovingStatistics(
+                self.moving_mean,
+                self.moving_variance,
+                self.momentum,
+                self._bessel,
+                self.moving_stddev,
+                self.renorm_mean,
+                self.renorm_stddev,
+                self.renorm_momentum,
             )
-            new["renorm_stddev"] = F.moving_average(
-                self.renorm_stddev, torch.sqrt(stats.variance + eps), self.renorm_momentum
-            )
-        else:
-            new["moving_variance"] = F.moving_average(self.moving_variance, value, self.momentum)
-        for name, tensor in new.items():
-            getattr(self, name).copy_(tensor)
+        return F.MovingStatistics(
+            self.moving_mean, self.moving_variance, self.momentum, self._bessel
+        )
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict[str, Any]:
