@@ -152,6 +152,11 @@ def _canonical(
     return NativeView(_I64x5(*dims), _I64x5(*strides))
 
 
+@functools.lru_cache(maxsize=64)
+def _function(lib: Any, name: str, dtype: torch.dtype) -> Any:
+    return getattr(lib, f"bn_{name}_{_SUFFIX[dtype]}")
+
+
 def native_library(x: torch.Tensor, geo: Geometry) -> Any:
     """The C library when it can run this input, else None."""
     if x.device.type != "cpu" or x.dtype not in _SUFFIX or geo.native is None:
@@ -193,7 +198,7 @@ class Plan:
     moving: Any = None  # functional.MovingStatistics the C pass updates in place
 
     def fn(self, name: str, dtype: torch.dtype) -> Any:
-        return getattr(self.lib, f"bn_{name}_{_SUFFIX[dtype]}")
+        return _function(self.lib, name, dtype)
 
     def stat(self, t: torch.Tensor) -> torch.Tensor:
         """A per-parameter tensor as a view that broadcasts against the input."""
@@ -592,26 +597,32 @@ def infer(
     """Inference pass with given statistics, all in parameter layout."""
     geo = Geometry.of(x, axes)
     lib = native_library(x, geo)
-    plan = Plan(geo, epsilon, lib=lib)
-    if lib is not None:
-        if torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (x, gamma, beta)
-        ):
-            return NativeAffineNorm.apply(x, gamma, beta, mean, var, plan)
+    needs_grad = torch.is_grad_enabled() and (
+        x.requires_grad
+        or (gamma is not None and gamma.requires_grad)
+        or (beta is not None and beta.requires_grad)
+    )
+    if lib is not None and not needs_grad:
         pdt = _PARAM_DTYPE[x.dtype]
-        vec = [_vector(t, pdt) for t in (mean, var, gamma, beta)]
+        m, v, g, b = _vector(mean, pdt), _vector(var, pdt), _vector(gamma, pdt), _vector(beta, pdt)
         y = torch.empty_like(x)
-        plan.fn("infer_forward", x.dtype)(
+        _function(lib, "infer_forward", x.dtype)(
             x.data_ptr(),
             y.data_ptr(),
             geo.native.dims,
             geo.native.strides,
             geo.params,
-            *(_addr(v) for v in vec),
+            m.data_ptr(),
+            v.data_ptr(),
+            _addr(g),
+            _addr(b),
             epsilon,
             _native.threads(),
         )
         return y
+    plan = Plan(geo, epsilon, lib=lib)
+    if lib is not None:
+        return NativeAffineNorm.apply(x, gamma, beta, mean, var, plan)
     xc = x if x.dtype in (torch.float32, torch.float64) else x.float()
     stat = [None if t is None else plan.stat(t) for t in (gamma, beta, mean, var)]
     return TorchAffineNorm.apply(xc, *stat, plan)

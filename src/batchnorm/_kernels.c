@@ -62,6 +62,31 @@ static int thread_id(void) {
 #endif
 }
 
+/*
+ * Per-thread scratch memory, grown on demand and reused by every later call:
+ * large per-call mallocs would be fresh pages (page faults) each time.
+ * Slots: 0 statistics partials, 1 backward partials, 2 and 3 per-channel vectors,
+ * 4 parameter-gradient sums.
+ */
+#define SLOTS 5
+static __thread void *scratch_ptr[SLOTS];
+static __thread size_t scratch_size[SLOTS];
+
+static void *scratch(int slot, size_t bytes) {
+    if (bytes > scratch_size[slot]) {
+        free(scratch_ptr[slot]);
+        scratch_ptr[slot] = malloc(bytes);
+        scratch_size[slot] = scratch_ptr[slot] ? bytes : 0;
+    }
+    return scratch_ptr[slot];
+}
+
+static void *scratch_zero(int slot, size_t bytes) {
+    void *p = scratch(slot, bytes);
+    memset(p, 0, bytes);
+    return p;
+}
+
 /* Chan et al.: merge len channels of a block with nb values each into (n, m, q). */
 static void merge_block(double *restrict n, double *restrict m, double *restrict q, double nb,
                         const double *restrict mb, const double *restrict qb, i64 len) {
@@ -127,6 +152,9 @@ static inline uint16_t f16_store(float f) {
 }
 
 #define ID(v) (v)
+
+/* every channel k = g*P + p with its parameter index p, without a division per k */
+#define FOR_KP for (i64 gg_ = 0, k = 0; gg_ < K / P; ++gg_) for (i64 p = 0; p < P; ++p, ++k)
 
 /* Row mode walks rows (a, m) of one channel group g in blocks of rows; inside a block the
  * rows are two nested loops whose addresses are affine in the loop counters, which is
@@ -235,33 +263,50 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
     double *acc = NULL; /* n, m, q per partial (thread or row segment) */                       \
     int parts = nt;                                                                             \
     if (v.si == 1 && v.I > 1) {                                                                 \
-        const i64 runs = v.A * v.G * v.M * v.C;                                                 \
-        acc = calloc((size_t)(3 * parts * K), sizeof(double));                                  \
+        /* short runs are taken rb at a time (same channel, consecutive a) */                   \
+        const i64 rb = v.I >= BUF ? 1 : BUF / v.I;                                              \
+        const i64 nab = (v.A + rb - 1) / rb;                                                    \
+        const i64 items = nab * v.G * v.M * v.C;                                                \
+        acc = scratch_zero(0, (size_t)(3 * parts * K) * sizeof(double));                                  \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
             double *tn = acc + 3 * thread_id() * K, *tm = tn + K, *tq = tm + K;                 \
             T xb[BUF];                                                                          \
+            const T *pr[BUF];                                                                   \
             _Pragma("omp for schedule(static)")                                                 \
-            for (i64 r = 0; r < runs; ++r) {                                                    \
-                RUN_INDEX                                                                       \
-                for (i64 i0 = 0; i0 < v.I; i0 += BUF) {                                         \
+            for (i64 it = 0; it < items; ++it) {                                                \
+                i64 rest_ = it / nab;                                                           \
+                const i64 c = rest_ % v.C;                                                      \
+                rest_ /= v.C;                                                                   \
+                const i64 m = rest_ % v.M, g = rest_ / v.M, k = g * v.C + c;                    \
+                const i64 a0 = (it % nab) * rb, a1 = a0 + rb < v.A ? a0 + rb : v.A;             \
+                const S *base = x + g * v.sg + m * v.sm + c * v.sc;                             \
+                for (i64 i0 = 0; i0 < v.I; i0 += BUF) { /* one piece unless rb > 1 */           \
                     const i64 len = v.I - i0 < BUF ? v.I - i0 : BUF;                            \
-                    const T *restrict pv = ROW(x + off + i0, len, xb);                          \
-                    const T shift = pv[0]; /* a large mean does not swamp the sum */            \
-                    T s = 0;                                                                    \
-                    for (i64 i = 0; i < len; ++i) s += pv[i] - shift;                           \
-                    const T mu = shift + s / (T)len;                                            \
+                    const i64 runs = a1 - a0;                                                   \
+                    T s = 0, shift = 0;                                                         \
+                    for (i64 j = 0; j < runs; ++j) {                                            \
+                        pr[j] = ROW(base + (a0 + j) * v.sa + i0, len, xb + j * len);            \
+                        if (j == 0) shift = pr[0][0]; /* a large mean does not swamp the sum */ \
+                        const T *restrict pv = pr[j];                                           \
+                        for (i64 i = 0; i < len; ++i) s += pv[i] - shift;                       \
+                    }                                                                           \
+                    const double count = (double)(runs * len);                                  \
+                    const T mu = shift + s / (T)count;                                          \
                     T ss = 0;                                                                   \
-                    for (i64 i = 0; i < len; ++i) { T d = pv[i] - mu; ss += d * d; }            \
+                    for (i64 j = 0; j < runs; ++j) {                                            \
+                        const T *restrict pv = pr[j];                                           \
+                        for (i64 i = 0; i < len; ++i) { T d = pv[i] - mu; ss += d * d; }        \
+                    }                                                                           \
                     const double bm = (double)mu, bq = (double)ss;                              \
-                    merge_block(tn + k, tm + k, tq + k, (double)len, &bm, &bq, 1);              \
+                    merge_block(tn + k, tm + k, tq + k, count, &bm, &bq, 1);                    \
                 }                                                                               \
             }                                                                                   \
         }                                                                                       \
     } else if (v.I == 1 && v.sc == 1) {                                                         \
         ROW_ITEMS(S)                                                                            \
         parts = (int)nseg;                                                                      \
-        acc = calloc((size_t)(3 * parts * K), sizeof(double));                                  \
+        acc = scratch_zero(0, (size_t)(3 * parts * K) * sizeof(double));                                  \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
             T bs[BUF], bq[BUF], xb[BUF], fb[BUF];                                               \
@@ -292,7 +337,7 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
         }                                                                                       \
     } else {                                                                                    \
         const i64 runs = v.A * v.G * v.M * v.C;                                                 \
-        acc = calloc((size_t)(3 * parts * K), sizeof(double));                                  \
+        acc = scratch_zero(0, (size_t)(3 * parts * K) * sizeof(double));                                  \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
             double *tn = acc + 3 * thread_id() * K, *tm = tn + K, *tq = tm + K;                 \
@@ -324,7 +369,6 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
         mean[k] = n > 0 ? acc[K + k] : 0.0;                                                     \
         var[k] = n > 0 ? acc[2 * K + k] / n : 0.0;                                              \
     }                                                                                           \
-    free(acc);                                                                                  \
 }                                                                                               \
                                                                                                 \
 /* out = (x - mean[k]) * scale[k] + shift[k]; out has x's strides */                            \
@@ -389,7 +433,7 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
     if (v.I == 1 && v.sc == 1) {                                                                \
         ROW_ITEMS(S)                                                                            \
         parts = (int)nseg;                                                                      \
-        acc = calloc((size_t)(2 * parts * K), sizeof(double));                                  \
+        acc = scratch_zero(1, (size_t)(2 * parts * K) * sizeof(double));                                  \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
             T bs[BUF], bp[BUF], xb[BUF], db[BUF];                                               \
@@ -418,7 +462,7 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
     } else {                                                                                    \
         const i64 runs = v.A * v.G * v.M * v.C;                                                 \
         const int contiguous = v.si == 1;                                                       \
-        acc = calloc((size_t)(2 * parts * K), sizeof(double));                                  \
+        acc = scratch_zero(1, (size_t)(2 * parts * K) * sizeof(double));                                  \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
             double *ts = acc + 2 * thread_id() * K, *tp = ts + K;                               \
@@ -458,7 +502,6 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
         const double *ts = acc + 2 * t * K, *tp = ts + K;                                       \
         for (i64 k = 0; k < K; ++k) { sum_dy[k] += ts[k]; sum_dyxc[k] += tp[k]; }               \
     }                                                                                           \
-    free(acc);                                                                                  \
 }                                                                                               \
                                                                                                 \
 /* dx = (dy − k1[k] − (x − mean[k])·k2[k])·k3[k]; dy and dx have x's strides */                 \
@@ -535,7 +578,7 @@ int bn_train_forward_##SUFFIX(                                                  
     double *mean = state, *var = state + K, *inv = state + 2 * K;                               \
     double *slope = state + 3 * K, *intercept = state + 4 * K;                                  \
     stats_##SUFFIX(x, v, mean, var, nt);                                                        \
-    double *pooled = malloc((size_t)(2 * P) * sizeof(double)); /* ghost-averaged μ, σ² */       \
+    double *pooled = scratch(3, (size_t)(2 * P) * sizeof(double)); /* ghost-averaged μ, σ² */    \
     for (i64 p = 0; p < P; ++p) {                                                               \
         double mu = 0, vr = 0;                                                                  \
         for (i64 gg = 0; gg < groups; ++gg) { mu += mean[gg * P + p]; vr += var[gg * P + p]; }  \
@@ -548,9 +591,9 @@ int bn_train_forward_##SUFFIX(                                                  
         intercept[k] = 0.0;                                                                     \
     }                                                                                           \
     if (adj_scale != NULL) {                                                                    \
-        for (i64 k = 0; k < K; ++k) {                                                           \
-            slope[k] = (double)adj_scale[k % P];                                                \
-            intercept[k] = (double)adj_bias[k % P];                                             \
+        FOR_KP {                                                                                \
+            slope[k] = (double)adj_scale[p];                                                    \
+            intercept[k] = (double)adj_bias[p];                                                 \
         }                                                                                       \
     }                                                                                           \
     if (renorm_mean != NULL) { /* r, d from the ghost-averaged statistics */                    \
@@ -571,17 +614,16 @@ int bn_train_forward_##SUFFIX(                                                  
             }                                                                                   \
         }                                                                                       \
     }                                                                                           \
-    T *coef = malloc((size_t)(3 * K) * sizeof(T));                                              \
+    T *coef = scratch(2, (size_t)(3 * K) * sizeof(T));                                          \
     T *cm = coef, *cs = coef + K, *co = coef + 2 * K;                                           \
-    for (i64 k = 0; k < K; ++k) {                                                               \
-        const double g = gamma ? (double)gamma[k % P] : 1.0;                                    \
-        const double bb = beta ? (double)beta[k % P] : 0.0;                                     \
+    FOR_KP {                                                                                    \
+        const double g = gamma ? (double)gamma[p] : 1.0;                                        \
+        const double bb = beta ? (double)beta[p] : 0.0;                                         \
         cm[k] = (T)mean[k];                                                                     \
         cs[k] = (T)(inv[k] * slope[k] * g);                                                     \
         co[k] = (T)(intercept[k] * g + bb);                                                     \
     }                                                                                           \
     affine_##SUFFIX(x, y, v, cm, cs, co, nt);                                                   \
-    free(coef);                                                                                 \
     if (moving_mean != NULL) { /* TF's moving averages: m <- m - (m - value)(1 - momentum) */   \
         const double decay = 1.0 - momentum, rdecay = 1.0 - renorm_momentum;                   \
         const double n = (double)(v.A * v.M * v.I);                                             \
@@ -602,7 +644,6 @@ int bn_train_forward_##SUFFIX(                                                  
             }                                                                                   \
         }                                                                                       \
     }                                                                                           \
-    free(pooled);                                                                               \
     return 0;                                                                                   \
 }                                                                                               \
                                                                                                 \
@@ -615,15 +656,15 @@ int bn_train_backward_##SUFFIX(                                                 
     const double n = (double)(v.A * v.M * v.I);                                                 \
     const double *mean = state, *inv = state + 2 * K;                                           \
     const double *slope = state + 3 * K, *intercept = state + 4 * K;                            \
-    double *sums = malloc((size_t)(2 * K) * sizeof(double));                                    \
+    double *sums = scratch(3, (size_t)(2 * K) * sizeof(double));                                \
     double *sdy = sums, *sdx = sums + K;                                                        \
-    T *coef = malloc((size_t)(4 * K) * sizeof(T));                                              \
+    T *coef = scratch(2, (size_t)(4 * K) * sizeof(T));                                          \
     T *cm = coef, *c1 = coef + K, *c2 = coef + 2 * K, *c3 = coef + 3 * K;                       \
     for (i64 k = 0; k < K; ++k) cm[k] = (T)mean[k];                                             \
     reduce_##SUFFIX(dy, x, v, cm, sdy, sdx, nt);                                                \
     if (dx != NULL) {                                                                           \
-        for (i64 k = 0; k < K; ++k) {                                                           \
-            const double g = gamma ? (double)gamma[k % P] : 1.0;                                \
+        FOR_KP {                                                                                \
+            const double g = gamma ? (double)gamma[p] : 1.0;                                    \
             c1[k] = (T)(sdy[k] / n);                                                            \
             c2[k] = (T)(inv[k] * inv[k] * sdx[k] / n);                                          \
             c3[k] = (T)(inv[k] * slope[k] * g);                                                 \
@@ -631,19 +672,16 @@ int bn_train_backward_##SUFFIX(                                                 
         dx_##SUFFIX(dy, x, dx, v, cm, c1, c2, c3, nt);                                          \
     }                                                                                           \
     if (dgamma != NULL || dbeta != NULL) { /* summed over ghost batches in double */            \
-        double *acc = calloc((size_t)(2 * P), sizeof(double));                                  \
-        for (i64 k = 0; k < K; ++k) {                                                           \
-            acc[k % P] += slope[k] * inv[k] * sdx[k] + intercept[k] * sdy[k];                   \
-            acc[P + k % P] += sdy[k];                                                           \
+        double *acc = scratch_zero(4, (size_t)(2 * P) * sizeof(double));                        \
+        FOR_KP {                                                                                \
+            acc[p] += slope[k] * inv[k] * sdx[k] + intercept[k] * sdy[k];                       \
+            acc[P + p] += sdy[k];                                                               \
         }                                                                                       \
         for (i64 p = 0; p < P; ++p) {                                                           \
             if (dgamma) dgamma[p] = (T)acc[p];                                                  \
             if (dbeta) dbeta[p] = (T)acc[P + p];                                                \
         }                                                                                       \
-        free(acc);                                                                              \
     }                                                                                           \
-    free(sums);                                                                                 \
-    free(coef);                                                                                 \
     return 0;                                                                                   \
 }                                                                                               \
                                                                                                 \
@@ -653,16 +691,14 @@ int bn_infer_forward_##SUFFIX(                                                  
     const T *var, const T *gamma, const T *beta, double eps, int threads) {                     \
     const view_t v = make_view(dims, strides);                                                  \
     const i64 K = v.G * v.C;                                                                    \
-    T *coef = malloc((size_t)(3 * K) * sizeof(T));                                              \
+    T *coef = scratch(2, (size_t)(3 * K) * sizeof(T));                                          \
     T *cm = coef, *cs = coef + K, *co = coef + 2 * K;                                           \
-    for (i64 k = 0; k < K; ++k) {                                                               \
-        const i64 p = k % P;                                                                    \
+    FOR_KP {                                                                                    \
         cm[k] = mean[p];                                                                        \
         cs[k] = (T)((gamma ? (double)gamma[p] : 1.0) / sqrt((double)var[p] + eps));             \
         co[k] = beta ? beta[p] : (T)0;                                                          \
     }                                                                                           \
     affine_##SUFFIX(x, y, v, cm, cs, co, thread_count(threads));                                \
-    free(coef);                                                                                 \
     return 0;                                                                                   \
 }                                                                                               \
                                                                                                 \
@@ -673,12 +709,11 @@ int bn_infer_backward_##SUFFIX(                                                 
     const view_t v = make_view(dims, strides);                                                  \
     const int nt = thread_count(threads);                                                       \
     const i64 K = v.G * v.C;                                                                    \
-    T *coef = malloc((size_t)(4 * K) * sizeof(T));                                              \
+    T *coef = scratch(2, (size_t)(4 * K) * sizeof(T));                                          \
     T *cm = coef, *zero = coef + K, *cs = coef + 2 * K;                                         \
-    double *inv = malloc((size_t)(3 * K) * sizeof(double));                                     \
+    double *inv = scratch(3, (size_t)(3 * K) * sizeof(double));                                 \
     double *sdy = inv + K, *sdx = inv + 2 * K;                                                  \
-    for (i64 k = 0; k < K; ++k) {                                                               \
-        const i64 p = k % P;                                                                    \
+    FOR_KP {                                                                                    \
         inv[k] = 1.0 / sqrt((double)var[p] + eps);                                              \
         cm[k] = mean[p];                                                                        \
         zero[k] = 0;                                                                            \
@@ -692,8 +727,6 @@ int bn_infer_backward_##SUFFIX(                                                 
             if (dbeta) dbeta[k] = (T)sdy[k];                                                    \
         }                                                                                       \
     }                                                                                           \
-    free(coef);                                                                                 \
-    free(inv);                                                                                  \
     return 0;                                                                                   \
 }
 

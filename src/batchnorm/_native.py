@@ -33,6 +33,7 @@ _FLAGS = [
     "-fassociative-math",  # lets reductions vectorize; NaN and Inf still propagate
     "-fno-signed-zeros",
     "-fno-trapping-math",
+    "-fno-math-errno",
     "-std=c99",
 ]
 _lock = threading.Lock()

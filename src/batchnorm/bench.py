@@ -67,19 +67,27 @@ class Row:
     ref: dict[str, float] = field(default_factory=dict)
 
 
-def _timer(fn: Callable[[], Any], repeat: int, min_time: float) -> float:
-    """Median wall time (ms) of ``fn`` after a warm-up, over at least ``repeat`` runs."""
-    for _ in range(2):
+def _measure(fns: dict[str, Callable[[], Any]], rounds: int, min_time: float) -> dict[str, float]:
+    """Median time per call (ms) of every closure, measured in interleaved rounds.
+
+    Each round runs every closure for about ``min_time / rounds`` seconds in turn,
+    so drift of a shared machine affects all implementations alike.
+    """
+    per_call: dict[str, list[float]] = {name: [] for name in fns}
+    calls: dict[str, int] = {}
+    for name, fn in fns.items():  # warm up, and size the batches
         fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < repeat or time.perf_counter() - start < min_time:
         t0 = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-        if len(times) >= 10 * repeat:
-            break
-    return statistics.median(times) * 1e3
+        once = max(time.perf_counter() - t0, 1e-6)
+        calls[name] = max(1, int(min_time / rounds / once))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(calls[name]):
+                fn()
+            per_call[name].append((time.perf_counter() - t0) / calls[name])
+    return {name: statistics.median(times) * 1e3 for name, times in per_call.items()}
 
 
 def _input(case: Case, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -213,8 +221,8 @@ def run(
     cases: list[str],
     variants: list[str],
     modes: list[str],
-    repeat: int = 10,
-    min_time: float = 0.2,
+    rounds: int = 7,
+    min_time: float = 1.0,
     with_tf: bool = True,
 ) -> list[Row]:
     """Measure every case × mode × implementation; returns the rows (also printed)."""
@@ -224,12 +232,9 @@ def run(
         for mode in modes:
             x = _input(case)
             out = torch.empty_like(x)
-            copy_ms = _timer(lambda x=x, out=out: out.copy_(x), repeat, min_time)
-            timings: dict[str, float] = {}
-            timings["torch F.batch_norm"] = _timer(
-                _torch_functional(case, mode, x), repeat, min_time
-            )
-            timings["torch nn.BatchNorm"] = _timer(_torch_module(case, mode, x), repeat, min_time)
+            fns: dict[str, Callable[[], Any]] = {"copy": lambda x=x, out=out: out.copy_(x)}
+            fns["torch F.batch_norm"] = _torch_functional(case, mode, x)
+            fns["torch nn.BatchNorm"] = _torch_module(case, mode, x)
             for name in variants:
                 variant = VARIANTS[name]
                 if name == "multi-axis" and case.multi_axis is None:
@@ -237,18 +242,22 @@ def run(
                 if name == "vbs=8" and mode == "inference":
                     continue  # inference with virtual batches is plain batch norm
                 xv = _input(case, variant.get("dtype", torch.float32))
-                timings[f"ours {name}"] = _timer(_ours(case, variant, mode, xv), repeat, min_time)
+                fns[f"ours {name}"] = _ours(case, variant, mode, xv)
                 if name in ("float16", "bfloat16"):
-                    timings[f"torch F.batch_norm {name}"] = _timer(
-                        _torch_functional(case, mode, xv), repeat, min_time
-                    )
+                    fns[f"torch F.batch_norm {name}"] = _torch_functional(case, mode, xv)
                 if with_tf and name in ("plain", "renorm", "vbs=8"):
                     fn = _tf_keras(case, mode, x, variant)
                     if fn is not None:
-                        timings[f"tf_keras {name}"] = _timer(fn, max(3, repeat // 3), min_time)
+                        fns[f"tf_keras {name}"] = fn
+            timings = _measure(fns, rounds, min_time * len(fns) / 4)
+            copy_ms = timings.pop("copy")
             for impl, ms in timings.items():
                 row = Row(case_name, mode, impl, ms, copy_ms)
-                row.ref["torch"] = ms / timings["torch F.batch_norm"]
+                torch_ref = "torch F.batch_norm"
+                for dtype_name in ("float16", "bfloat16"):
+                    if impl.endswith(dtype_name):
+                        torch_ref = f"torch F.batch_norm {dtype_name}"
+                row.ref["torch"] = ms / timings[torch_ref]
                 if "ours plain" in timings:
                     row.ref["plain"] = ms / timings["ours plain"]
                 rows.append(row)
@@ -296,7 +305,7 @@ def header() -> str:
     return (
         f"torch {torch.__version__}, {threads} threads, LD_PRELOAD={preload}\n"
         f"kernels: {_native.status()}\n\n"
-        "| case | mode | implementation | ms | ÷ copy | ÷ torch | ÷ ours plain |\n"
+        "| case | mode | implementation | ms | ÷ copy | ÷ torch same dtype | ÷ ours plain |\n"
         "|---|---|---|---|---|---|---|"
     )
 
@@ -306,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="A,B,C,D")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--repeat", type=int, default=10)
-    parser.add_argument("--min-time", type=float, default=0.3)
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
+    parser.add_argument("--min-time", type=float, default=1.0, help="seconds per implementation")
     parser.add_argument("--no-tf", action="store_true", help="skip tf_keras even if installed")
     parser.add_argument("--memory", action="store_true", help="also report peak extra memory")
     args = parser.parse_args(argv)
@@ -316,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         args.cases.split(","),
         args.variants.split(","),
         args.modes.split(","),
-        args.repeat,
+        args.rounds,
         args.min_time,
         not args.no_tf,
     )

@@ -426,7 +426,7 @@ class BatchNormalization(Layer):
         elif not inputs.is_floating_point():
             inputs = inputs.to(var_dtype)
         out_dtype = inputs.dtype
-        if out_dtype in SIXTEEN_BIT and var_dtype == torch.float32:
+        if out_dtype == var_dtype or (out_dtype in SIXTEEN_BIT and var_dtype == torch.float32):
             return inputs, out_dtype
         return inputs.to(torch.promote_types(out_dtype, var_dtype)), out_dtype
 
@@ -435,6 +435,8 @@ class BatchNormalization(Layer):
             return False
         if training is None:
             return self.training
+        if training is True or training is False:
+            return training
         if isinstance(training, torch.Tensor):
             if training.numel() != 1:
                 raise ValueError(
@@ -451,9 +453,10 @@ class BatchNormalization(Layer):
     @staticmethod
     def _param(value: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
         """A variable in the parameter dtype of the passes for ``x``."""
-        if value is None:
-            return None
-        return value.to(torch.float32 if x.dtype in SIXTEEN_BIT else x.dtype)
+        dtype = torch.float32 if x.dtype in SIXTEEN_BIT else x.dtype
+        if value is None or value.dtype == dtype:
+            return value
+        return value.to(dtype)
 
     def _mask_weights(self, mask: Any, x: torch.Tensor) -> torch.Tensor:
         """Check ``mask`` (input shape without the channel axes) and return float
@@ -520,9 +523,9 @@ class BatchNormalization(Layer):
                 for t in (self.gamma, self.beta, self.moving_mean, self.moving_variance)
             )
             y = F.inference_forward(x, self._axes, gamma, beta, mean, var, self.epsilon)
-            return y.to(out_dtype)
+            return y if y.dtype == out_dtype else y.to(out_dtype)
         y = self._train(x, weights)
-        return y.to(out_dtype)
+        return y if y.dtype == out_dtype else y.to(out_dtype)
 
     def _train(self, x: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
         """Training step: every check first, then the output, then all updates at once."""
