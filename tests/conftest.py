@@ -16,13 +16,32 @@ settings.register_profile(
     deadline=None,
     derandomize=True,
     max_examples=40,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,  # the backend fixture is fixed per test
+    ],
     print_blob=True,
 )
 settings.register_profile("dev", deadline=None, max_examples=200)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(params=["native", "torch"])
+def backend(request, monkeypatch):
+    """Run a test on the C kernels and again on the PyTorch operations."""
+    from batchnorm import _native
+
+    if request.param == "native":
+        if os.environ.get("BATCHNORM_NATIVE", "1") == "0":
+            pytest.skip("C kernels disabled by BATCHNORM_NATIVE=0")
+        if _native.library() is None:  # a missing compiler must not pass silently
+            pytest.fail(f"the C kernels did not build here: {_native.status()}")
+    else:
+        monkeypatch.setattr(_native, "library", lambda: None)
+    return request.param
 
 
 @pytest.fixture(autouse=True)

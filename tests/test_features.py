@@ -326,8 +326,8 @@ def feature_cases(draw):
 
 
 @settings(max_examples=120)
-@given(feature_cases())
-def test_features_match_the_float64_reference(case):
+@given(case=feature_cases())
+def test_features_match_the_float64_reference(case, backend):
     shape, axes, config, adjust, use_mask, seed = case
     rng = np.random.default_rng(seed)
     adjustment = None

@@ -38,8 +38,8 @@ def configs(draw):
 
 
 @settings(max_examples=150)
-@given(configs())
-def test_training_steps_match_the_float64_reference(case):
+@given(case=configs())
+def test_training_steps_match_the_float64_reference(case, backend):
     shape, kwargs, float64, steps, seed = case
     rng = np.random.default_rng(seed)
     dtype = torch.float64 if float64 else torch.float32

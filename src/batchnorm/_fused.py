@@ -384,20 +384,33 @@ def _stats(x: torch.Tensor, geo: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
     return mean.double(), var.double()
 
 
-def renorm_rd(plan: Plan, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """r and d from the (ghost-averaged) batch statistics and the pre-update renorm ones."""
-    renorm_mean, renorm_stddev, clipping = plan.renorm  # type: ignore[misc]
-    eps = plan.epsilon
-    denom = torch.clamp(plan.stat(renorm_stddev).double(), min=math.sqrt(eps))
-    r = torch.sqrt(var + eps) / denom
-    d = (mean - plan.stat(renorm_mean).double()) / denom
-    if "rmin" in clipping:
-        r = torch.clamp(r, min=float(clipping["rmin"]))
-    if "rmax" in clipping:
-        r = torch.clamp(r, max=float(clipping["rmax"]))
-    if "dmax" in clipping:
-        d = torch.clamp(d, -float(clipping["dmax"]), float(clipping["dmax"]))
+# An opaque operator: under torch.compile, AOTAutograd's partitioner could otherwise
+# recompute r and d in the backward from the renorm buffers after the step updated them
+# in place (silently wrong gradients, pytorch#197039); custom operators are never
+# recomputed, so r and d are saved.
+@torch.library.custom_op("batchnorm::renorm_rd", mutates_args=())
+def renorm_rd(
+    mean: torch.Tensor,
+    variance: torch.Tensor,
+    renorm_mean: torch.Tensor,
+    renorm_stddev: torch.Tensor,
+    epsilon: float,
+    rmin: float,
+    rmax: float,
+    dmax: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """r = clip(√(σ² + ε)/max(s_renorm, √ε)), d = clip((μ − μ_renorm)/max(s_renorm, √ε))."""
+    stddev = torch.sqrt(variance + epsilon)
+    denom = torch.clamp(renorm_stddev.to(stddev.dtype), min=epsilon**0.5)
+    r = torch.clamp(stddev / denom, rmin, rmax)
+    d = torch.clamp((mean - renorm_mean.to(mean.dtype)) / denom, -dmax, dmax)
     return r, d
+
+
+@renorm_rd.register_fake
+def _(mean, variance, renorm_mean, renorm_stddev, epsilon, rmin, rmax, dmax):
+    shape = torch.broadcast_shapes(mean.shape, renorm_mean.shape)
+    return mean.new_empty(shape), mean.new_empty(shape)
 
 
 def _slope_intercept(plan: Plan, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -410,7 +423,17 @@ def _slope_intercept(plan: Plan, mean: torch.Tensor, var: torch.Tensor) -> tuple
     if plan.renorm is not None:
         ghost = plan.geo.ghost_dim
         pooled = [t if ghost is None else t.mean(dim=ghost, keepdim=True) for t in (mean, var)]
-        r, d = renorm_rd(plan, *pooled)
+        renorm_mean, renorm_stddev, clipping = plan.renorm
+        inf = float("inf")
+        r, d = renorm_rd(
+            *pooled,
+            plan.stat(renorm_mean).double(),
+            plan.stat(renorm_stddev).double(),
+            plan.epsilon,
+            float(clipping.get("rmin", -inf)),
+            float(clipping.get("rmax", inf)),
+            float(clipping.get("dmax", inf)),
+        )
         slope, intercept = slope * r, d * slope + intercept
     return slope, intercept
 
@@ -518,10 +541,10 @@ def composite(
         var = (x - mean).square().mean(dim=dims, keepdim=True) if dims else torch.zeros_like(x)
     y = (x - mean.to(dt)) * torch.rsqrt(var.to(dt) + plan.epsilon) * slope.to(dt)
     y = y + intercept.to(dt)
-    if gamma is not None:
-        y = y * gamma.to(dt)
+    if gamma is not None:  # parameter layout or already broadcastable: same elements
+        y = y * plan.stat(gamma).to(dt)
     if beta is not None:
-        y = y + beta.to(dt)
+        y = y + plan.stat(beta).to(dt)
     return y
 
 

@@ -151,20 +151,14 @@ def renorm_correction(
     ``s = √(σ² + ε)``, ``ŝ = max(s_renorm, √ε)``, ``r = clip(s/ŝ, rmin, rmax)``,
     ``d = clip((μ − μ_renorm)/ŝ, −dmax, dmax)``; a missing key leaves that side open.
     """
-    with torch.no_grad():
-        stddev = torch.sqrt(variance + epsilon)
-        floor = torch.sqrt(torch.tensor(epsilon, dtype=renorm_stddev.dtype))
-        denom = torch.maximum(renorm_stddev.to(stddev.dtype), floor.to(stddev.dtype))
-        r = stddev / denom
-        d = (mean - renorm_mean.to(mean.dtype)) / denom
-        if "rmin" in clipping:
-            r = torch.clamp(r, min=float(clipping["rmin"]))
-        if "rmax" in clipping:
-            r = torch.clamp(r, max=float(clipping["rmax"]))
-        if "dmax" in clipping:
-            dmax = float(clipping["dmax"])
-            d = torch.clamp(d, -dmax, dmax)
-    return r, d
+    inf = float("inf")
+    bounds = (
+        float(clipping.get("rmin", -inf)),
+        float(clipping.get("rmax", inf)),
+        float(clipping.get("dmax", inf)),
+    )
+    args = (mean.detach(), variance.detach(), renorm_mean.detach(), renorm_stddev.detach())
+    return _fused.renorm_rd(*args, float(epsilon), *bounds)
 
 
 def _compose(

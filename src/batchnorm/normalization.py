@@ -530,7 +530,7 @@ class BatchNormalization(Layer):
     def _train(self, x: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
         """Training step: every check first, then the output, then all updates at once."""
         dims = F.reduction_dims(x.dim(), self._axes)
-        if math.prod(x.shape[d] for d in dims) == 0:
+        if 0 in [x.shape[d] for d in dims]:
             raise ValueError(
                 f"Layer {self.name} received an empty batch (shape {tuple(x.shape)}) in "
                 "training: batch statistics are undefined. Use training=False for empty input."

@@ -1,0 +1,282 @@
+"""The fast paths: both implementations (C kernels and PyTorch operations) against
+the float64 reference, gradient checks (first and second order) on every training
+path, memory layouts, 16-bit conversions, and torch.compile."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.autograd import gradcheck, gradgradcheck
+
+import batchnorm
+import reference
+from batchnorm import BatchNormalization, _native
+from batchnorm import functional as F
+
+CLIP = {"rmin": 0.9, "rmax": 1.1, "dmax": 0.05}
+
+
+# ---------------------------------------------------------------------- gradient checks
+def _per_channel(shape, axes, seed):
+    g = torch.Generator().manual_seed(seed)
+    view = [n if d in axes else 1 for d, n in enumerate(shape)]
+    scale = 0.9 + 0.2 * torch.rand(view, generator=g, dtype=torch.float64)
+    bias = 0.1 * torch.randn(view, generator=g, dtype=torch.float64)
+    return scale, bias
+
+
+TRAIN_PATHS = {
+    "plain-2d": ({}, (6, 3), [1]),
+    "plain-nchw": ({}, (3, 2, 3, 2), [1]),
+    "plain-nhwc": ({}, (3, 2, 2, 3), [3]),
+    "multi-axis": ({}, (3, 2, 3, 2), [1, 3]),
+    "renorm-clipped": ({"renorm": True}, (8, 3), [1]),
+    "renorm-clipped-nhwc": ({"renorm": True}, (3, 2, 2, 3), [3]),
+    "ghost-strided": ({"virtual_batch_size": 2}, (6, 3), [1]),
+    "ghost-contiguous": ({"virtual_batch_size": 3, "grouping": "contiguous"}, (6, 2, 3), [1]),
+    "ghost-renorm": ({"virtual_batch_size": 2, "renorm": True}, (6, 2, 2), [2]),
+    "adjustment": ({"adjustment": "per-channel"}, (5, 3), [1]),
+    "adjustment-per-example": ({"adjustment": "per-example"}, (5, 3), [1]),
+    "mask": ({"mask": True}, (6, 3), [1]),
+}
+
+
+def _train_fn(config, shape, axes):
+    g = torch.Generator().manual_seed(0)
+    kwargs = {}
+    if config.get("renorm"):
+        pshape = (
+            [shape[a] for a in axes]
+            if len(axes) == 1
+            else [n if d in axes else 1 for d, n in enumerate(shape)]
+        )
+        # far from the batch statistics, so that r sits at rmax and d at dmax
+        renorm_mean = -5 + 0.3 * torch.randn(pshape, generator=g, dtype=torch.float64)
+        renorm_stddev = 0.2 + 0.1 * torch.rand(pshape, generator=g, dtype=torch.float64)
+        if config.get("virtual_batch_size"):
+            pshape = [n if d in axes else 1 for d, n in enumerate(shape)]
+            pshape.insert(1, 1)
+            renorm_mean = renorm_mean.reshape(pshape)
+            renorm_stddev = renorm_stddev.reshape(pshape)
+        # r and d carry no gradient (TF's stop_gradient), so finite differences agree with
+        # the analytic gradient only where the clipping holds them constant
+        kwargs["renorm"] = (renorm_mean, renorm_stddev, CLIP)
+    if config.get("virtual_batch_size"):
+        kwargs["virtual_batch_size"] = config["virtual_batch_size"]
+        kwargs["grouping"] = config.get("grouping", "strided")
+    if config.get("adjustment") == "per-channel":
+        kwargs["adjustment"] = _per_channel(shape, axes, 1)
+    elif config.get("adjustment") == "per-example":
+        kwargs["adjustment"] = (
+            0.9 + 0.2 * torch.rand(shape[0], 1, generator=g, dtype=torch.float64),
+            0.1 * torch.randn(shape, generator=g, dtype=torch.float64),
+        )
+    if config.get("mask"):
+        mshape = [n for d, n in enumerate(shape) if d not in axes]
+        mask = torch.rand(mshape, generator=g) < 0.7
+        kwargs["mask"] = mask.double().reshape(
+            [n if d not in axes else 1 for d, n in enumerate(shape)]
+        )
+
+    def f(x, gamma, beta):
+        return F.train_forward(x, axes, gamma, beta, 1e-3, **kwargs)[0]
+
+    return f
+
+
+def _inputs(shape, axes, vbs=None):
+    g = torch.Generator().manual_seed(1)
+    pshape = (
+        [shape[a] for a in axes]
+        if len(axes) == 1 and not vbs
+        else [n if d in axes else 1 for d, n in enumerate(shape)]
+    )
+    if vbs:
+        pshape.insert(1, 1)
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 2 + 1).requires_grad_()
+    gamma = (0.5 + torch.rand(pshape, generator=g, dtype=torch.float64)).requires_grad_()
+    beta = torch.randn(pshape, generator=g, dtype=torch.float64).requires_grad_()
+    return x, gamma, beta
+
+
+@pytest.mark.parametrize("path", list(TRAIN_PATHS))
+def test_gradcheck_and_gradgradcheck_training(path, backend):
+    config, shape, axes = TRAIN_PATHS[path]
+    f = _train_fn(config, shape, axes)
+    inputs = _inputs(shape, axes, config.get("virtual_batch_size"))
+    assert gradcheck(f, inputs, eps=1e-6, atol=1e-6)
+    assert gradgradcheck(f, inputs, eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("shape", "axes"), [((5, 3), [1]), ((2, 3, 2, 2), [1]), ((2, 2, 3), [1, 2])]
+)
+def test_gradcheck_and_gradgradcheck_inference(shape, axes, backend):
+    g = torch.Generator().manual_seed(2)
+    pshape = (
+        [shape[a] for a in axes]
+        if len(axes) == 1
+        else [n if d in axes else 1 for d, n in enumerate(shape)]
+    )
+    mean = torch.randn(pshape, generator=g, dtype=torch.float64)
+    var = 0.5 + torch.rand(pshape, generator=g, dtype=torch.float64)
+
+    def f(x, gamma, beta):
+        return F.inference_forward(x, axes, gamma, beta, mean, var, 1e-3)
+
+    inputs = _inputs(shape, axes)
+    assert gradcheck(f, inputs, eps=1e-6, atol=1e-6)
+    assert gradgradcheck(f, inputs, eps=1e-6, atol=1e-6)
+
+
+def test_frozen_layer_gradients_in_a_training_model(backend):
+    layer = BatchNormalization(trainable=False, momentum=0.5)
+    layer.build((None, 3))
+    layer.double()
+    with torch.no_grad():
+        layer.moving_mean.copy_(torch.tensor([0.5, -1.0, 2.0]))
+        layer.moving_variance.copy_(torch.tensor([1.5, 0.5, 3.0]))
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(lambda t: layer(t, training=True), (x,), eps=1e-6, atol=1e-6)
+    assert gradgradcheck(lambda t: layer(t, training=True), (x,), eps=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------------- layouts
+LAYOUTS = {
+    "contiguous": lambda t: t,
+    "channels_last": lambda t: t.contiguous(memory_format=torch.channels_last),
+    "transposed": lambda t: t.transpose(2, 3).contiguous().transpose(2, 3),
+    "sliced": lambda t: torch.cat([t, t], dim=3)[..., ::2],
+    "expanded-batch": lambda t: t[:1].expand_as(t),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"axis": 1},
+        {"axis": -1},
+        {"axis": [1, 2]},
+        {"axis": [1, 3]},
+        {"axis": 1, "virtual_batch_size": 2},
+        {"axis": -1, "virtual_batch_size": 3, "ghost_grouping": "contiguous"},
+        {"axis": [2, 1], "renorm": True},
+    ],
+    ids=[
+        "nchw",
+        "last",
+        "multi-adjacent",
+        "multi-split",
+        "ghost",
+        "ghost-contiguous",
+        "multi-renorm",
+    ],
+)
+def test_any_layout_matches_the_reference(layout, config, backend):
+    rng = np.random.default_rng(0)
+    leaf = torch.tensor(rng.normal(1.0, 2.0, (6, 3, 4, 5)), dtype=torch.float64)
+    leaf.requires_grad_()
+    x = LAYOUTS[layout](leaf)  # a differentiable view or copy with that memory layout
+    dy = torch.tensor(rng.normal(size=(6, 3, 4, 5)))
+    layer = BatchNormalization(momentum=0.5, **config)
+    layer(x.detach(), training=False)
+    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
+    state = reference.state_of(layer)
+    y = layer(x, training=True)
+    (y * dy).sum().backward()
+    options = reference.Options(
+        momentum=0.5,
+        epsilon=1e-3,
+        bessel=layer._bessel,
+        renorm=layer.renorm,
+        renorm_momentum=0.99,
+        virtual_batch_size=config.get("virtual_batch_size"),
+        grouping=config.get("ghost_grouping", "strided"),
+    )
+    y_ref, dx_ref, dg_ref, _, new = reference.train_step(
+        x.detach().numpy(), dy.numpy(), layer.axis, state, options
+    )
+    np.testing.assert_allclose(y.detach().numpy(), y_ref, rtol=1e-10, atol=1e-10)
+    if layout in ("contiguous", "channels_last", "transposed"):  # x holds leaf's values
+        np.testing.assert_allclose(leaf.grad.numpy(), dx_ref, rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(layer.gamma.grad.numpy(), dg_ref, rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), new.moving_mean, rtol=1e-12)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), new.moving_variance, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------- 16-bit
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["rows", "planes"])
+def test_16bit_round_trip_is_exact_for_every_value(dtype, layout, backend):
+    """Identity normalization (mean 0, variance 1, ε 0) must return every 16-bit value
+    unchanged: subnormals, infinities and NaNs included (−0 comes back as +0, as
+    (−0 − 0)·1 + 0 does in IEEE arithmetic)."""
+    bits = torch.arange(65536, dtype=torch.int32).to(torch.int16)
+    values = bits.view(dtype)
+    x = values.reshape(64, 1024) if layout == "rows" else values.reshape(64, 1, 1024)
+    layer = BatchNormalization(axis=1, epsilon=0.0)
+    layer(x[:2], training=False)
+    with torch.no_grad():
+        layer.moving_variance.fill_(1.0)
+    y = layer(x, training=False)
+    assert y.dtype == dtype
+    same = (y.view(torch.int16) == x.view(torch.int16)) | (torch.isnan(y) & torch.isnan(x))
+    same |= (x == 0) & (y == 0)
+    assert bool(same.all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16bit_training_matches_float32_math(dtype, backend):
+    torch.manual_seed(0)
+    x = (torch.randn(16, 5, 7, 3) * 3 + 2).to(dtype)
+    layer = BatchNormalization(momentum=0.5)
+    y = layer(x, training=True)
+    x32 = x.float()
+    ref = (x32 - x32.mean((0, 1, 2))) / torch.sqrt(x32.var((0, 1, 2), unbiased=False) + 1e-3)
+    assert y.dtype == dtype
+    assert torch.allclose(
+        y.float(), ref.to(dtype).float(), atol=2 * float(torch.finfo(dtype).eps) * 8
+    )
+    n = 16 * 5 * 7
+    expected = 0.5 + 0.5 * x32.var((0, 1, 2), unbiased=False) * n / (n - 1)
+    assert torch.allclose(layer.moving_variance, expected, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------- compile
+def test_torch_compile_fullgraph_trains_and_infers_with_the_same_numbers():
+    torch.manual_seed(0)
+
+    def make():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(
+            torch.nn.Linear(8, 16),
+            BatchNormalization(momentum=0.9, renorm=True),
+            torch.nn.ReLU(),
+            torch.nn.Linear(16, 4),
+        )
+
+    model, ref = make(), make()
+    x = torch.randn(32, 8)
+    model(x[:2])
+    ref(x[:2])
+    ref.load_state_dict(model.state_dict())
+    compiled = torch.compile(model, fullgraph=True)
+    y = compiled(x)
+    y.square().sum().backward()
+    y_ref = ref(x)
+    y_ref.square().sum().backward()
+    assert torch.allclose(y, y_ref, atol=1e-5)
+    for a, b in zip(model.parameters(), ref.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, atol=1e-4)
+    for name in ("moving_mean", "moving_variance", "moving_stddev", "renorm_mean"):
+        assert torch.allclose(getattr(model[1], name), getattr(ref[1], name), atol=1e-6)
+    model.eval()
+    ref.eval()
+    assert torch.allclose(compiled(x), ref(x), atol=1e-5)
+
+
+def test_kernel_status_is_reported():
+    assert isinstance(_native.status(), str) and _native.status()
+    assert "batchnorm" in batchnorm.__name__
