@@ -159,50 +159,64 @@ static inline uint16_t f16_store(float f) {
 /* Row mode walks rows (a, m) of one channel group g in blocks of rows; inside a block the
  * rows are two nested loops whose addresses are affine in the loop counters, which is
  * what lets the compiler vectorize over channels without per-row checks. */
-#define ROW_ITEMS(S)                                                                           \
-    const i64 rows_per_g = v.A * v.M;                                                          \
-    const i64 cchunk = v.C < CCHUNK ? v.C : CCHUNK;                                            \
-    const i64 ncc = (v.C + cchunk - 1) / cchunk;                                               \
-    i64 block = ROW_BLOCK_BYTES / (i64)sizeof(S) / cchunk;                                     \
-    if (block < 16) block = 16;                                                                \
-    const i64 nblk = (rows_per_g + block - 1) / block;                                         \
-    i64 nseg = (4 * nt + v.G * ncc - 1) / (v.G * ncc);                                         \
-    if (nseg > nblk) nseg = nblk;                                                              \
-    if (nseg < 1) nseg = 1;                                                                    \
-    const i64 seg_rows = ((nblk + nseg - 1) / nseg) * block;                                   \
+#define ROW_ITEMS(S)                                                                            \
+    const i64 rows_per_g = v.A * v.M;                                                           \
+    const i64 cchunk = v.C < CCHUNK ? v.C : CCHUNK;                                             \
+    const i64 ncc = (v.C + cchunk - 1) / cchunk;                                                \
+    i64 block = ROW_BLOCK_BYTES / (i64)sizeof(S) / cchunk;                                      \
+    if (block < 16) block = 16;                                                                 \
+    const i64 nblk = (rows_per_g + block - 1) / block;                                          \
+    i64 nseg = (4 * nt + v.G * ncc - 1) / (v.G * ncc);                                          \
+    if (nseg > nblk) nseg = nblk;                                                               \
+    if (nseg < 1) nseg = 1;                                                                     \
+    const i64 seg_rows = ((nblk + nseg - 1) / nseg) * block;                                    \
     const i64 items = v.G * ncc * nseg;
 /* item it = (g, channel chunk, row segment); rows [seg0, seg1), channels [c0, c0 + cn) */
-#define ITEM_RANGE                                                                             \
-    const i64 s_ = it % nseg;                                                                  \
-    const i64 g = it / (nseg * ncc);                                                           \
-    const i64 c0 = ((it / nseg) % ncc) * cchunk;                                               \
-    const i64 cn = v.C - c0 < cchunk ? v.C - c0 : cchunk;                                      \
-    const i64 seg0 = s_ * seg_rows;                                                            \
+#define ITEM_RANGE                                                                              \
+    const i64 s_ = it % nseg;                                                                   \
+    const i64 g = it / (nseg * ncc);                                                            \
+    const i64 c0 = ((it / nseg) % ncc) * cchunk;                                                \
+    const i64 cn = v.C - c0 < cchunk ? v.C - c0 : cchunk;                                       \
+    const i64 seg0 = s_ * seg_rows;                                                             \
     const i64 seg1 = seg0 + seg_rows < rows_per_g ? seg0 + seg_rows : rows_per_g;
-#define BLOCKS_BEGIN                                                                           \
-    for (i64 r0 = seg0; r0 < seg1; r0 += block) {                                              \
+#define BLOCKS_BEGIN                                                                            \
+    for (i64 r0 = seg0; r0 < seg1; r0 += block) {                                               \
         const i64 r1 = r0 + block < seg1 ? r0 + block : seg1;
 #define BLOCKS_END }
-#define ROWS_BEGIN(first_row, end_row)                                                         \
-    for (i64 r_ = (first_row), ra_ = (first_row) / v.M, m0_ = (first_row) % v.M;               \
-         r_ < (end_row); ++ra_, m0_ = 0) {                                                     \
-        const i64 m1_ = m0_ + ((end_row) - r_) < v.M ? m0_ + ((end_row) - r_) : v.M;          \
-        const i64 base_ = ra_ * v.sa + g * v.sg;                                               \
-        r_ += m1_ - m0_;                                                                       \
+#define ROWS_BEGIN(first_row, end_row)                                                          \
+    for (i64 r_ = (first_row), ra_ = (first_row) / v.M, m0_ = (first_row) % v.M;                \
+         r_ < (end_row); ++ra_, m0_ = 0) {                                                      \
+        const i64 m1_ = m0_ + ((end_row) - r_) < v.M ? m0_ + ((end_row) - r_) : v.M;            \
+        const i64 base_ = ra_ * v.sa + g * v.sg;                                                \
+        r_ += m1_ - m0_;                                                                        \
         for (i64 rm_ = m0_; rm_ < m1_; ++rm_) {
 #define ROW_OFFSET (base_ + rm_ * v.sm)
-#define ROWS_END                                                                               \
-        }                                                                                      \
+#define ROWS_END                                                                                \
+        }                                                                                       \
     }
 /* plane/generic modes: run r = flattened (a, g, m, c) */
-#define RUN_INDEX                                                                              \
-    const i64 c = r % v.C;                                                                     \
-    i64 rest_ = r / v.C;                                                                       \
-    const i64 m = rest_ % v.M;                                                                 \
-    rest_ /= v.M;                                                                              \
-    const i64 g = rest_ % v.G, a = rest_ / v.G;                                                \
-    const i64 off = a * v.sa + g * v.sg + m * v.sm + c * v.sc;                                 \
-    const i64 k = g * v.C + c;
+/* plane/generic modes: work item = (a, g, m, chunk of up to RUN_CSTEP channels), so the
+ * index divisions happen once per item, not once per run */
+#define RUN_CSTEP 64
+#define RUN_ITEMS                                                                               \
+    const i64 cstep_ = v.C < RUN_CSTEP ? v.C : RUN_CSTEP;                                       \
+    const i64 nc_ = (v.C + cstep_ - 1) / cstep_;                                                \
+    const i64 items = v.A * v.G * v.M * nc_;
+#define RUN_ITEM_BEGIN                                                                          \
+    {                                                                                           \
+        const i64 c0_ = (it % nc_) * cstep_;                                                    \
+        const i64 c1_ = c0_ + cstep_ < v.C ? c0_ + cstep_ : v.C;                                \
+        i64 rest_ = it / nc_;                                                                   \
+        const i64 m = rest_ % v.M;                                                              \
+        rest_ /= v.M;                                                                           \
+        const i64 g = rest_ % v.G, a = rest_ / v.G;                                             \
+        const i64 base_ = a * v.sa + g * v.sg + m * v.sm;                                       \
+        for (i64 c = c0_; c < c1_; ++c) {                                                       \
+            const i64 off = base_ + c * v.sc;                                                   \
+            const i64 k = g * v.C + c;
+#define RUN_ITEM_END                                                                            \
+        }                                                                                       \
+    }
 
 /*
  * Row buffers: 32/64-bit data is read and written in place; 16-bit data is converted
@@ -258,7 +272,7 @@ static inline void f16_flush(uint16_t *restrict q, const float *restrict buf, i6
 #define DEFINE_PRIMITIVES(S, T, SUFFIX, LD, ST, ROW, OUT, FLUSH)                                \
                                                                                                 \
 /* mean and biased variance per channel (K = G*C outputs, double) */                            \
-static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int nt) {          \
+static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int nt) {           \
     const i64 K = v.G * v.C;                                                                    \
     double *acc = NULL; /* n, m, q per partial (thread or row segment) */                       \
     int parts = nt;                                                                             \
@@ -267,7 +281,7 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
         const i64 rb = v.I >= BUF ? 1 : BUF / v.I;                                              \
         const i64 nab = (v.A + rb - 1) / rb;                                                    \
         const i64 items = nab * v.G * v.M * v.C;                                                \
-        acc = scratch_zero(0, (size_t)(3 * parts * K) * sizeof(double));                                  \
+        acc = scratch_zero(0, (size_t)(3 * parts * K) * sizeof(double));                        \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
             double *tn = acc + 3 * thread_id() * K, *tm = tn + K, *tq = tm + K;                 \
@@ -306,7 +320,7 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
     } else if (v.I == 1 && v.sc == 1) {                                                         \
         ROW_ITEMS(S)                                                                            \
         parts = (int)nseg;                                                                      \
-        acc = scratch_zero(0, (size_t)(3 * parts * K) * sizeof(double));                                  \
+        acc = scratch_zero(0, (size_t)(3 * parts * K) * sizeof(double));                        \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
             T bs[BUF], bq[BUF], xb[BUF], fb[BUF];                                               \
@@ -336,14 +350,14 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
             }                                                                                   \
         }                                                                                       \
     } else {                                                                                    \
-        const i64 runs = v.A * v.G * v.M * v.C;                                                 \
-        acc = scratch_zero(0, (size_t)(3 * parts * K) * sizeof(double));                                  \
+        RUN_ITEMS                                                                               \
+        acc = scratch_zero(0, (size_t)(3 * parts * K) * sizeof(double));                        \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
             double *tn = acc + 3 * thread_id() * K, *tm = tn + K, *tq = tm + K;                 \
             _Pragma("omp for schedule(static)")                                                 \
-            for (i64 r = 0; r < runs; ++r) {                                                    \
-                RUN_INDEX                                                                       \
+            for (i64 it = 0; it < items; ++it) {                                                \
+                RUN_ITEM_BEGIN                                                                  \
                 double s = 0;                                                                   \
                 for (i64 i = 0; i < v.I; ++i) s += (double)LD(x[off + i * v.si]);               \
                 const double mu = s / (double)v.I;                                              \
@@ -353,6 +367,7 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
                     q += d * d;                                                                 \
                 }                                                                               \
                 merge_block(tn + k, tm + k, tq + k, (double)v.I, &mu, &q, 1);                   \
+                RUN_ITEM_END                                                                    \
             }                                                                                   \
         }                                                                                       \
     }                                                                                           \
@@ -360,7 +375,7 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
     for (int t = 1; t < parts; ++t) {                                                           \
         const double *un = acc + 3 * t * K, *um = un + K, *uq = um + K;                         \
         for (i64 k = 0; k < K; ++k) {                                                           \
-            if (un[k] > 0) merge_block(acc + k, acc + K + k, acc + 2 * K + k, un[k], um + k,     \
+            if (un[k] > 0) merge_block(acc + k, acc + K + k, acc + 2 * K + k, un[k], um + k,    \
                                        uq + k, 1);                                              \
         }                                                                                       \
     }                                                                                           \
@@ -372,16 +387,16 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
 }                                                                                               \
                                                                                                 \
 /* out = (x - mean[k]) * scale[k] + shift[k]; out has x's strides */                            \
-static void affine_##SUFFIX(const S *x, S *out, view_t v, const T *mean, const T *scale,       \
+static void affine_##SUFFIX(const S *x, S *out, view_t v, const T *mean, const T *scale,        \
                             const T *shift, int nt) {                                           \
     if (v.si == 1 && v.I > 1) {                                                                 \
-        const i64 runs = v.A * v.G * v.M * v.C;                                                 \
+        RUN_ITEMS                                                                               \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
             T xb[BUF], yb[BUF];                                                                 \
             _Pragma("omp for schedule(static)")                                                 \
-            for (i64 r = 0; r < runs; ++r) {                                                    \
-                RUN_INDEX                                                                       \
+            for (i64 it = 0; it < items; ++it) {                                                \
+                RUN_ITEM_BEGIN                                                                  \
                 const T mu = mean[k], s = scale[k], o = shift[k];                               \
                 for (i64 i0 = 0; i0 < v.I; i0 += BUF) {                                         \
                     const i64 len = v.I - i0 < BUF ? v.I - i0 : BUF;                            \
@@ -390,6 +405,7 @@ static void affine_##SUFFIX(const S *x, S *out, view_t v, const T *mean, const T
                     for (i64 i = 0; i < len; ++i) qv[i] = (pv[i] - mu) * s + o;                 \
                     FLUSH(out + off + i0, yb, len);                                             \
                 }                                                                               \
+                RUN_ITEM_END                                                                    \
             }                                                                                   \
         }                                                                                       \
     } else if (v.I == 1 && v.sc == 1) {                                                         \
@@ -412,20 +428,21 @@ static void affine_##SUFFIX(const S *x, S *out, view_t v, const T *mean, const T
             }                                                                                   \
         }                                                                                       \
     } else {                                                                                    \
-        const i64 runs = v.A * v.G * v.M * v.C;                                                 \
+        RUN_ITEMS                                                                               \
         _Pragma("omp parallel for num_threads(nt) schedule(static)")                            \
-        for (i64 r = 0; r < runs; ++r) {                                                        \
-            RUN_INDEX                                                                           \
+        for (i64 it = 0; it < items; ++it) {                                                    \
+            RUN_ITEM_BEGIN                                                                      \
             for (i64 i = 0; i < v.I; ++i) {                                                     \
                 const i64 e = off + i * v.si;                                                   \
                 out[e] = ST((LD(x[e]) - mean[k]) * scale[k] + shift[k]);                        \
             }                                                                                   \
+                RUN_ITEM_END                                                                    \
         }                                                                                       \
     }                                                                                           \
 }                                                                                               \
                                                                                                 \
 /* sum_dy[k] = Σ dy, sum_dyxc[k] = Σ dy·(x − mean[k]); dy has x's strides */                    \
-static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, double *sum_dy,  \
+static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, double *sum_dy,   \
                             double *sum_dyxc, int nt) {                                         \
     const i64 K = v.G * v.C;                                                                    \
     double *acc = NULL; /* Σdy, Σdy·(x − μ) per partial (thread or row segment) */              \
@@ -433,7 +450,7 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
     if (v.I == 1 && v.sc == 1) {                                                                \
         ROW_ITEMS(S)                                                                            \
         parts = (int)nseg;                                                                      \
-        acc = scratch_zero(1, (size_t)(2 * parts * K) * sizeof(double));                                  \
+        acc = scratch_zero(1, (size_t)(2 * parts * K) * sizeof(double));                        \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
             T bs[BUF], bp[BUF], xb[BUF], db[BUF];                                               \
@@ -460,16 +477,16 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
             }                                                                                   \
         }                                                                                       \
     } else {                                                                                    \
-        const i64 runs = v.A * v.G * v.M * v.C;                                                 \
+        RUN_ITEMS                                                                               \
         const int contiguous = v.si == 1;                                                       \
-        acc = scratch_zero(1, (size_t)(2 * parts * K) * sizeof(double));                                  \
+        acc = scratch_zero(1, (size_t)(2 * parts * K) * sizeof(double));                        \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
             double *ts = acc + 2 * thread_id() * K, *tp = ts + K;                               \
             T xb[BUF], db[BUF];                                                                 \
             _Pragma("omp for schedule(static)")                                                 \
-            for (i64 r = 0; r < runs; ++r) {                                                    \
-                RUN_INDEX                                                                       \
+            for (i64 it = 0; it < items; ++it) {                                                \
+                RUN_ITEM_BEGIN                                                                  \
                 const T mu = mean[k];                                                           \
                 if (contiguous) {                                                               \
                     for (i64 i0 = 0; i0 < v.I; i0 += BUF) {                                     \
@@ -494,6 +511,7 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
                     ts[k] += s;                                                                 \
                     tp[k] += q;                                                                 \
                 }                                                                               \
+                RUN_ITEM_END                                                                    \
             }                                                                                   \
         }                                                                                       \
     }                                                                                           \
@@ -505,7 +523,7 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
 }                                                                                               \
                                                                                                 \
 /* dx = (dy − k1[k] − (x − mean[k])·k2[k])·k3[k]; dy and dx have x's strides */                 \
-static void dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, const T *mean, const T *k1,  \
+static void dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, const T *mean, const T *k1,   \
                         const T *k2, const T *k3, int nt) {                                     \
     if (v.I == 1 && v.sc == 1) {                                                                \
         ROW_ITEMS(S)                                                                            \
@@ -530,14 +548,14 @@ static void dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, const T *mean,
             }                                                                                   \
         }                                                                                       \
     } else {                                                                                    \
-        const i64 runs = v.A * v.G * v.M * v.C;                                                 \
+        RUN_ITEMS                                                                               \
         const int contiguous = v.si == 1;                                                       \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
             T xb[BUF], db[BUF], yb[BUF];                                                        \
             _Pragma("omp for schedule(static)")                                                 \
-            for (i64 r = 0; r < runs; ++r) {                                                    \
-                RUN_INDEX                                                                       \
+            for (i64 it = 0; it < items; ++it) {                                                \
+                RUN_ITEM_BEGIN                                                                  \
                 const T mu = mean[k], b1 = k1[k], b2 = k2[k], b3 = k3[k];                       \
                 if (contiguous) {                                                               \
                     for (i64 i0 = 0; i0 < v.I; i0 += BUF) {                                     \
@@ -554,6 +572,7 @@ static void dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, const T *mean,
                         dx[e] = ST((LD(dy[e]) - b1 - (LD(x[e]) - mu) * b2) * b3);               \
                     }                                                                           \
                 }                                                                               \
+                RUN_ITEM_END                                                                    \
             }                                                                                   \
         }                                                                                       \
     }                                                                                           \
@@ -567,10 +586,10 @@ static void dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, const T *mean,
 #define DEFINE_PASSES(S, T, SUFFIX)                                                             \
                                                                                                 \
 int bn_train_forward_##SUFFIX(                                                                  \
-    const S *x, S *y, const i64 *dims, const i64 *strides, i64 P, const T *gamma,              \
+    const S *x, S *y, const i64 *dims, const i64 *strides, i64 P, const T *gamma,               \
     const T *beta, double eps, T *renorm_mean, T *renorm_stddev, double rmin, double rmax,      \
     double dmax, const T *adj_scale, const T *adj_bias, double *state, T *moving_mean,          \
-    T *moving_var, T *moving_stddev, double momentum, double renorm_momentum, int bessel,      \
+    T *moving_var, T *moving_stddev, double momentum, double renorm_momentum, int bessel,       \
     int threads) {                                                                              \
     const view_t v = make_view(dims, strides);                                                  \
     const int nt = thread_count(threads);                                                       \
@@ -578,7 +597,7 @@ int bn_train_forward_##SUFFIX(                                                  
     double *mean = state, *var = state + K, *inv = state + 2 * K;                               \
     double *slope = state + 3 * K, *intercept = state + 4 * K;                                  \
     stats_##SUFFIX(x, v, mean, var, nt);                                                        \
-    double *pooled = scratch(3, (size_t)(2 * P) * sizeof(double)); /* ghost-averaged μ, σ² */    \
+    double *pooled = scratch(3, (size_t)(2 * P) * sizeof(double)); /* ghost-averaged μ, σ² */   \
     for (i64 p = 0; p < P; ++p) {                                                               \
         double mu = 0, vr = 0;                                                                  \
         for (i64 gg = 0; gg < groups; ++gg) { mu += mean[gg * P + p]; vr += var[gg * P + p]; }  \
@@ -625,7 +644,7 @@ int bn_train_forward_##SUFFIX(                                                  
     }                                                                                           \
     affine_##SUFFIX(x, y, v, cm, cs, co, nt);                                                   \
     if (moving_mean != NULL) { /* TF's moving averages: m <- m - (m - value)(1 - momentum) */   \
-        const double decay = 1.0 - momentum, rdecay = 1.0 - renorm_momentum;                   \
+        const double decay = 1.0 - momentum, rdecay = 1.0 - renorm_momentum;                    \
         const double n = (double)(v.A * v.M * v.I);                                             \
         const double factor = bessel ? n / (n > 1 ? n - 1 : 1) : 1.0;                           \
         for (i64 p = 0; p < P; ++p) {                                                           \
@@ -687,7 +706,7 @@ int bn_train_backward_##SUFFIX(                                                 
                                                                                                 \
 /* inference: y = (x − mean[p])·γ[p]/√(var[p] + ε) + β[p], with K == P */                       \
 int bn_infer_forward_##SUFFIX(                                                                  \
-    const S *x, S *y, const i64 *dims, const i64 *strides, i64 P, const T *mean,               \
+    const S *x, S *y, const i64 *dims, const i64 *strides, i64 P, const T *mean,                \
     const T *var, const T *gamma, const T *beta, double eps, int threads) {                     \
     const view_t v = make_view(dims, strides);                                                  \
     const i64 K = v.G * v.C;                                                                    \
@@ -704,7 +723,7 @@ int bn_infer_forward_##SUFFIX(                                                  
                                                                                                 \
 int bn_infer_backward_##SUFFIX(                                                                 \
     const S *dy, const S *x, S *dx, const i64 *dims, const i64 *strides, i64 P,                 \
-    const T *mean, const T *var, const T *gamma, double eps, T *dgamma, T *dbeta,              \
+    const T *mean, const T *var, const T *gamma, double eps, T *dgamma, T *dbeta,               \
     int threads) {                                                                              \
     const view_t v = make_view(dims, strides);                                                  \
     const int nt = thread_count(threads);                                                       \
