@@ -33,6 +33,7 @@ typedef int64_t i64;
 
 #define ROW_BLOCK_BYTES (256 * 1024) /* a block of rows is read twice while it sits in L2 */
 #define CCHUNK 1024                  /* channels per work item in row mode */
+#define SHORT_RUN 256                /* plane runs up to this long are walked like rows */
 
 typedef struct {
     i64 A, G, M, C, I;
@@ -276,7 +277,58 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
     const i64 K = v.G * v.C;                                                                    \
     double *acc = NULL; /* n, m, q per partial (thread or row segment) */                       \
     int parts = nt;                                                                             \
-    if (v.si == 1 && v.I > 1) {                                                                 \
+    if (v.si == 1 && v.I > 1 && v.I <= SHORT_RUN) {                                             \
+        /* short runs (multi-axis with a small last dimension): like row mode, rows of a    */  \
+        /* channel chunk whose entries are runs of I values; blocks of a merged per channel */  \
+        const i64 rows_per_g = v.A * v.M;                                                       \
+        const i64 cchunk = v.C < BUF / v.I ? v.C : (BUF / v.I > 0 ? BUF / v.I : 1);             \
+        const i64 ncc = (v.C + cchunk - 1) / cchunk;                                            \
+        i64 block = ROW_BLOCK_BYTES / (i64)sizeof(S) / (cchunk * v.I);                          \
+        if (block < 1) block = 1;                                                               \
+        const i64 nblk = (rows_per_g + block - 1) / block;                                      \
+        const i64 items = v.G * ncc * nblk;                                                     \
+        acc = scratch_zero(0, (size_t)(3 * parts * K) * sizeof(double));                        \
+        _Pragma("omp parallel num_threads(nt)")                                                 \
+        {                                                                                       \
+            double *tn = acc + 3 * thread_id() * K, *tm = tn + K, *tq = tm + K;                 \
+            T bs[BUF], bq[BUF], sh[BUF], xb[BUF];                                               \
+            double dm[BUF], dq[BUF];                                                            \
+            _Pragma("omp for schedule(static)")                                                 \
+            for (i64 it = 0; it < items; ++it) {                                                \
+                const i64 b = it % nblk, cc = (it / nblk) % ncc, g = it / (nblk * ncc);         \
+                const i64 c0 = cc * cchunk, cn = v.C - c0 < cchunk ? v.C - c0 : cchunk;         \
+                const i64 r0 = b * block, r1 = r0 + block < rows_per_g ? r0 + block : rows_per_g; \
+                const S *first = x + (r0 / v.M) * v.sa + g * v.sg + (r0 % v.M) * v.sm;          \
+                for (i64 c = 0; c < cn; ++c) {                                                  \
+                    bs[c] = 0;                                                                  \
+                    bq[c] = 0;                                                                  \
+                    sh[c] = ROW(first + (c0 + c) * v.sc, 1, xb)[0];                             \
+                }                                                                               \
+                ROWS_BEGIN(r0, r1)                                                              \
+                    for (i64 c = 0; c < cn; ++c) {                                              \
+                        const T *restrict pv = ROW(x + ROW_OFFSET + (c0 + c) * v.sc, v.I, xb);  \
+                        T s = 0;                                                                \
+                        for (i64 i = 0; i < v.I; ++i) s += pv[i] - sh[c];                       \
+                        bs[c] += s;                                                             \
+                    }                                                                           \
+                ROWS_END                                                                        \
+                const T inv_n = (T)1 / (T)((r1 - r0) * v.I);                                    \
+                for (i64 c = 0; c < cn; ++c) bs[c] = sh[c] + bs[c] * inv_n;                     \
+                ROWS_BEGIN(r0, r1)                                                              \
+                    for (i64 c = 0; c < cn; ++c) {                                              \
+                        const T *restrict pv = ROW(x + ROW_OFFSET + (c0 + c) * v.sc, v.I, xb);  \
+                        const T mu = bs[c];                                                     \
+                        T q = 0;                                                                \
+                        for (i64 i = 0; i < v.I; ++i) { T d = pv[i] - mu; q += d * d; }         \
+                        bq[c] += q;                                                             \
+                    }                                                                           \
+                ROWS_END                                                                        \
+                for (i64 c = 0; c < cn; ++c) { dm[c] = (double)bs[c]; dq[c] = (double)bq[c]; }  \
+                merge_block(tn + g * v.C + c0, tm + g * v.C + c0, tq + g * v.C + c0,            \
+                            (double)((r1 - r0) * v.I), dm, dq, cn);                             \
+            }                                                                                   \
+        }                                                                                       \
+    } else if (v.si == 1 && v.I > 1) {                                                          \
         /* short runs are taken rb at a time (same channel, consecutive a) */                   \
         const i64 rb = v.I >= BUF ? 1 : BUF / v.I;                                              \
         const i64 nab = (v.A + rb - 1) / rb;                                                    \
