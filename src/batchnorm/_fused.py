@@ -215,8 +215,9 @@ def _vector(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
 
 # ---------------------------------------------------------------------- native passes
 class NativeTrainNorm(torch.autograd.Function):
-    """Training-mode normalization in C; returns y and the per-channel state
-    (rows: mean, biased variance, 1/√(σ²+ε), slope r·a_s, intercept d·a_s + a_b)."""
+    """Training-mode normalization in C; returns y and the state vector: per channel the
+    mean, biased variance and 1/√(σ²+ε), then per parameter the slope r·a_s and the
+    intercept d·a_s + a_b."""
 
     @staticmethod
     def forward(ctx: Any, x, gamma, beta, plan: Plan):  # type: ignore[override]
@@ -237,7 +238,7 @@ class NativeTrainNorm(torch.autograd.Function):
         if mv is not None and mv.stddev is not None:  # the renorm statistics are updated too
             rm, rs = mv.renorm_mean, mv.renorm_stddev
         y = torch.empty_like(x)
-        state = torch.empty(5, geo.channels, dtype=torch.float64)
+        state = torch.empty(3 * geo.channels + 2 * geo.params, dtype=torch.float64)
         plan.fn("train_forward", x.dtype)(
             x.data_ptr(),
             y.data_ptr(),
@@ -274,8 +275,9 @@ class NativeTrainNorm(torch.autograd.Function):
         plan, state = ctx.plan, ctx.state
         geo = plan.geo
         if torch.is_grad_enabled():  # double backward: differentiate the composite formula
-            slope = geo_stat(plan, state[3])
-            intercept = geo_stat(plan, state[4])
+            k, p = geo.channels, geo.params
+            slope = plan.stat(state[3 * k : 3 * k + p])
+            intercept = plan.stat(state[3 * k + p :])
             return _composite_backward(ctx, dy, x, gamma, beta, plan, slope, intercept)
         dy = like(dy, x)
         pdt = _PARAM_DTYPE[x.dtype]
@@ -367,11 +369,6 @@ def _param_grad(
     if not _wants(ctx, index, param):
         return None
     return torch.empty(param.shape, dtype=dtype)
-
-
-def geo_stat(plan: Plan, row: torch.Tensor) -> torch.Tensor:
-    """A native per-channel row (ghost-major K vector) as a stat-shaped tensor."""
-    return row.reshape(plan.geo.stat_shape)
 
 
 # ---------------------------------------------------------------------- PyTorch passes
@@ -581,7 +578,7 @@ def train(
         if moving is not None and _writable(moving, _PARAM_DTYPE[x.dtype]):
             plan.moving = moving
         y, state = NativeTrainNorm.apply(x, gamma, beta, plan)
-        mean, var = state[0], state[1]
+        mean, var = state[: geo.channels], state[geo.channels : 2 * geo.channels]
         if geo.channels != geo.params:  # ghost-major: average the ghost batches
             mean = mean.view(-1, geo.params).mean(0)
             var = var.view(-1, geo.params).mean(0)

@@ -631,9 +631,10 @@ static void dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, const T *mean,
 }
 
 /*
- * Whole passes. T is also the parameter type. `state` holds 5 rows of K doubles:
- * mean, biased variance, inv = 1/sqrt(var + eps), slope = r·a_s, intercept = d·a_s + a_b
- * (the training forward writes it; the backward reads it).
+ * Whole passes. T is also the parameter type. `state` holds 3K + 2P doubles: per channel
+ * k the mean, the biased variance and inv = 1/sqrt(var + eps); per parameter p the
+ * slope = r·a_s and intercept = d·a_s + a_b (the training forward writes it; the
+ * backward reads it).
  */
 #define DEFINE_PASSES(S, T, SUFFIX)                                                             \
                                                                                                 \
@@ -647,7 +648,7 @@ int bn_train_forward_##SUFFIX(                                                  
     const int nt = thread_count(threads);                                                       \
     const i64 K = v.G * v.C, groups = K / P;                                                    \
     double *mean = state, *var = state + K, *inv = state + 2 * K;                               \
-    double *slope = state + 3 * K, *intercept = state + 4 * K;                                  \
+    double *slope = state + 3 * K, *intercept = state + 3 * K + P;                              \
     stats_##SUFFIX(x, v, mean, var, nt);                                                        \
     double *pooled = scratch(3, (size_t)(2 * P) * sizeof(double)); /* ghost-averaged μ, σ² */   \
     for (i64 p = 0; p < P; ++p) {                                                               \
@@ -656,16 +657,10 @@ int bn_train_forward_##SUFFIX(                                                  
         pooled[p] = mu / (double)groups;                                                        \
         pooled[P + p] = vr / (double)groups;                                                    \
     }                                                                                           \
-    for (i64 k = 0; k < K; ++k) {                                                               \
-        inv[k] = 1.0 / sqrt(var[k] + eps);                                                      \
-        slope[k] = 1.0;                                                                         \
-        intercept[k] = 0.0;                                                                     \
-    }                                                                                           \
-    if (adj_scale != NULL) {                                                                    \
-        FOR_KP {                                                                                \
-            slope[k] = (double)adj_scale[p];                                                    \
-            intercept[k] = (double)adj_bias[p];                                                 \
-        }                                                                                       \
+    for (i64 k = 0; k < K; ++k) inv[k] = 1.0 / sqrt(var[k] + eps);                             \
+    for (i64 p = 0; p < P; ++p) {                                                               \
+        slope[p] = adj_scale != NULL ? (double)adj_scale[p] : 1.0;                              \
+        intercept[p] = adj_bias != NULL ? (double)adj_bias[p] : 0.0;                            \
     }                                                                                           \
     if (renorm_mean != NULL) { /* r, d from the ghost-averaged statistics */                    \
         for (i64 p = 0; p < P; ++p) {                                                           \
@@ -678,11 +673,8 @@ int bn_train_forward_##SUFFIX(                                                  
             if (r > rmax) r = rmax;                                                             \
             if (d < -dmax) d = -dmax;                                                           \
             if (d > dmax) d = dmax;                                                             \
-            for (i64 gg = 0; gg < groups; ++gg) {                                               \
-                const i64 k = gg * P + p;                                                       \
-                intercept[k] = d * slope[k] + intercept[k];                                     \
-                slope[k] = r * slope[k];                                                        \
-            }                                                                                   \
+            intercept[p] = d * slope[p] + intercept[p];                                         \
+            slope[p] = r * slope[p];                                                            \
         }                                                                                       \
     }                                                                                           \
     T *coef = scratch(2, (size_t)(3 * K) * sizeof(T));                                          \
@@ -691,8 +683,8 @@ int bn_train_forward_##SUFFIX(                                                  
         const double g = gamma ? (double)gamma[p] : 1.0;                                        \
         const double bb = beta ? (double)beta[p] : 0.0;                                         \
         cm[k] = (T)mean[k];                                                                     \
-        cs[k] = (T)(inv[k] * slope[k] * g);                                                     \
-        co[k] = (T)(intercept[k] * g + bb);                                                     \
+        cs[k] = (T)(inv[k] * slope[p] * g);                                                     \
+        co[k] = (T)(intercept[p] * g + bb);                                                     \
     }                                                                                           \
     affine_##SUFFIX(x, y, v, cm, cs, co, nt);                                                   \
     if (moving_mean != NULL) { /* TF's moving averages: m <- m - (m - value)(1 - momentum) */   \
@@ -726,7 +718,7 @@ int bn_train_backward_##SUFFIX(                                                 
     const i64 K = v.G * v.C;                                                                    \
     const double n = (double)(v.A * v.M * v.I);                                                 \
     const double *mean = state, *inv = state + 2 * K;                                           \
-    const double *slope = state + 3 * K, *intercept = state + 4 * K;                            \
+    const double *slope = state + 3 * K, *intercept = state + 3 * K + P;                        \
     double *sums = scratch(3, (size_t)(2 * K) * sizeof(double));                                \
     double *sdy = sums, *sdx = sums + K;                                                        \
     T *coef = scratch(2, (size_t)(4 * K) * sizeof(T));                                          \
@@ -738,14 +730,14 @@ int bn_train_backward_##SUFFIX(                                                 
             const double g = gamma ? (double)gamma[p] : 1.0;                                    \
             c1[k] = (T)(sdy[k] / n);                                                            \
             c2[k] = (T)(inv[k] * inv[k] * sdx[k] / n);                                          \
-            c3[k] = (T)(inv[k] * slope[k] * g);                                                 \
+            c3[k] = (T)(inv[k] * slope[p] * g);                                                 \
         }                                                                                       \
         dx_##SUFFIX(dy, x, dx, v, cm, c1, c2, c3, nt);                                          \
     }                                                                                           \
     if (dgamma != NULL || dbeta != NULL) { /* summed over ghost batches in double */            \
         double *acc = scratch_zero(4, (size_t)(2 * P) * sizeof(double));                        \
         FOR_KP {                                                                                \
-            acc[p] += slope[k] * inv[k] * sdx[k] + intercept[k] * sdy[k];                       \
+            acc[p] += slope[p] * inv[k] * sdx[k] + intercept[p] * sdy[k];                       \
             acc[P + p] += sdy[k];                                                               \
         }                                                                                       \
         for (i64 p = 0; p < P; ++p) {                                                           \
@@ -811,4 +803,4 @@ DEFINE_PRIMITIVES(uint16_t, float, f16, f16_load, f16_store, f16_row, OUT_BUFFER
 DEFINE_PASSES(uint16_t, float, f16)
 
 /* Version of this interface: the loader refuses a library with another one. */
-int bn_abi_version(void) { return 5; }
+int bn_abi_version(void) { return 6; }

@@ -293,7 +293,7 @@ def peak_extra_memory(case_name: str, variant: str = "plain") -> tuple[float, fl
         live = peak = 0
         events = sorted(prof.events(), key=lambda e: e.time_range.start)
         for event in events:
-            live += event.cpu_memory_usage
+            live += event.self_cpu_memory_usage
             peak = max(peak, live)
         results.append((peak - 2 * size) / size)  # dx and y must exist
     return results[0], results[1]

@@ -176,19 +176,33 @@ def _compose(
     return scale, offset
 
 
-@dataclass
 class BatchStatistics:
     """What a training step feeds the moving averages (in parameter layout).
 
     ``mean``/``variance`` are the batch statistics (averaged over ghost batches)
     and ``unbiased_variance`` the variance with Bessel's factor ``n/max(n − 1, 1)``
     applied per ghost batch before averaging (``n``: values, or summed mask
-    weights, per channel and ghost batch).
+    weights, per channel and ghost batch); it is computed on first use when only
+    the common factor is given.
     """
 
-    mean: torch.Tensor
-    variance: torch.Tensor
-    unbiased_variance: torch.Tensor
+    def __init__(
+        self,
+        mean: torch.Tensor,
+        variance: torch.Tensor,
+        unbiased_variance: torch.Tensor | None = None,
+        bessel_factor: float = 1.0,
+    ) -> None:
+        self.mean = mean
+        self.variance = variance
+        self._unbiased = unbiased_variance
+        self._factor = bessel_factor
+
+    @property
+    def unbiased_variance(self) -> torch.Tensor:
+        if self._unbiased is None:
+            self._unbiased = self.variance * self._factor
+        return self._unbiased
 
 
 @dataclass
@@ -278,9 +292,7 @@ def train_forward(
             _fused.dense(x), gamma, beta, plan_args, axes, ghost_dim, moving
         )
         pshape = list(param_shape) if param_shape is not None else view
-        stats = BatchStatistics(
-            mean.view(pshape), var.view(pshape), (var * (n / max(n - 1, 1))).view(pshape)
-        )
+        stats = BatchStatistics(mean.view(pshape), var.view(pshape), None, n / max(n - 1, 1))
         if moving is not None and not updated:
             update_moving(moving, stats, epsilon)
         return (y if y.shape == shape else y.reshape(shape)), stats
