@@ -8,17 +8,36 @@ layer API) with TensorFlow's numbers, as a ``torch.nn.Module``.
 from . import constraints, functional, initializers, regularizers
 from .layer import Layer, apply_constraints_on_step, clear_session
 from .normalization import BatchNormalization
+from .partitioners import (
+    PartitionedVariable,
+    fixed_size_partitioner,
+    min_max_variable_partitioner,
+    variable_axis_size_partitioner,
+)
+from .symbolic import Function, Graph, Input, SymbolicTensor, get_default_graph
+from .wrappers import Lambda, Wrap
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BatchNormalization",
+    "Function",
+    "Graph",
+    "Input",
+    "Lambda",
     "Layer",
+    "PartitionedVariable",
+    "SymbolicTensor",
+    "Wrap",
     "__version__",
     "apply_constraints_on_step",
     "clear_session",
     "constraints",
+    "fixed_size_partitioner",
     "functional",
+    "get_default_graph",
     "initializers",
+    "min_max_variable_partitioner",
     "regularizers",
+    "variable_axis_size_partitioner",
 ]

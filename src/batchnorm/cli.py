@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, _native
 from .normalization import BatchNormalization
 
 
@@ -87,6 +87,7 @@ def info() -> None:
     print(f"python {platform.python_version()} ({platform.platform()})")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"CUDA available: {torch.cuda.is_available()}")
+    print(f"CPU kernels: {_native.status()}")
     if torch.cuda.is_available():
         print(f"  device: {torch.cuda.get_device_name(0)}")
     try:
@@ -105,6 +106,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo.add_argument("--batch-size", type=int, default=64)
     p_demo.add_argument("--seed", type=int, default=0)
     sub.add_parser("info", help="versions and available backends")
+    sub.add_parser(
+        "bench", help="benchmarks against PyTorch, a plain copy and tf_keras", add_help=False
+    )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "demo":
         if args.epochs < 1 or args.batch_size < 2:

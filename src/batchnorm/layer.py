@@ -10,7 +10,7 @@ first, each list in creation order), exposes the Keras weight lists, NumPy
 
 from __future__ import annotations
 
-import threading
+import copy
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +22,10 @@ from torch import nn
 from . import constraints as constraints_lib
 from . import initializers as initializers_lib
 from . import regularizers as regularizers_lib
+from . import symbolic
+from ._graph_api import GraphAPI
 from ._utils import as_dtype, param_dtype_for, to_snake_case
+from .partitioners import PartitionedVariable, split_sizes
 
 __all__ = ["Layer", "apply_constraints_on_step", "clear_session"]
 
@@ -31,33 +34,10 @@ ShapeLike = Sequence[int | None]
 _BASE_KWARGS = ("input_shape", "batch_input_shape", "batch_size")
 
 
-class _NameCounter:
-    """Default layer names: ``batch_normalization``, ``batch_normalization_1``, ..."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[str, int] = {}
-
-    def unique(self, base: str) -> str:
-        with self._lock:
-            n = self._counts.get(base, 0)
-            self._counts[base] = n + 1
-        return base if n == 0 else f"{base}_{n}"
-
-    def reset(self) -> None:
-        with self._lock:
-            self._counts.clear()
-
-
-_NAMES = _NameCounter()
-
-
 def clear_session() -> None:
-    """Reset the default-name counters, as ``tf.keras.backend.clear_session()`` does.
-
-    The next unnamed ``BatchNormalization`` is called ``batch_normalization`` again.
-    """
-    _NAMES.reset()
+    """Start a fresh default ``Graph``, as ``tf.keras.backend.clear_session()`` does:
+    the next unnamed ``BatchNormalization`` is called ``batch_normalization`` again."""
+    symbolic.reset_default_graph()
 
 
 def as_shape(input_shape: Any, argument: str = "input_shape") -> tuple[int | None, ...]:
@@ -86,6 +66,12 @@ def as_shape(input_shape: Any, argument: str = "input_shape") -> tuple[int | Non
     return tuple(dims)
 
 
+def _tf_variable_name(name: str) -> str:
+    """``kernel_part_0`` → ``kernel/part_0`` (TF's names of partitions)."""
+    base, sep, index = name.rpartition("_part_")
+    return f"{base}/part_{index}" if sep and index.isdigit() else name
+
+
 @dataclass
 class _Variable:
     """What the layer remembers about each variable besides its tensor."""
@@ -96,7 +82,7 @@ class _Variable:
     constraint: Callable[[torch.Tensor], torch.Tensor] | None
 
 
-class Layer(nn.Module):
+class Layer(GraphAPI, nn.Module):
     """Base class of batchnorm's layers: the TensorFlow layer contract on ``nn.Module``.
 
     Subclasses implement ``build(input_shape)`` (creating variables with
@@ -127,7 +113,19 @@ class Layer(nn.Module):
         if name == "":
             raise ValueError("`name` must not be empty.")
         self._trainable = bool(trainable)
-        self._name = name if name is not None else _NAMES.unique(to_snake_case(type(self).__name__))
+        self._graph = symbolic.get_default_graph()
+        self._name = (
+            name
+            if name is not None
+            else self._graph.unique_name(to_snake_case(type(self).__name__))
+        )
+        self._scope: str | None = None
+        self._inbound_nodes: list[symbolic.Node] = []
+        self._called_eagerly = False
+        self._building_symbolically = False
+        self._unconditional_updates: list[symbolic.Update] = []
+        self._symbolic_losses: list[symbolic.Loss] = []
+        self._partitioned: dict[str, PartitionedVariable] = {}
         self._declared_dtype = as_dtype(dtype)
         self.activity_regularizer = regularizers_lib.get(
             activity_regularizer, argument="activity_regularizer"
@@ -179,7 +177,8 @@ class Layer(nn.Module):
         regularizer: Any = None,
         trainable: bool = True,
         constraint: Any = None,
-    ) -> torch.Tensor:
+        partitioner: Any = None,
+    ) -> torch.Tensor | PartitionedVariable:
         """Create (or return the existing) variable ``name``.
 
         Trainable variables are ``nn.Parameter``s, the others buffers; both are
@@ -187,12 +186,26 @@ class Layer(nn.Module):
         A second call with the same name returns the existing variable when the
         shape matches and raises ValueError otherwise. The initializer defaults
         to ``glorot_uniform`` for floating variables, as in Keras.
+
+        With a ``partitioner`` (e.g. ``batchnorm.fixed_size_partitioner(2)``) the
+        variable is created whole, split into shards ``name_part_0``, … (each its
+        own parameter, in the weight lists) and a ``PartitionedVariable`` that
+        concatenates them is returned. A regularizer on a partitioned variable
+        needs symbolic mode (RuntimeError in eager, as TF1).
         """
+        if partitioner is not None:
+            return self._add_partitioned(
+                name, shape, dtype, initializer, regularizer, trainable, constraint, partitioner
+            )
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"`name` must be a Python identifier; received {name!r}.")
         shape = tuple(as_shape(shape, "shape"))
         if any(d is None for d in shape):
             raise ValueError(f"Variable {name!r} needs a fully defined shape; received {shape}.")
+        if name in self._partitioned:
+            raise ValueError(
+                f"Variable {self.name}/{name} already exists as a partitioned variable."
+            )
         if name in self._variables:
             existing = getattr(self, name)
             if tuple(existing.shape) != shape:
@@ -225,6 +238,62 @@ class Layer(nn.Module):
         return getattr(self, name)
 
     add_variable = add_weight
+
+    def _add_partitioned(
+        self,
+        name: str,
+        shape: ShapeLike,
+        dtype: Any,
+        initializer: Any,
+        regularizer: Any,
+        trainable: bool,
+        constraint: Any,
+        partitioner: Any,
+    ) -> PartitionedVariable:
+        if name in self._partitioned:
+            existing = self._partitioned[name]
+            if tuple(existing.shape) != tuple(as_shape(shape, "shape")):
+                raise ValueError(
+                    f"Variable {self.name}/{name} already exists with shape "
+                    f"{tuple(existing.shape)}; requested shape {tuple(shape)}."
+                )
+            return existing
+        if regularizer is not None and not self._building_symbolically:
+            raise RuntimeError(
+                f"Partitioned variable regularization is not supported in eager mode (layer "
+                f"{self.name}, variable {name}); create it during a symbolic call."
+            )
+        shape = tuple(as_shape(shape, "shape"))
+        dtype = as_dtype(dtype) or self.dtype or torch.float32
+        parts = list(partitioner(shape, dtype))
+        axes = [i for i, n in enumerate(parts) if n > 1]
+        if len(parts) != len(shape) or len(axes) > 1:
+            raise ValueError(
+                f"A partitioner must return one count per dimension, with at most one above 1; "
+                f"returned {parts} for shape {shape}."
+            )
+        axis = axes[0] if axes else 0
+        count = parts[axis] if axes else 1
+        init = initializers_lib.get(initializer or "glorot_uniform", argument="initializer")
+        full = initializers_lib.initialize(init, shape, dtype)
+        shards = torch.split(full, split_sizes(shape[axis], count), dim=axis) if shape else [full]
+        names = []
+        for i, shard in enumerate(shards):
+            part = f"{name}_part_{i}"
+            value = shard.contiguous()
+            self.add_weight(
+                part,
+                tuple(value.shape),
+                dtype,
+                lambda s, dtype=None, v=value: v,
+                regularizer,
+                trainable,
+                constraint,
+            )
+            names.append(part)
+        handle = PartitionedVariable(self, name, names, axis)
+        self._partitioned[name] = handle
+        return handle
 
     def _device(self) -> torch.device | None:
         for spec in self._variables.values():
@@ -270,11 +339,12 @@ class Layer(nn.Module):
         """TensorFlow names of ``weights``, e.g. ``batch_normalization/gamma``."""
         names = [v.name for v in self._variables.values() if v.trainable]
         others = [v.name for v in self._variables.values() if not v.trainable]
-        return [f"{self.scope_prefix}{n}" for n in names + others]
+        return [f"{self.scope_prefix}{_tf_variable_name(n)}" for n in names + others]
 
     @property
     def scope_prefix(self) -> str:
-        return f"{self.name}/"
+        """``scope/``: the variable scope of the layer's variable names."""
+        return f"{self._scope or self.name}/"
 
     trainable_variables = trainable_weights
     non_trainable_variables = non_trainable_weights
@@ -353,28 +423,22 @@ class Layer(nn.Module):
         return [loss() for loss in self._callable_losses] + list(self._call_losses)
 
     def add_loss(self, losses: Any, inputs: Any = None) -> None:
-        """Add losses: zero-argument callables are kept and evaluated on every read
-        of ``losses``; tensors last until the layer's next call."""
+        """Add losses. Eager: zero-argument callables are kept and evaluated on every
+        read of ``losses``; tensors last until the layer's next call. Symbolic (the
+        layer has inbound nodes, or ``inputs`` are symbolic): recorded, conditional on
+        ``inputs`` when given, and returned by ``get_losses_for``."""
         for loss in losses if isinstance(losses, (list, tuple)) else [losses]:
-            if callable(loss):
-                self._callable_losses.append(loss)
-            elif isinstance(loss, torch.Tensor):
-                self._call_losses.append(loss)
-            else:
+            if not (callable(loss) or isinstance(loss, torch.Tensor)):
                 raise TypeError(
                     f"add_loss expects tensors or zero-argument callables; received {loss!r}."
                 )
-
-    def add_update(self, updates: Any, inputs: Any = None) -> None:
-        """Eager updates: callables run now; tensors are already applied, as in TF2."""
-        for update in updates if isinstance(updates, (list, tuple)) else [updates]:
-            if callable(update):
-                update()
-
-    @property
-    def updates(self) -> list[Any]:
-        """Eager calls apply their updates immediately, so there is nothing pending."""
-        return []
+            if self._inbound_nodes or symbolic.is_symbolic(inputs):
+                self._record_symbolic_loss(loss, inputs)
+                continue
+            if callable(loss):
+                self._callable_losses.append(loss)
+            else:
+                self._call_losses.append(loss)
 
     # ------------------------------------------------------------------ build / call
     def build(self, input_shape: ShapeLike) -> None:
@@ -436,10 +500,20 @@ class Layer(nn.Module):
         return self.call(*args, **kwargs)
 
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
-        kwargs.pop("scope", None)  # reserved by TF's layer API; names come from `name`
+        scope = kwargs.pop("scope", None)  # TF's reserved keyword: the variable scope
+        if self._scope is None:
+            if scope is not None and not isinstance(scope, str):
+                raise TypeError(f"`scope` must be a string; received {scope!r}.")
+            self._scope = scope or self.name
+        if isinstance(inputs, symbolic.SymbolicTensor) or symbolic.is_symbolic(inputs):
+            return symbolic.call_symbolic(self, inputs, args, kwargs)
+        self._called_eagerly = True
         numpy_in = isinstance(inputs, (np.ndarray, np.generic))
         if numpy_in:
             inputs = torch.from_numpy(np.ascontiguousarray(inputs))
+        in_mask = getattr(inputs, "_keras_mask", None)
+        if in_mask is not None and "mask" not in kwargs and self._accepts("mask"):
+            kwargs["mask"] = in_mask  # the previous layer's output mask
         if not self.built:
             self._build_from(inputs)
         if self._call_losses:
@@ -456,7 +530,46 @@ class Layer(nn.Module):
             self._call_losses.append(penalty / batch if batch else penalty * 0)
         if numpy_in:
             return outputs.detach().cpu().numpy()
+        if kwargs.get("mask") is not None and isinstance(outputs, torch.Tensor):
+            outputs._keras_mask = kwargs["mask"]  # masks pass through batch normalization
         return outputs
+
+    def _accepts(self, name: str) -> bool:
+        """Whether ``call`` takes keyword ``name`` (``training``, ``mask``)."""
+        cls = type(self)
+        cache = cls.__dict__.get("_accepts_cache")
+        if cache is None:
+            cache = {}
+            cls._accepts_cache = cache
+        if name not in cache:
+            cache[name] = symbolic._accepts(cls.call, name)
+        return cache[name]
+
+    def _build_symbolic(self, inputs: Any, graph: symbolic.Graph) -> None:
+        """Build from symbolic inputs; TF1 puts the new variables and their
+        regularization losses in the graph's collections."""
+        first = symbolic.flatten(inputs)[0]
+        if self._declared_dtype is None and first.dtype == torch.float64:
+            self._inferred_dtype = torch.float64
+        self._building_symbolically = True
+        try:
+            self.build(
+                inputs.shape
+                if isinstance(inputs, symbolic.SymbolicTensor)
+                else [t.shape for t in symbolic.flatten(inputs)]
+            )
+        finally:
+            self._building_symbolically = False
+        for weight in self.trainable_weights:
+            graph.add_to_collection("trainable_variables", weight)
+        for loss in self._unconditional_losses():
+            graph.add_to_collection("regularization_losses", loss)
+
+    def _output_dtype(self, input_dtype: torch.dtype) -> torch.dtype:
+        """dtype of the output for a (symbolic) input dtype."""
+        if self._declared_dtype is not None:
+            return self._declared_dtype
+        return input_dtype if input_dtype.is_floating_point else torch.float32
 
     def _build_from(self, inputs: Any) -> None:
         if not isinstance(inputs, torch.Tensor):
@@ -485,6 +598,40 @@ class Layer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
+
+    # Graph-mode state (the graph, inbound nodes, recorded updates and losses) belongs to
+    # the graph the layer was called in: a copy is a new, unconnected layer with equal
+    # weights, the same name and the same graph; pickles drop the graph.
+    _GRAPH_STATE = ("_inbound_nodes", "_unconditional_updates", "_symbolic_losses")
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Layer:
+        cls = type(self)
+        clone = cls.__new__(cls)
+        memo[id(self)] = clone
+        for key, value in self.__dict__.items():
+            if key == "_graph":
+                clone.__dict__[key] = value
+            elif key in self._GRAPH_STATE:
+                clone.__dict__[key] = []
+            elif key == "_called_eagerly":
+                clone.__dict__[key] = False
+            else:
+                clone.__dict__[key] = copy.deepcopy(value, memo)
+        return clone
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state = dict(state)
+        state["_graph"] = None
+        for key in self._GRAPH_STATE:
+            state[key] = []
+        state["_called_eagerly"] = False
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if self.__dict__.get("_graph") is None:
+            self._graph = symbolic.get_default_graph()
 
 
 class _RegularizationLoss:

@@ -35,6 +35,7 @@ from ._checks import (
 )
 from ._utils import SIXTEEN_BIT, param_dtype_for, serialize
 from .layer import Layer, ShapeLike, as_shape
+from .symbolic import Update
 
 __all__ = ["BatchNormalization"]
 
@@ -566,6 +567,17 @@ class BatchNormalization(Layer):
             moving=self._moving(),
         )
         return y
+
+    def _symbolic_updates(self, node: Any, training: Any) -> list[Any]:
+        """A symbolic call records TF1's two updates (moving mean and variance),
+        conditional on its inputs, unless it cannot train (``training=False`` or a
+        frozen layer)."""
+        if training is False or not self.trainable:
+            return []
+        return [
+            Update(self, f"{self.scope_prefix}{name}", node, None)
+            for name in ("moving_mean", "moving_variance")
+        ]
 
     def _moving(self) -> F.MovingStatistics:
         """The variables a training step updates, and TF's rules for them."""
