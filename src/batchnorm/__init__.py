@@ -6,6 +6,8 @@ layer API) with TensorFlow's numbers, as a ``torch.nn.Module``.
 """
 
 from . import constraints, functional, initializers, regularizers
+from .distributed import convert_sync_batchnorm
+from .interop import from_torch, to_torch
 from .layer import Layer, apply_constraints_on_step, clear_session
 from .normalization import BatchNormalization
 from .partitioners import (
@@ -33,11 +35,14 @@ __all__ = [
     "apply_constraints_on_step",
     "clear_session",
     "constraints",
+    "convert_sync_batchnorm",
     "fixed_size_partitioner",
+    "from_torch",
     "functional",
     "get_default_graph",
     "initializers",
     "min_max_variable_partitioner",
     "regularizers",
+    "to_torch",
     "variable_axis_size_partitioner",
 ]

@@ -414,8 +414,10 @@ def _slope_intercept(plan: Plan, mean: torch.Tensor, var: torch.Tensor) -> tuple
     """(x̂·r + d)·a_s + a_b = x̂·slope + intercept, per channel (float64)."""
     slope = torch.ones_like(var)
     intercept = torch.zeros_like(var)
-    if plan.adjustment is not None:
-        a_s, a_b = (plan.stat(a).double() for a in plan.adjustment)
+    if plan.adjustment is not None:  # per parameter entry, or broadcastable to the input
+        a_s, a_b = (
+            (plan.stat(a) if a.numel() == plan.geo.params else a).double() for a in plan.adjustment
+        )
         slope, intercept = slope * a_s, intercept + a_b
     if plan.renorm is not None:
         ghost = plan.geo.ghost_dim

@@ -793,14 +793,45 @@ int bn_infer_backward_##SUFFIX(                                                 
     return 0;                                                                                   \
 }
 
+/*
+ * The single passes, exported for callers that combine them with other work between
+ * passes (the synchronized path exchanges statistics across processes there).
+ */
+#define DEFINE_EXPORTS(S, T, SUFFIX)                                                            \
+int bn_stats_##SUFFIX(const S *x, const i64 *dims, const i64 *strides, double *mean,            \
+                      double *var, int threads) {                                               \
+    stats_##SUFFIX(x, make_view(dims, strides), mean, var, thread_count(threads));              \
+    return 0;                                                                                   \
+}                                                                                               \
+int bn_affine_##SUFFIX(const S *x, S *y, const i64 *dims, const i64 *strides, const T *mean,    \
+                       const T *scale, const T *shift, int threads) {                           \
+    affine_##SUFFIX(x, y, make_view(dims, strides), mean, scale, shift, thread_count(threads)); \
+    return 0;                                                                                   \
+}                                                                                               \
+int bn_reduce_##SUFFIX(const S *dy, const S *x, const i64 *dims, const i64 *strides,            \
+                       const T *mean, double *sum_dy, double *sum_dyxc, int threads) {          \
+    reduce_##SUFFIX(dy, x, make_view(dims, strides), mean, sum_dy, sum_dyxc,                    \
+                    thread_count(threads));                                                     \
+    return 0;                                                                                   \
+}                                                                                               \
+int bn_dx_##SUFFIX(const S *dy, const S *x, S *dx, const i64 *dims, const i64 *strides,         \
+                   const T *mean, const T *k1, const T *k2, const T *k3, int threads) {         \
+    dx_##SUFFIX(dy, x, dx, make_view(dims, strides), mean, k1, k2, k3, thread_count(threads));  \
+    return 0;                                                                                   \
+}
+
 DEFINE_PRIMITIVES(float, float, f32, ID, ID, ROW_IN_PLACE, OUT_IN_PLACE, FLUSH_NONE)
 DEFINE_PASSES(float, float, f32)
+DEFINE_EXPORTS(float, float, f32)
 DEFINE_PRIMITIVES(double, double, f64, ID, ID, ROW_IN_PLACE, OUT_IN_PLACE, FLUSH_NONE)
 DEFINE_PASSES(double, double, f64)
+DEFINE_EXPORTS(double, double, f64)
 DEFINE_PRIMITIVES(uint16_t, float, bf16, bf16_load, bf16_store, bf16_row, OUT_BUFFER, bf16_flush)
 DEFINE_PASSES(uint16_t, float, bf16)
+DEFINE_EXPORTS(uint16_t, float, bf16)
 DEFINE_PRIMITIVES(uint16_t, float, f16, f16_load, f16_store, f16_row, OUT_BUFFER, f16_flush)
 DEFINE_PASSES(uint16_t, float, f16)
+DEFINE_EXPORTS(uint16_t, float, f16)
 
 /* Version of this interface: the loader refuses a library with another one. */
-int bn_abi_version(void) { return 6; }
+int bn_abi_version(void) { return 7; }

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 _SOURCE = Path(__file__).with_name("_kernels.c")
-_ABI_VERSION = 6
+_ABI_VERSION = 7
 _FLAGS = [
     "-O3",
     "-fPIC",
@@ -92,6 +92,10 @@ _SIGNATURES = {
     "train_backward": "pppppnppppi",
     "infer_forward": "ppppnppppdi",
     "infer_backward": "pppppnpppdppi",
+    "stats": "pppppi",
+    "affine": "pppppppi",
+    "reduce": "pppppppi",
+    "dx": "pppppppppi",
 }
 _CTYPE = {"p": ctypes.c_void_p, "n": ctypes.c_int64, "d": ctypes.c_double, "i": ctypes.c_int}
 

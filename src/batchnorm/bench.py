@@ -319,7 +319,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds per implementation")
     parser.add_argument("--no-tf", action="store_true", help="skip tf_keras even if installed")
     parser.add_argument("--memory", action="store_true", help="also report peak extra memory")
+    parser.add_argument(
+        "--sync",
+        type=int,
+        metavar="WORLD",
+        default=0,
+        help="instead: the cost of synchronized statistics with WORLD gloo processes",
+    )
     args = parser.parse_args(argv)
+    if args.sync:
+        from .bench_sync import run as run_sync
+
+        cases = [c for c in args.cases.split(",") if c in ("B", "C")] or ["B", "C"]
+        print("\n".join(run_sync(cases, args.sync, args.rounds, args.min_time)))
+        return 0
     print(header())
     run(
         args.cases.split(","),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -255,9 +256,16 @@ def train_forward(
     renorm: tuple[torch.Tensor, torch.Tensor, Mapping[str, float | torch.Tensor]] | None = None,
     param_shape: Sequence[int] | None = None,
     moving: MovingStatistics | None = None,
+    group: Any = None,
+    name: str = "batch_normalization",
+    check_numerics: bool = False,
+    sync_key: Any = None,
 ) -> tuple[torch.Tensor, BatchStatistics]:
     """One training-mode normalization of ``x``; returns ``y`` and the batch statistics,
     and updates ``moving`` in place when given (like ``F.batch_norm``'s running stats).
+    With a ``torch.distributed`` ``group`` the statistics are those of the global
+    batch (``batchnorm.distributed``; ``name`` labels its errors; a layer passes
+    itself as ``sync_key`` so its channel layout is checked across processes once).
 
     ``gamma``/``beta`` and the renorm statistics in ``renorm = (renorm_mean,
     renorm_stddev, clipping)`` are in parameter layout; ``mask`` is a weight tensor
@@ -270,6 +278,11 @@ def train_forward(
     shape = x.shape
     weights = mask
     ghost_dim = None
+    compiling = torch.compiler.is_compiling()
+    if group is not None and not compiling:  # host-side decisions; see distributed.py
+        from .distributed import check_batches
+
+        check_batches(x, axes, virtual_batch_size, group, name, check_numerics, sync_key)
     if virtual_batch_size is not None:
         x, ghost_dim = ghost_batches(x, virtual_batch_size, grouping)
         if weights is not None:
@@ -280,11 +293,51 @@ def train_forward(
     channel_dims = [*axes] if ghost_dim is None else [*axes, ghost_dim]
     dims = reduction_dims(x.dim(), channel_dims)
     view = [n if d in axes else 1 for d, n in enumerate(x.shape)]  # per-channel, ghosts pooled
-    if (
-        weights is None
-        and _per_channel(adjustment, dims, x.dim())
-        and not torch.compiler.is_compiling()
-    ):
+    if group is not None and compiling:
+        from .distributed import gathered_moments
+
+        xs = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        n, mean, var = gathered_moments(xs, dims, weights, group)
+        g, b = (None if t is None else t.reshape(view) for t in (gamma, beta))
+        if renorm is not None:
+            renorm = (renorm[0].reshape(view), renorm[1].reshape(view), renorm[2])
+        y = _composite_train(
+            xs, mean.to(xs.dtype), var.to(xs.dtype), g, b, epsilon, ghost_dim, renorm, adjustment
+        )
+        unbiased = var * (n / torch.clamp(n - 1, min=1))
+        pshape = list(param_shape) if param_shape is not None else view
+        stats = BatchStatistics(
+            *(_ghost_mean(t.detach(), ghost_dim).reshape(pshape) for t in (mean, var, unbiased))
+        )
+        if moving is not None:
+            update_moving(moving, stats, epsilon)
+        return y.reshape(shape), stats
+    if group is not None:
+        from .distributed import sync_train
+
+        y, n, mean, var = sync_train(
+            x,
+            axes,
+            ghost_dim,
+            gamma,
+            beta,
+            epsilon,
+            group,
+            name,
+            weights,
+            renorm,
+            adjustment,
+            check_numerics,
+        )
+        unbiased = var * (n / torch.clamp(n - 1, min=1))
+        pshape = list(param_shape) if param_shape is not None else view
+        stats = BatchStatistics(
+            *(_ghost_mean(t, ghost_dim).reshape(pshape) for t in (mean, var, unbiased))
+        )
+        if moving is not None:
+            update_moving(moving, stats, epsilon)
+        return y.reshape(shape), stats
+    if weights is None and _per_channel(adjustment, dims, x.dim()) and not compiling:
         if adjustment is not None:
             adjustment = tuple(torch.broadcast_to(a, view) for a in adjustment)
         plan_args = {"epsilon": epsilon, "renorm": renorm, "adjustment": adjustment}

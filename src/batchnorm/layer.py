@@ -126,6 +126,7 @@ class Layer(GraphAPI, nn.Module):
         self._unconditional_updates: list[symbolic.Update] = []
         self._symbolic_losses: list[symbolic.Loss] = []
         self._partitioned: dict[str, PartitionedVariable] = {}
+        self._pending_weights: list[torch.Tensor] | None = None  # loaded on the first build
         self._declared_dtype = as_dtype(dtype)
         self.activity_regularizer = regularizers_lib.get(
             activity_regularizer, argument="activity_regularizer"
@@ -579,6 +580,9 @@ class Layer(GraphAPI, nn.Module):
             )
         self._infer_dtype(inputs)
         self.build(tuple(inputs.shape))
+        if self._pending_weights is not None:  # e.g. from batchnorm.from_torch
+            self.set_weights(self._pending_weights)
+            self._pending_weights = None
         if inputs.device.type != "cpu":
             self.to(inputs.device)
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from . import constraints as constraints_lib
+from . import distributed
 from . import functional as F
 from . import initializers as initializers_lib
 from . import regularizers as regularizers_lib
@@ -107,9 +108,12 @@ class BatchNormalization(Layer):
         virtual_batch_size: int | None = None,
         adjustment: Callable[[torch.Size], tuple[Any, Any]] | None = None,
         name: str | None = None,
+        synchronized: bool = False,
         *,
+        process_group: Any = None,
         unbiased_moving_variance: bool | None = None,
         ghost_grouping: str = "strided",
+        check_numerics: bool = False,
         **kwargs: Any,
     ) -> None:
         # Validate everything before touching the module, so a bad argument
@@ -175,6 +179,12 @@ class BatchNormalization(Layer):
             unbiased_moving_variance = check_bool(
                 "unbiased_moving_variance", unbiased_moving_variance
             )
+        synchronized = check_bool("synchronized", synchronized)
+        check_numerics = check_bool("check_numerics", check_numerics)
+        if synchronized and fused:
+            raise ValueError("`fused=True` is not supported when `synchronized=True`.")
+        if synchronized:
+            fused = False  # TF: synchronized statistics use the non-fused rules
         if ghost_grouping not in _GROUPINGS:
             raise ValueError(
                 f"`ghost_grouping` must be one of {list(_GROUPINGS)}; received {ghost_grouping!r}."
@@ -196,6 +206,9 @@ class BatchNormalization(Layer):
         self.adjustment = adjustment
         self.unbiased_moving_variance = unbiased_moving_variance
         self.ghost_grouping = ghost_grouping
+        self.synchronized = synchronized
+        self.process_group = process_group
+        self.check_numerics = check_numerics
         self._fused_arg = fused
         if fused:
             self._raise_if_fused_cannot_be_used()
@@ -530,14 +543,15 @@ class BatchNormalization(Layer):
 
     def _train(self, x: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
         """Training step: every check first, then the output, then all updates at once."""
+        group = distributed.active_group(self.process_group) if self.synchronized else None
         dims = F.reduction_dims(x.dim(), self._axes)
-        if 0 in [x.shape[d] for d in dims]:
+        if group is None and 0 in [x.shape[d] for d in dims]:  # synchronized: decided globally
             raise ValueError(
                 f"Layer {self.name} received an empty batch (shape {tuple(x.shape)}) in "
                 "training: batch statistics are undefined. Use training=False for empty input."
             )
         vbs = self.virtual_batch_size
-        if vbs is not None and x.shape[0] % vbs:
+        if vbs is not None and group is None and x.shape[0] % vbs:  # synchronized: globally
             raise ValueError(
                 f"Layer {self.name}: the batch size {x.shape[0]} is not divisible by "
                 f"virtual_batch_size={vbs}; in training every ghost batch needs {vbs} examples."
@@ -549,6 +563,11 @@ class BatchNormalization(Layer):
                 self._param(self.renorm_mean, x),
                 self._param(self.renorm_stddev, x),
                 self.renorm_clipping,
+            )
+        if self.check_numerics and group is None and not bool(torch.isfinite(x).all()):
+            raise ValueError(
+                f"Layer {self.name}: the training batch holds NaN or Inf (check_numerics=True); "
+                "nothing was updated."
             )
         adjustment = self._adjustment_values(x) if self.adjustment is not None else None
         gamma, beta = self._param(self.gamma, x), self._param(self.beta, x)
@@ -565,6 +584,10 @@ class BatchNormalization(Layer):
             renorm=renorm,
             param_shape=self.moving_mean.shape,
             moving=self._moving(),
+            group=group,
+            name=self.name,
+            check_numerics=self.check_numerics,
+            sync_key=self,
         )
         return y
 
@@ -629,6 +652,8 @@ class BatchNormalization(Layer):
             virtual_batch_size=self.virtual_batch_size,
             unbiased_moving_variance=self.unbiased_moving_variance,
             ghost_grouping=self.ghost_grouping,
+            synchronized=self.synchronized,
+            check_numerics=self.check_numerics,
         )
         if self.renorm:
             config["renorm_clipping"] = {k: float(v) for k, v in self.renorm_clipping.items()}

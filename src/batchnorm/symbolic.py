@@ -339,9 +339,10 @@ class Function(nn.Module):
                 return
             seen.add(id(node))
             for t in flatten(node.inputs) + [
-                v for v in flatten(list(node.args) + list(node.kwargs.values()))
+                v
+                for v in flatten(list(node.args) + list(node.kwargs.values()))
                 if isinstance(v, SymbolicTensor)
-            ]:  # fmt: skip
+            ]:
                 visit(t)
             self._nodes.append(node)
 
