@@ -27,3 +27,46 @@ def test_info_and_bad_arguments():
     bad = run("demo", "--epochs", "0")
     assert bad.returncode != 0 and "--epochs" in bad.stderr
     assert run("nope").returncode != 0
+
+
+def table_rows(text: str) -> list[list[str]]:
+    return [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in text.splitlines()
+        if line.startswith("| ") and "×" in line
+    ]
+
+
+def test_bench_prints_times_and_ratios():
+    result = run(
+        "bench",
+        "--cases",
+        "D",
+        "--variants",
+        "plain,renorm",
+        "--modes",
+        "inference",
+        "--rounds",
+        "1",
+        "--min-time",
+        "0.01",
+        "--no-tf",
+        "--memory",
+    )
+    assert result.returncode == 0, result.stderr
+    rows = table_rows(result.stdout)
+    impls = {r[2] for r in rows if len(r) == 7}
+    assert {"ours plain", "ours renorm", "torch F.batch_norm", "torch nn.BatchNorm"} <= impls, rows
+    for r in rows:
+        if len(r) == 7:
+            assert float(r[3]) > 0 and float(r[4].rstrip("×")) > 0
+    memory = [r for r in rows if len(r) == 4]
+    assert {r[1] for r in memory} == {"plain", "renorm", "vbs=8"}
+
+
+def test_bench_sync_runs_two_gloo_processes():
+    result = run("bench", "--sync", "2", "--cases", "C", "--rounds", "1", "--min-time", "0.01")
+    assert result.returncode == 0, result.stderr
+    rows = table_rows(result.stdout)
+    assert [r[:2] for r in rows] == [["C", "train_fwd"], ["C", "train_fwd_bwd"]]
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)

@@ -5,7 +5,8 @@ milliseconds and as ratios: to a ``y.copy_(x)`` of the same tensor (the memory
 traffic unit: inference needs ≥ 1.0×, a training forward ≥ 1.5×, forward +
 backward ≈ 4×), to PyTorch's native kernel on the same data, and to our own
 plain path. Run ``python -m batchnorm bench`` (or ``python benchmarks/run.py``);
-preload tcmalloc for stable numbers (see ``benchmarks/RESULTS.md``).
+preload tcmalloc for stable numbers (see ``benchmarks/RESULTS.md``); ``--sync WORLD``
+measures synchronized statistics (``batchnorm/bench_sync.py``).
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ def _step(
             p.grad = None
         module(xg, True).backward(dy)
 
+    run.input = xg  # type: ignore[attr-defined]
     return run
 
 
@@ -273,29 +275,56 @@ def _format(row: Row) -> str:
     )
 
 
-def peak_extra_memory(case_name: str, variant: str = "plain") -> tuple[float, float]:
-    """Peak bytes allocated during one training step beyond the input, its gradient
-    and the output, as a multiple of the input size: (ours, torch native)."""
-    from torch.profiler import ProfilerActivity, profile
+def _resident(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not found in /proc/self/status")
 
+
+def _memory_probe(case_name: str, variant: str, impl: str) -> float:
+    """In a fresh process: resident bytes a training step (forward + backward) adds at
+    its peak, beyond the output and the input gradient, as a multiple of the input."""
     case = CASES[case_name]
     x = _input(case)
-    size = x.numel() * x.element_size()
+    step = (
+        _ours(case, VARIANTS[variant], "train_fwd_bwd", x)
+        if impl == "ours"
+        else _torch_functional(case, "train_fwd_bwd", x)
+    )
+    step()
+    step()
+    step.input.grad = None  # type: ignore[attr-defined]
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # reset the peak resident size (VmHWM)
+    base = _resident("VmRSS")
+    step()
+    return (_resident("VmHWM") - base) / (x.numel() * x.element_size()) - 2
+
+
+def peak_extra_memory(case_name: str, variant: str = "plain") -> tuple[float, float]:
+    """Peak resident memory of one training step beyond its output and input gradient,
+    as a multiple of the input size: (ours, torch native). Each is measured in a fresh
+    process with glibc's malloc returning every large block to the system
+    (``MALLOC_MMAP_THRESHOLD_=65536``), so the peak resident size counts every byte the
+    step touches; ``/proc/self/clear_refs`` resets the peak before the step (Linux)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
     results = []
-    for make in (
-        lambda: _ours(case, VARIANTS[variant], "train_fwd_bwd", x),
-        lambda: _torch_functional(case, "train_fwd_bwd", x),
-    ):
-        step = make()
-        step()
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            step()
-        live = peak = 0
-        events = sorted(prof.events(), key=lambda e: e.time_range.start)
-        for event in events:
-            live += event.self_cpu_memory_usage
-            peak = max(peak, live)
-        results.append((peak - 2 * size) / size)  # dx and y must exist
+    for impl in ("ours", "torch"):
+        code = (
+            "from batchnorm.bench import _memory_probe; "
+            f"print(_memory_probe({case_name!r}, {variant!r}, {impl!r}))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        results.append(float(out.stdout.strip().splitlines()[-1]))
     return results[0], results[1]
 
 
@@ -343,8 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         not args.no_tf,
     )
     if args.memory:
-        print("\n| case | peak extra memory, ours | torch native |\n|---|---|---|")
+        print("\n| case | variant | peak extra memory, ours | torch native |\n|---|---|---|---|")
         for name in args.cases.split(","):
-            ours, native = peak_extra_memory(name)
-            print(f"| {name} | {ours:.2f}× input | {native:.2f}× input |")
+            for variant in ("plain", "renorm", "vbs=8"):
+                ours, native = peak_extra_memory(name, variant)
+                print(f"| {name} | {variant} | {ours:.2f}× input | {native:.2f}× input |")
     return 0
