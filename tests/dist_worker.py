@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import traceback
 import zlib
 from datetime import timedelta
@@ -309,7 +310,9 @@ def timeout_fault(rank, world):
     layer(torch.zeros(2, 3), training=False)
     before = [w.clone() for w in layer.weights]
     if rank != 0:
+        time.sleep(6.0)  # alive, but never joins the collective (the group's timeout is 3 s)
         return {"skipped": True}
+    start = time.monotonic()
     try:
         layer(torch.randn(4, 3), training=True)
         return {"timeout": "no error"}
@@ -317,6 +320,7 @@ def timeout_fault(rank, world):
         return {
             "timeout": layer.name in str(exc),
             "unchanged": all(torch.equal(a, b) for a, b in zip(before, layer.weights, strict=True)),
+            "seconds": time.monotonic() - start,
         }
 
 
