@@ -5,9 +5,17 @@ renormalization, ghost batches, adjustment, regularizers, constraints, the TF
 layer API) with TensorFlow's numbers, as a ``torch.nn.Module``.
 """
 
-from . import constraints, functional, initializers, regularizers
+from . import constraints, functional, initializers, interop, regularizers
 from .distributed import convert_sync_batchnorm
-from .interop import from_torch, to_torch
+from .interop import (
+    fold,
+    fold_into,
+    from_keras,
+    from_torch,
+    load_keras_weights,
+    to_keras,
+    to_torch,
+)
 from .layer import Layer, apply_constraints_on_step, clear_session
 from .normalization import BatchNormalization
 from .partitioners import (
@@ -37,12 +45,18 @@ __all__ = [
     "constraints",
     "convert_sync_batchnorm",
     "fixed_size_partitioner",
+    "fold",
+    "fold_into",
+    "from_keras",
     "from_torch",
     "functional",
     "get_default_graph",
     "initializers",
+    "interop",
+    "load_keras_weights",
     "min_max_variable_partitioner",
     "regularizers",
+    "to_keras",
     "to_torch",
     "variable_axis_size_partitioner",
 ]

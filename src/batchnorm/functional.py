@@ -278,7 +278,7 @@ def train_forward(
     shape = x.shape
     weights = mask
     ghost_dim = None
-    compiling = torch.compiler.is_compiling()
+    compiling = _tracing()
     if group is not None and not compiling:  # host-side decisions; see distributed.py
         from .distributed import check_batches
 
@@ -382,12 +382,19 @@ def inference_forward(
 ) -> torch.Tensor:
     """``y = (x − mean)·γ/√(variance + ε) + β`` with given (moving) statistics in one
     pass; ``gamma``, ``beta``, ``mean`` and ``variance`` are in parameter layout."""
-    if torch.compiler.is_compiling():
+    if _tracing():
         view = [n if d in axes else 1 for d, n in enumerate(x.shape)]
         x = x if x.dtype in (torch.float32, torch.float64) else x.float()
         g, b, m, v = (None if t is None else t.reshape(view) for t in (gamma, beta, mean, variance))
         return normalize(x, m, v, b, g, epsilon)
     return _fused.infer(_fused.dense(x), gamma, beta, mean, variance, axes, epsilon)
+
+
+def _tracing() -> bool:
+    """True while ``torch.compile``/``torch.export`` trace, or ``torch.jit.trace`` and
+    ``torch.onnx.export`` record: the graph must then hold torch operations (the C
+    kernels are invisible to them), which compilers fuse."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def _ghost_mean(t: torch.Tensor, ghost_dim: int | None) -> torch.Tensor:

@@ -27,6 +27,8 @@ from ._graph_api import GraphAPI
 from ._utils import as_dtype, param_dtype_for, to_snake_case
 from .partitioners import PartitionedVariable, split_sizes
 
+_DTYPE_CODES = ("float16", "bfloat16", "float32", "float64")
+
 __all__ = ["Layer", "apply_constraints_on_step", "clear_session"]
 
 ShapeLike = Sequence[int | None]
@@ -456,19 +458,34 @@ class Layer(GraphAPI, nn.Module):
             self._inferred_dtype = torch.float64
 
     # ------------------------------------------------------------------ state_dict
-    def get_extra_state(self) -> dict[str, Any]:
-        """How the layer was built (plain Python values, so ``weights_only=True``
-        loading works); lets ``load_state_dict`` build an unbuilt layer."""
+    def get_extra_state(self) -> torch.Tensor:
+        """How the layer was built, as a small int64 tensor ``[1, built, dtype code,
+        rank, *input_shape]`` (unknown dims −1): a tensor, so checkpoints load with
+        ``weights_only=True`` and ``torch.jit.trace``/``torch.onnx.export`` accept the
+        state dict. Lets ``load_state_dict`` build an unbuilt layer."""
         if not self.built or self._build_input_shape is None:
-            return {"built": False}
-        return {
-            "built": True,
-            "input_shape": list(self._build_input_shape),
-            "dtype": str(self.dtype).removeprefix("torch."),
-        }
+            return torch.tensor([1, 0, -1, 0], dtype=torch.int64)
+        shape = [-1 if d is None else int(d) for d in self._build_input_shape]
+        code = _DTYPE_CODES.index(str(self.dtype).removeprefix("torch."))
+        return torch.tensor([1, 1, code, len(shape), *shape], dtype=torch.int64)
 
     def set_extra_state(self, state: Any) -> None:
         """Counterpart of ``get_extra_state``; the build itself happens on load."""
+
+    @staticmethod
+    def _decode_extra_state(state: Any) -> tuple[tuple[int | None, ...], str] | None:
+        """(input shape, dtype name) of a built layer's extra state, else None."""
+        if isinstance(state, dict):  # checkpoints written by batchnorm 0.1.0 pre-releases
+            if state.get("built"):
+                return tuple(state["input_shape"]), str(state.get("dtype"))
+            return None
+        if not isinstance(state, torch.Tensor) or state.dim() != 1 or state.numel() < 4:
+            return None
+        values = [int(v) for v in state.tolist()]
+        if values[0] != 1 or not values[1] or len(values) != 4 + values[3]:
+            return None
+        shape = tuple(None if d < 0 else d for d in values[4:])
+        return shape, _DTYPE_CODES[values[2]]
 
     def _load_from_state_dict(
         self,
@@ -480,11 +497,11 @@ class Layer(GraphAPI, nn.Module):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
-        info = state_dict.get(prefix + "_extra_state")
-        if not self.built and isinstance(info, dict) and info.get("built"):
+        info = self._decode_extra_state(state_dict.get(prefix + "_extra_state"))
+        if not self.built and info is not None:
             if self._declared_dtype is None:
-                self._inferred_dtype = as_dtype(info.get("dtype"))
-            self.build(tuple(info["input_shape"]))
+                self._inferred_dtype = as_dtype(info[1])
+            self.build(info[0])
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )

@@ -404,6 +404,8 @@ class BatchNormalization(Layer):
         return tuple(self._channel_sizes.get(a) for a in range(self._input_rank))
 
     def _check_shape(self, shape: Sequence[int | None]) -> None:
+        if torch.jit.is_tracing():  # traced sizes are tensors; the layout is fixed by build
+            return
         if len(shape) != self._input_rank or any(
             shape[a] is not None and shape[a] != size for a, size in self._channel_sizes.items()
         ):

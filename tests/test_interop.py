@@ -1,0 +1,577 @@
+"""Interop against the real counterparts: torch.nn batch norm, folded Linear/Conv,
+tf_keras layers and the HDF5 files tf_keras writes, checkpoints, configs."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+import torch
+from torch import nn
+
+import batchnorm
+from helpers import assert_unchanged, snapshot
+from oracle import rel_error
+
+TOL = 5e-5  # DESIGN.md: float32 outputs and weights
+
+
+def randomize_torch_bn(bn: nn.modules.batchnorm._BatchNorm, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        if bn.affine:
+            bn.weight.copy_(0.5 + torch.rand(bn.weight.shape, generator=g))
+            bn.bias.copy_(torch.randn(bn.bias.shape, generator=g))
+        bn.running_mean.copy_(torch.randn(bn.running_mean.shape, generator=g))
+        bn.running_var.copy_(0.5 + torch.rand(bn.running_var.shape, generator=g))
+
+
+# --------------------------------------------------------------------------------------
+# torch.nn
+
+
+@pytest.mark.parametrize(
+    ("cls", "shape", "momentum", "eps", "affine"),
+    [
+        (nn.BatchNorm1d, (8, 5), 0.1, 1e-5, True),
+        (nn.BatchNorm1d, (6, 5, 7), 0.3, 1e-3, False),
+        (nn.BatchNorm2d, (4, 3, 5, 6), 0.1, 1e-5, True),
+        (nn.BatchNorm3d, (3, 2, 4, 3, 5), 0.25, 1e-4, True),
+    ],
+)
+def test_from_torch_matches_torch_in_train_and_eval(cls, shape, momentum, eps, affine):
+    torch.manual_seed(0)
+    ref = cls(shape[1], eps=eps, momentum=momentum, affine=affine)
+    randomize_torch_bn(ref)
+    ours = batchnorm.from_torch(ref)
+    assert isinstance(ours, batchnorm.BatchNormalization)
+    assert ours.momentum == pytest.approx(1 - momentum) and ours.epsilon == eps
+    for step in range(3):
+        x = torch.randn(shape) * 3 + 1
+        xr, xo = x.clone().requires_grad_(), x.clone().requires_grad_()
+        dy = torch.randn(shape)
+        ref.train()
+        ours.train()
+        y_ref, y = ref(xr), ours(xo)
+        (y_ref * dy).sum().backward()
+        (y * dy).sum().backward()
+        assert rel_error(y.detach(), y_ref.detach()) <= TOL, step
+        assert rel_error(xo.grad, xr.grad) <= 2e-4, step
+        assert rel_error(ours.moving_mean.reshape(-1), ref.running_mean) <= TOL
+        assert rel_error(ours.moving_variance.reshape(-1), ref.running_var) <= TOL
+        if affine:
+            assert rel_error(ours.gamma.grad.reshape(-1), ref.weight.grad) <= 2e-4
+            assert rel_error(ours.beta.grad.reshape(-1), ref.bias.grad) <= 2e-4
+    ref.eval()
+    ours.eval()
+    x = torch.randn(shape)
+    assert rel_error(ours(x).detach(), ref(x).detach()) <= TOL
+
+
+def test_from_torch_copies_a_model_and_leaves_the_original_alone():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+            self.head = nn.Sequential(nn.Flatten(), nn.Linear(64, 5), nn.BatchNorm1d(5))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.features(x))
+
+    torch.manual_seed(1)
+    net = Net()
+    randomize_torch_bn(net.features[1], 1)
+    randomize_torch_bn(net.head[2], 2)
+    before = snapshot(net)
+    ours = batchnorm.from_torch(net)
+    assert isinstance(ours.features[1], batchnorm.BatchNormalization)
+    assert isinstance(ours.head[2], batchnorm.BatchNormalization)
+    assert isinstance(net.features[1], nn.BatchNorm2d)  # the original is untouched
+    x = torch.randn(6, 3, 6, 6)
+    for training in (True, True, False):
+        net.train(training)
+        ours.train(training)
+        assert rel_error(ours(x).detach(), net(x).detach()) <= TOL
+    assert rel_error(ours.head[2].moving_variance, net.head[2].running_var) <= TOL
+    fresh = Net()
+    fresh.load_state_dict(before)
+    assert_unchanged(fresh, before)
+
+
+def test_from_torch_refuses_what_tensorflow_cannot_express():
+    with pytest.raises(ValueError, match="momentum=None"):
+        batchnorm.from_torch(nn.BatchNorm1d(3, momentum=None))
+    with pytest.raises(ValueError, match="track_running_stats=False"):
+        batchnorm.from_torch(nn.BatchNorm1d(3, track_running_stats=False))
+    sync = batchnorm.from_torch(nn.SyncBatchNorm(3))
+    assert sync.synchronized
+
+
+def test_to_torch_round_trip_and_errors():
+    torch.manual_seed(2)
+    layer = batchnorm.BatchNormalization(
+        axis=1, momentum=0.8, epsilon=1e-5, unbiased_moving_variance=True
+    )
+    x = torch.randn(5, 3, 4, 4) + 2
+    for _ in range(2):
+        layer(x, training=True)
+    module = batchnorm.to_torch(layer)
+    assert isinstance(module, nn.BatchNorm2d) and module.momentum == pytest.approx(0.2)
+    for training in (False, True):
+        layer.train(training)
+        module.train(training)
+        x = torch.randn(5, 3, 4, 4)
+        assert rel_error(module(x).detach(), layer(x).detach()) <= TOL
+    assert rel_error(module.running_var, layer.moving_variance.reshape(-1)) <= TOL
+
+    def built(**kwargs):
+        bn = batchnorm.BatchNormalization(**kwargs)
+        bn(torch.randn(4, 3, 2, 2), training=False)
+        return bn
+
+    cases = [
+        ({"axis": 1, "renorm": True}, "renorm"),
+        ({"axis": 1, "virtual_batch_size": 2}, "virtual_batch_size"),
+        ({"axis": -1}, "axis"),
+        ({"axis": 1, "fused": False}, "biased moving variance"),
+        ({"axis": 1, "center": False}, "center != scale"),
+    ]
+    for kwargs, feature in cases:
+        with pytest.raises(ValueError, match=feature):
+            batchnorm.to_torch(built(**kwargs))
+    biased = built(axis=1, fused=False)
+    module = batchnorm.to_torch(biased, inference_only=True).eval()
+    x = torch.randn(4, 3, 2, 2)
+    assert rel_error(module(x).detach(), biased(x, training=False).detach()) <= TOL
+    with pytest.raises(ValueError, match="not built"):
+        batchnorm.to_torch(batchnorm.BatchNormalization(axis=1))
+
+
+# --------------------------------------------------------------------------------------
+# Folding
+
+
+def trained_bn(shape, axis, seed, **kwargs) -> batchnorm.BatchNormalization:
+    """A layer with non-trivial gamma, beta and moving statistics."""
+    g = torch.Generator().manual_seed(seed)
+    bn = batchnorm.BatchNormalization(axis=axis, momentum=0.5, **kwargs)
+    for _ in range(3):
+        bn(torch.randn(shape, generator=g) * 2 + 1, training=True)
+    with torch.no_grad():
+        if bn.gamma is not None:
+            bn.gamma.copy_(0.5 + torch.rand(bn.gamma.shape, generator=g))
+        if bn.beta is not None:
+            bn.beta.copy_(torch.randn(bn.beta.shape, generator=g))
+    return bn.eval()
+
+
+@pytest.mark.parametrize(
+    ("module", "x_shape", "axis", "extra"),
+    [
+        (nn.Linear(6, 5), (8, 6), -1, {}),
+        (nn.Linear(6, 5), (8, 6), -1, {"renorm": True}),
+        (nn.Linear(6, 5, bias=False), (8, 6), -1, {"virtual_batch_size": 4}),
+        (nn.Conv1d(3, 4, 3), (4, 3, 9), 1, {}),
+        (nn.Conv2d(3, 4, 3, padding=1, groups=1), (4, 3, 6, 6), 1, {"renorm": True}),
+        (nn.Conv2d(4, 6, 3, groups=2, bias=False), (4, 4, 6, 6), 1, {"virtual_batch_size": 2}),
+        (nn.Conv3d(2, 3, 2), (4, 2, 4, 4, 4), 1, {"center": False}),
+    ],
+)
+def test_fold_into_matches_the_eval_pair(module, x_shape, axis, extra):
+    torch.manual_seed(3)
+    with torch.no_grad():
+        z = module(torch.randn(x_shape))
+    bn = trained_bn(z.shape, axis, 4, **extra)
+    folded = batchnorm.fold_into(module, bn)
+    x = torch.randn(x_shape)
+    with torch.no_grad():
+        expected = bn(module(x))
+        assert rel_error(folded(x), expected) <= 1e-5
+    assert folded is not module and folded.bias is not None
+
+
+def test_fold_merges_sequential_pairs_at_any_depth():
+    torch.manual_seed(5)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        batchnorm.BatchNormalization(axis=1, momentum=0.5),
+        nn.ReLU(),
+        nn.Sequential(nn.Flatten(), nn.Linear(64, 8), batchnorm.BatchNormalization(momentum=0.5)),
+        nn.ReLU(),
+        batchnorm.BatchNormalization(momentum=0.5),  # follows a ReLU: kept
+    )
+    model.train()
+    for _ in range(3):
+        model(torch.randn(8, 3, 6, 6) * 2 + 1)
+    model.eval()
+    folded = batchnorm.fold(model)
+    assert isinstance(folded[1], nn.Identity) and isinstance(folded[3][2], nn.Identity)
+    assert isinstance(folded[5], batchnorm.BatchNormalization)
+    assert isinstance(model[1], batchnorm.BatchNormalization)  # the original is kept
+    x = torch.randn(5, 3, 6, 6)
+    with torch.no_grad():
+        assert rel_error(folded(x), model(x)) <= 1e-5
+    assert not folded.training
+
+
+def test_fold_into_errors():
+    bn = trained_bn((4, 3, 5), [1, 2], 0)
+    with pytest.raises(ValueError, match="single channel axis"):
+        batchnorm.fold_into(nn.Conv1d(2, 3, 1), bn)
+    with pytest.raises(ValueError, match="axis 1"):
+        batchnorm.fold_into(nn.Conv1d(2, 5, 1), trained_bn((4, 3, 5), -1, 0))
+    with pytest.raises(ValueError, match="5 channels"):
+        batchnorm.fold_into(nn.Linear(2, 3), trained_bn((4, 5), -1, 0))
+    with pytest.raises(ValueError, match="nn.Linear or nn.Conv"):
+        batchnorm.fold_into(nn.ReLU(), trained_bn((4, 5), -1, 0))
+    with pytest.raises(ValueError, match="not built"):
+        batchnorm.fold_into(nn.Linear(2, 3), batchnorm.BatchNormalization())
+
+
+# --------------------------------------------------------------------------------------
+# Checkpoints and configs
+
+
+def test_state_dict_round_trip_with_weights_only_checkpoints():
+    torch.manual_seed(6)
+
+    def make():
+        return nn.Sequential(
+            nn.Linear(6, 8),
+            batchnorm.BatchNormalization(renorm=True, renorm_clipping={"rmax": 2.0}),
+            batchnorm.BatchNormalization(virtual_batch_size=4, momentum=0.5),
+        )
+
+    model = make()
+    for _ in range(3):
+        model(torch.randn(8, 6) * 2)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)  # no pickle code runs
+    fresh = make()  # unbuilt: load_state_dict builds it from the checkpoint
+    fresh.load_state_dict(state)
+    model.eval()
+    fresh.eval()
+    x = torch.randn(5, 6)
+    assert torch.equal(fresh(x), model(x))
+    assert [tuple(w.shape) for w in fresh[2].weights] == [(1, 1, 8)] * 4  # TF ghost layout
+
+
+def test_get_config_is_json_and_round_trips():
+    layer = batchnorm.BatchNormalization(
+        axis=[1, 2],
+        momentum=0.9,
+        epsilon=1e-4,
+        renorm=True,
+        renorm_clipping={"rmax": 3.0, "dmax": 1.0},
+        renorm_momentum=0.8,
+        virtual_batch_size=2,
+        gamma_regularizer=batchnorm.regularizers.L2(0.01),
+        beta_constraint=batchnorm.constraints.MaxNorm(2.0),
+        moving_variance_initializer="ones",
+        name="bn_config",
+    )
+    text = json.dumps(layer.get_config())
+    clone = batchnorm.BatchNormalization.from_config(json.loads(text))
+    assert clone.get_config() == layer.get_config()
+    x = torch.randn(4, 3, 2, 5)
+    for bn in (layer, clone):
+        bn.build(x.shape)
+        with torch.no_grad():
+            for w in bn.weights:
+                w.copy_(torch.linspace(0.5, 1.5, w.numel()).reshape(w.shape))
+    assert torch.equal(clone(x, training=True), layer(x, training=True))
+    assert torch.allclose(sum(clone.losses), sum(layer.losses))
+
+
+# --------------------------------------------------------------------------------------
+# tf_keras layers
+
+
+KERAS_CASES = [
+    ({"axis": -1, "momentum": 0.9}, (6, 5)),
+    ({"axis": 1, "momentum": 0.8, "epsilon": 1e-4}, (4, 3, 5, 6)),  # TF's fused path
+    ({"axis": [1, 3], "momentum": 0.7}, (4, 3, 2, 5)),
+    (
+        {
+            "renorm": True,
+            "renorm_clipping": {"rmin": 0.5, "rmax": 2.0, "dmax": 1.0},
+            "renorm_momentum": 0.9,
+            "momentum": 0.5,
+        },
+        (8, 4),
+    ),
+    ({"virtual_batch_size": 2, "axis": 1, "momentum": 0.6}, (6, 3, 4)),
+    ({"center": False, "scale": False}, (5, 3)),
+    (
+        {
+            "gamma_regularizer": {"class_name": "L2", "config": {"l2": 0.01}},
+            "beta_constraint": {"class_name": "MaxNorm", "config": {"max_value": 0.5}},
+            "beta_initializer": {"class_name": "Constant", "config": {"value": 0.1}},
+        },
+        (5, 3),
+    ),
+]
+
+
+def run_both(keras_layer, ours, shape, steps=2, seed=0):
+    """Training steps then inference on both; the largest error of outputs and weights."""
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for _ in range(steps):
+        x = (rng.standard_normal(shape) * 2 + 0.5).astype(np.float32)
+        y_tf = keras_layer(tf.constant(x), training=True).numpy()
+        y = ours(torch.from_numpy(x), training=True).detach().numpy()
+        worst = max(worst, rel_error(y, y_tf))
+    for w_tf, w in zip(keras_layer.get_weights(), ours.get_weights(), strict=True):
+        worst = max(worst, rel_error(w, w_tf))
+    x = rng.standard_normal(shape).astype(np.float32)
+    y_tf = keras_layer(tf.constant(x), training=False).numpy()
+    worst = max(worst, rel_error(ours(torch.from_numpy(x), training=False).detach(), y_tf))
+    if keras_layer.losses:
+        ours_loss = float(sum(ours.losses).detach())
+        worst = max(worst, abs(ours_loss - float(sum(keras_layer.losses))))
+    return worst
+
+
+@pytest.mark.parametrize(("config", "shape"), KERAS_CASES)
+def test_from_keras_and_to_keras_run_like_tf_keras(config, shape):
+    tf.random.set_seed(0)
+    keras_layer = tf_keras.layers.BatchNormalization(**config)
+    keras_layer.build((None, *shape[1:]))
+    rng = np.random.default_rng(1)
+    keras_layer.set_weights(
+        [(0.5 + rng.random(w.shape)).astype(np.float32) for w in keras_layer.get_weights()]
+    )
+    ours = batchnorm.from_keras(keras_layer)
+    assert ours.name == keras_layer.name and ours.built
+    back = batchnorm.to_keras(ours)
+    assert type(back) is type(keras_layer)
+    for w_tf, w in zip(keras_layer.get_weights(), back.get_weights(), strict=True):
+        np.testing.assert_array_equal(w, w_tf)
+    assert run_both(keras_layer, ours, shape) <= TOL
+    assert run_both(back, batchnorm.from_keras(back), shape, seed=5) <= TOL
+
+
+def test_unbuilt_keras_layers_convert_too():
+    keras_layer = tf_keras.layers.BatchNormalization(momentum=0.5, name="bn_unbuilt")
+    ours = batchnorm.from_keras(keras_layer)
+    assert not ours.built and ours.name == "bn_unbuilt" and ours.momentum == 0.5
+    shape = (6, 4)
+    assert run_both(keras_layer, ours, shape) <= TOL
+
+
+def test_adjustment_crosses_frameworks_only_when_given():
+    def tf_adjust(shape):
+        return tf.fill([shape[-1]], 1.1), tf.fill([shape[-1]], 0.2)
+
+    def torch_adjust(shape):
+        return torch.full((shape[-1],), 1.1), torch.full((shape[-1],), 0.2)
+
+    keras_layer = tf_keras.layers.BatchNormalization(adjustment=tf_adjust)
+    keras_layer.build((None, 3))
+    with pytest.raises(ValueError, match="adjustment"):
+        batchnorm.from_keras(keras_layer)
+    ours = batchnorm.from_keras(keras_layer, adjustment=torch_adjust)
+    assert run_both(keras_layer, ours, (5, 3)) <= TOL
+    with pytest.raises(ValueError, match="adjustment"):
+        batchnorm.to_keras(ours)
+    back = batchnorm.to_keras(ours, adjustment=tf_adjust)
+    assert back.adjustment is tf_adjust
+
+
+def test_to_keras_refuses_what_tensorflow_cannot_express():
+    contiguous = batchnorm.BatchNormalization(virtual_batch_size=2, ghost_grouping="contiguous")
+    with pytest.raises(ValueError, match="ghost_grouping"):
+        batchnorm.to_keras(contiguous)
+    bessel = batchnorm.BatchNormalization(unbiased_moving_variance=True)
+    bessel.build((None, 3))  # 2-D input: TF has no fused path for it
+    with pytest.raises(ValueError, match="Bessel"):
+        batchnorm.to_keras(bessel)
+    with pytest.raises(ValueError, match="tf_keras BatchNormalization"):
+        batchnorm.from_keras(tf_keras.layers.Dense(3))
+
+
+# --------------------------------------------------------------------------------------
+# Keras weight files (h5py, no TensorFlow)
+
+
+def keras_model():
+    tf.random.set_seed(3)
+    inputs = tf_keras.Input((6,))
+    h = tf_keras.layers.Dense(4, name="dense")(inputs)
+    h = tf_keras.layers.BatchNormalization(name="bn_a", momentum=0.5)(h)
+    h = tf_keras.layers.BatchNormalization(
+        name="bn_b", renorm=True, virtual_batch_size=2, momentum=0.5
+    )(h)
+    model = tf_keras.Model(inputs, h)
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        model(rng.standard_normal((4, 6)).astype(np.float32) * 2 + 1, training=True)
+    return model
+
+
+def torch_twin(built: bool) -> nn.Sequential:
+    model = nn.Sequential(
+        nn.Linear(6, 4),
+        batchnorm.BatchNormalization(name="bn_a", momentum=0.5),
+        batchnorm.BatchNormalization(name="bn_b", renorm=True, virtual_batch_size=2),
+    )
+    if built:
+        model(torch.zeros(2, 6))
+    return model
+
+
+@pytest.fixture(scope="module")
+def keras_files(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("keras")
+    model = keras_model()
+    paths = {
+        "save_weights_h5": directory / "weights.h5",
+        "model_h5": directory / "model.h5",
+        "weights_h5_v3": directory / "model.weights.h5",
+    }
+    model.save_weights(paths["save_weights_h5"])
+    model.save(paths["model_h5"])
+    model.save_weights(paths["weights_h5_v3"])
+    expected = {
+        layer.name: layer.get_weights() for layer in model.layers if layer.name.startswith("bn")
+    }
+    return paths, expected
+
+
+@pytest.mark.parametrize("kind", ["save_weights_h5", "model_h5", "weights_h5_v3"])
+@pytest.mark.parametrize("built", [True, False])
+def test_load_keras_weights(keras_files, kind, built):
+    paths, expected = keras_files
+    model = torch_twin(built)
+    loaded = batchnorm.load_keras_weights(model, str(paths[kind]))
+    assert loaded == ["bn_a", "bn_b"]
+    if not built:
+        model.eval()(torch.zeros(2, 6))  # pending weights land on the first build
+    for layer in (model[1], model[2]):
+        for w, ref in zip(layer.get_weights(), expected[layer.name], strict=True):
+            np.testing.assert_array_equal(w, ref)
+
+
+def test_load_keras_weights_by_name_order_and_errors(keras_files):
+    paths, expected = keras_files
+    renamed = nn.Sequential(  # names absent from the file
+        nn.Linear(6, 4),
+        batchnorm.BatchNormalization(name="first"),
+        batchnorm.BatchNormalization(name="second", renorm=True, virtual_batch_size=2),
+    )
+    renamed(torch.zeros(2, 6))
+    with pytest.raises(ValueError, match="None of the layer names"):
+        batchnorm.load_keras_weights(renamed, str(paths["model_h5"]))
+    assert batchnorm.load_keras_weights(renamed, str(paths["model_h5"]), by_name=False) == [
+        "first",
+        "second",
+    ]
+    np.testing.assert_array_equal(renamed[2].get_weights()[4], expected["bn_b"][4])
+    wrong = nn.Sequential(
+        batchnorm.BatchNormalization(name="bn_a"), batchnorm.BatchNormalization(name="bn_b")
+    )
+    wrong(torch.zeros(2, 5))  # 5 channels, the file has 4
+    before = snapshot(wrong)
+    with pytest.raises(ValueError, match="shapes"):
+        batchnorm.load_keras_weights(wrong, str(paths["save_weights_h5"]))
+    assert_unchanged(wrong, before)
+    with pytest.raises(ValueError, match="equal counts"):
+        batchnorm.load_keras_weights(wrong[0], str(paths["weights_h5_v3"]))
+
+
+def test_load_keras_weights_needs_no_tensorflow(keras_files):
+    paths, expected = keras_files
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["tensorflow"] = None  # any import of TensorFlow now fails
+        sys.modules["tf_keras"] = None
+        import torch, batchnorm
+        model = torch.nn.Sequential(
+            torch.nn.Linear(6, 4),
+            batchnorm.BatchNormalization(name="bn_a"),
+            batchnorm.BatchNormalization(name="bn_b", renorm=True, virtual_batch_size=2),
+        )
+        print(batchnorm.load_keras_weights(model, {str(paths["model_h5"])!r}))
+        model.eval()(torch.zeros(2, 6))
+        print(float(model[2].moving_stddev.sum()))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "['bn_a', 'bn_b']"
+    assert float(lines[1]) == pytest.approx(float(expected["bn_b"][4].sum()), rel=1e-6)
+
+
+# --------------------------------------------------------------------------------------
+# ONNX
+
+
+def onnx_model() -> nn.Module:
+    torch.manual_seed(8)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        batchnorm.BatchNormalization(axis=1, renorm=True, momentum=0.5),
+        nn.ReLU(),
+        batchnorm.BatchNormalization(axis=[1, 2], momentum=0.5),  # multi-axis
+        nn.Flatten(),
+        nn.Linear(144, 5),
+        batchnorm.BatchNormalization(virtual_batch_size=2, momentum=0.5),
+    )
+    for _ in range(3):
+        model(torch.randn(4, 3, 8, 8) * 2 + 1)
+    return model.eval()
+
+
+def run_onnx(data: bytes, x: torch.Tensor) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+
+
+def test_onnx_torchscript_export_runs_in_onnxruntime():
+    model = onnx_model()
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        model,
+        (torch.randn(4, 3, 8, 8),),
+        buffer,
+        dynamo=False,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+    )
+    for batch in (4, 7):
+        x = torch.randn(batch, 3, 8, 8) * 2 + 1
+        with torch.no_grad():
+            expected = model(x).numpy()
+        assert rel_error(run_onnx(buffer.getvalue(), x), expected) <= 1e-5
+
+
+def test_onnx_dynamo_export_runs_in_onnxruntime():
+    pytest.importorskip("onnxscript")
+    model = onnx_model()
+    program = torch.onnx.export(model, (torch.randn(4, 3, 8, 8),), dynamo=True)
+    data = program.model_proto.SerializeToString()
+    for seed in (0, 1):  # new data: nothing was baked into the graph
+        x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(seed)) * 2 + 1
+        with torch.no_grad():
+            expected = model(x).numpy()
+        assert rel_error(run_onnx(data, x), expected) <= 1e-5
