@@ -229,7 +229,7 @@ def sync_train(
     check_numerics: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Training pass with statistics over the process group (after
-    :func:`check_batches`). ``x`` is the (ghost view of the) local input;
+    ``check_batches``). ``x`` is the (ghost view of the) local input;
     gamma/beta/renorm in parameter layout; ``weights`` (a mask) and ``adjustment``
     broadcast against ``x``. Returns y and the global per-channel count, mean and
     biased variance (stat-shaped, per ghost batch)."""

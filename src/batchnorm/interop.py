@@ -10,8 +10,8 @@ Folding merges an inference-mode batch norm into the Linear/Conv before it:
 with ``s = γ/√(moving_variance + ε)``, ``W' = W·s`` (per output channel) and
 ``b' = (b − moving_mean)·s + β``.
 
-TensorFlow is imported only by :func:`to_keras`; :func:`from_keras` reads a
-tf_keras layer it is given, and :func:`load_keras_weights` reads ``.h5`` files
+TensorFlow is imported only by ``to_keras``; ``from_keras`` reads a
+tf_keras layer it is given, and ``load_keras_weights`` reads ``.h5`` files
 with h5py alone.
 """
 
@@ -200,7 +200,7 @@ def fold_into(module: nn.Module, bn: BatchNormalization) -> nn.Module:
 def fold(model: nn.Module) -> nn.Module:
     """A copy of ``model`` for inference in which every ``BatchNormalization`` that
     directly follows an ``nn.Linear`` or ``nn.Conv1d/2d/3d`` inside an
-    ``nn.Sequential`` (at any depth) is merged into it (:func:`fold_into`) and
+    ``nn.Sequential`` (at any depth) is merged into it (``fold_into``) and
     replaced by ``nn.Identity``. Other batch-norm layers are kept; the copy is in
     eval mode."""
     model = copy.deepcopy(model)

@@ -82,6 +82,8 @@ class Graph:
 
     @contextlib.contextmanager
     def as_default(self) -> Iterator[Graph]:
+        """Context manager making this graph the default (``get_default_graph()``) for the
+        layers and inputs created inside; yields the graph."""
         _stack().append(self)
         try:
             yield self
