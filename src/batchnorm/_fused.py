@@ -376,9 +376,15 @@ def _stats(x: torch.Tensor, geo: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
     dims = geo.reduce_dims
     if not dims:
         return x.double(), torch.zeros_like(x, dtype=torch.float64)
-    mean = x.mean(dim=dims, keepdim=True)
-    var = (x - mean).square().mean(dim=dims, keepdim=True)
-    return mean.double(), var.double()
+    # shifted by one sample per channel: the sums see the spread, not the mean, so
+    # float32 data with a large mean keeps its precision (μ = s + mean(x − s))
+    shift = x
+    for d in dims:
+        shift = shift.narrow(d, 0, 1) if x.shape[d] else shift.sum(dim=d, keepdim=True)
+    centered = x - shift
+    delta = centered.mean(dim=dims, keepdim=True)
+    var = (centered - delta).square().mean(dim=dims, keepdim=True)
+    return shift.double() + delta.double(), var.double()
 
 
 # An opaque operator: under torch.compile, AOTAutograd's partitioner could otherwise

@@ -63,9 +63,10 @@ def moments(
     """Mean and biased variance of ``x`` over ``dims`` (kept as size-1 dimensions).
 
     ``μ = Σwx/Σw``, ``σ² = Σw(x − μ)²/Σw`` with ``w = 1`` when ``weights`` is
-    None (``weights`` broadcasts against ``x``). A two-pass computation, exact
-    for data whose mean is large compared with its spread; zero total weight
-    gives ``μ = σ² = 0`` (TensorFlow's ``div_no_nan``).
+    None (``weights`` broadcasts against ``x``). A shifted two-pass computation
+    (``μ = s + Σw(x − s)/Σw`` with ``s`` one sample per channel), exact for data
+    whose mean is large compared with its spread; zero total weight gives
+    ``μ = σ² = 0`` (TensorFlow's ``div_no_nan``).
     """
     dims = list(dims)
     if not dims:  # every axis is a channel axis: each value is its own batch
@@ -73,16 +74,25 @@ def moments(
             return x, torch.zeros_like(x)
         w = torch.broadcast_to(weights, x.shape)
         return torch.where(w > 0, x, 0.0), torch.zeros_like(x)
+    # shift by one sample per channel first: the sums then see values of the order of
+    # the spread, not of the mean (float32 data with mean 1e4 and std 1 stays exact)
+    shift = x.detach()
+    if x.numel():
+        for d in dims:
+            shift = shift.narrow(d, 0, 1)
+    else:
+        shift = x.detach().sum(dim=dims, keepdim=True)
+    centered = x - shift
     if weights is None:
-        mean = x.mean(dim=dims, keepdim=True)
-        var = (x - mean).square().mean(dim=dims, keepdim=True)
-        return mean, var
+        delta = centered.mean(dim=dims, keepdim=True)
+        var = (centered - delta).square().mean(dim=dims, keepdim=True)
+        return shift + delta, var
     total = torch.broadcast_to(weights, x.shape).sum(dim=dims, keepdim=True)
     safe = torch.where(total > 0, total, torch.ones_like(total))
-    mean = torch.where(total > 0, (weights * x).sum(dim=dims, keepdim=True) / safe, 0.0)
-    var = (weights * (x - mean).square()).sum(dim=dims, keepdim=True)
+    delta = (weights * centered).sum(dim=dims, keepdim=True) / safe
+    var = (weights * (centered - delta).square()).sum(dim=dims, keepdim=True)
     var = torch.where(total > 0, var / safe, 0.0)
-    return mean, var
+    return torch.where(total > 0, shift + delta, 0.0), var
 
 
 def normalize(
