@@ -2,31 +2,178 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import batchnorm
+from batchnorm import cli
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+VARIANTS = ["batchnorm", "renorm", "ghost", "none"]
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "batchnorm", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "batchnorm", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=cwd,
     )
 
 
-def test_demo_trains_and_reports_accuracy():
-    result = run("demo", "--epochs", "2")
+def demo_table(stdout: str) -> dict[str, tuple[float, float, int, float]]:
+    """variant → (final accuracy, best accuracy, epoch of the best, seconds per epoch)."""
+    rows = re.findall(
+        r"^(\w+)\s+([\d.]+)\s+([\d.]+) \((\d+)\)\s+([\d.]+)\s+\S", stdout, re.MULTILINE
+    )
+    return {r[0]: (float(r[1]), float(r[2]), int(r[3]), float(r[4])) for r in rows}
+
+
+def check_png(path: Path) -> None:
+    from matplotlib import image
+
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    pixels = image.imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] > 0 and pixels.shape[1] > 0
+
+
+def check_table(stdout: str, epochs: int) -> dict[str, tuple[float, float, int, float]]:
+    table = demo_table(stdout)
+    assert list(table) == VARIANTS, stdout
+    for final, best, best_epoch, seconds in table.values():
+        assert 0.0 <= final <= best <= 1.0
+        assert 1 <= best_epoch <= epochs
+        assert seconds > 0
+    return table
+
+
+def test_demo_compares_four_variants_and_writes_png(tmp_path):
+    out = tmp_path / "curves.png"
+    result = run("demo", "--epochs", "1", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    rows = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", result.stdout, re.M)
-    assert [int(r[0]) for r in rows] == [1, 2]
-    assert float(rows[-1][3]) > 0.8  # digits is easy: a working BN MLP gets there in 2 epochs
+    table = check_table(result.stdout, epochs=1)
+    assert table["batchnorm"][0] > 0.8  # digits is easy: one epoch of a BN MLP gets there
+    assert "batches of 64" in result.stdout and "ghost batches of 16" in result.stdout
+    assert f"plot: {out}" in result.stdout
+    check_png(out)
+    assert "epoch" in result.stderr  # the progress bars go to stderr
+    assert "it/s" not in result.stdout and "epoch/s" not in result.stdout
 
 
-def test_info_and_bad_arguments():
-    result = run("info")
-    assert result.returncode == 0 and "batchnorm" in result.stdout and "torch" in result.stdout
+def test_demo_small_batch_explains_and_writes_default_plot(tmp_path):
+    result = run("demo", "--small-batch", "--epochs", "1", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    check_table(result.stdout, epochs=1)
+    assert "batches of 4" in result.stdout and "ghost batches of 2" in result.stdout
+    notes = [line for line in result.stdout.splitlines() if line.startswith("--small-batch:")]
+    assert len(notes) == 1 and "renormalization" in notes[0]
+    check_png(tmp_path / cli.DEFAULT_PLOT_NAME)
+    assert "epoch" not in result.stderr  # --no-progress
+
+
+def test_demo_needs_the_extra():
+    code = (
+        "import sys; sys.modules['tqdm'] = None\n"
+        "from batchnorm.cli import main\n"
+        "sys.exit(main(['demo', '--epochs', '1', '--out', 'unused.png']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert "pip install 'batchnorm[demo]'" in result.stderr and "tqdm" in result.stderr
+
+
+def test_info_lists_versions_and_backends():
+    code = (
+        "import sys\n"
+        "from batchnorm.cli import main\n"
+        "main(['info'])\n"
+        "print('imported:', sorted(m for m in ('tensorflow', 'tf_keras', 'onnx', 'onnxruntime',"
+        " 'h5py') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
+    first = result.stdout.splitlines()[0]
+    assert first == f"batchnorm {batchnorm.__version__}"
+    assert re.search(r"^python 3\.\d+", result.stdout, re.MULTILINE)
+    assert f"torch {torch.__version__}" in result.stdout
+    assert lines["C kernels"].split(" ", 1)[0] in ("yes", "no")
+    assert lines["CUDA"].startswith("yes" if torch.cuda.is_available() else "no")
+    distributed = lines["torch.distributed"]
+    assert distributed.startswith("yes" if torch.distributed.is_available() else "no")
+    if torch.distributed.is_available():
+        gloo = "yes" if torch.distributed.is_gloo_available() else "no"
+        assert f"gloo {gloo}" in distributed and "nccl " in distributed and "mpi " in distributed
+    for module in ("tensorflow", "tf_keras", "onnx", "onnxruntime", "h5py"):
+        assert module in lines, result.stdout
+        try:
+            version = importlib.metadata.version(module)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        assert lines[module] == version
+    assert lines["imported"] == "[]"  # found without importing any of them
+
+
+def test_bad_arguments():
     bad = run("demo", "--epochs", "0")
     assert bad.returncode != 0 and "--epochs" in bad.stderr
     assert run("nope").returncode != 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["--epochs", "-1"], "--epochs"),
+        (["--epochs", "two"], "--epochs"),
+        (["--batch-size", "1"], "--batch-size"),
+        (["--batch-size", "6", "--virtual-batch-size", "4"], "--virtual-batch-size"),
+        (["--lr", "0"], "--lr"),
+        (["--out", "curves.jpg"], "--out"),
+    ],
+)
+def test_demo_argument_errors_name_the_option(argv, option, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["demo", *argv])
+    assert exc.value.code == 2
+    assert option in capsys.readouterr().err
+
+
+def test_demo_settings():
+    assert cli.default_virtual_batch_size(64) == 16
+    assert cli.default_virtual_batch_size(4) == 2
+    assert cli.default_virtual_batch_size(7) == 7
+    config = cli.make_config(small_batch=True)
+    assert (config.epochs, config.batch_size, config.virtual_batch_size) == (5, 4, 2)
+    config = cli.make_config(batch_size=30)
+    assert (config.epochs, config.virtual_batch_size) == (10, 10)
+
+
+def test_plot_path(tmp_path):
+    assert cli.resolve_plot_path(None) == Path.cwd() / cli.DEFAULT_PLOT_NAME
+    assert cli.resolve_plot_path(tmp_path) == tmp_path / cli.DEFAULT_PLOT_NAME
+    assert cli.resolve_plot_path(tmp_path / "new") == tmp_path / "new" / cli.DEFAULT_PLOT_NAME
+    assert cli.resolve_plot_path(tmp_path / "a.PNG") == tmp_path / "a.PNG"
+
+
+def test_variants_share_initial_weights():
+    weights = []
+    for variant in cli.demo_variants(cli.make_config()):
+        torch.manual_seed(0)
+        model = cli.make_mlp(variant.norm)
+        weights.append([p for n, p in model.named_parameters() if n in ("0.weight", "6.bias")])
+    for other in weights[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(weights[0], other, strict=True))
 
 
 def table_rows(text: str) -> list[list[str]]:

@@ -32,13 +32,11 @@ DEFAULT_PLOT_NAME = "batchnorm-demo.png"
 RENORM_CLIPPING: dict[str, float] = {"rmax": 3.0, "rmin": 1.0 / 3.0, "dmax": 5.0}
 
 SMALL_BATCH_NOTE = (
-    "--small-batch: batches of 4 (ghost batches of 2). Statistics of 4 examples are noisy, "
-    "so plain batch norm trains on a normalization that differs from the moving averages "
-    "it uses at test time; batch renormalization corrects each batch towards the moving "
-    "averages (y = ((x - mu_B)/sigma_B * r + d) * gamma + beta, r and d clipped), so training "
-    "and inference agree. On digits (10 epochs, seeds 0-4) renorm ended 1 to 2.5 points "
-    "above plain batch norm on every seed; ghost batches of 2 do worst, since normalizing "
-    "two examples maps every feature to about +-1."
+    "--small-batch: batches of 4 give noisy batch statistics, so plain batch norm trains on a "
+    "normalization that its test-time moving averages do not match; batch renormalization "
+    "corrects each batch towards the moving averages and learns faster here (digits, seeds "
+    "0-7: +1.3 points of test accuracy on average after 5 epochs, ahead on every seed; +0.5 "
+    "after 10). Ghost batches of 2 normalize every feature to about +/-1 and do worst."
 )
 
 
@@ -156,21 +154,23 @@ def default_virtual_batch_size(batch_size: int) -> int:
 
 
 def make_config(
-    epochs: int = 10,
+    epochs: int | None = None,
     batch_size: int | None = None,
     virtual_batch_size: int | None = None,
     lr: float | None = None,
     seed: int = 0,
     small_batch: bool = False,
 ) -> DemoConfig:
-    """The demo's settings: batches of 64 (ghost batches of 16), Adam at 1e-2 and
-    momentum 0.9 by default; with ``small_batch``, batches of 4 (ghost batches of 2),
-    Adam at 1e-3 and TensorFlow's momentum 0.99 (300+ steps an epoch). Explicit
-    arguments override these.
+    """The demo's settings: 10 epochs of batches of 64 (ghost batches of 16), Adam at
+    1e-2 and momentum 0.9 by default; with ``small_batch``, 5 epochs of batches of 4
+    (ghost batches of 2), Adam at 1e-3 and TensorFlow's momentum 0.99 (336 steps an
+    epoch). Explicit arguments override these.
 
     Raises ValueError for an epoch count below 1, a batch size below 2 or above the
     1347 training images, or a ghost batch size below 2 that does not divide the batch.
     """
+    if epochs is None:
+        epochs = 5 if small_batch else 10
     if epochs < 1:
         raise ValueError(f"--epochs must be >= 1; received {epochs}")
     if batch_size is None:
@@ -394,7 +394,7 @@ def plot_histories(
 
 
 def demo(
-    epochs: int = 10,
+    epochs: int | None = None,
     batch_size: int | None = None,
     seed: int = 0,
     out: str | Path | None = None,
@@ -403,12 +403,20 @@ def demo(
     lr: float | None = None,
     progress: bool = True,
 ) -> list[History]:
-    """Train the MLP on digits with each of :func:`demo_variants`, print the
+    """Train the MLP on digits with each of ``demo_variants``, print the
     comparison table and the plot's path; returns the histories.
 
-    Settings as in :func:`make_config`; the plot goes where
-    :func:`resolve_plot_path` says. Progress bars (one per variant, over epochs)
-    go to stderr.
+    Settings as in ``make_config``; the plot goes where
+    ``resolve_plot_path`` says. Progress bars (one per variant, over epochs)
+    go to stderr. Training runs on one thread (the model is too small to gain from
+    more, and a busy machine slows several threads down); the setting is restored.
+
+    With ``small_batch`` the table shows what batch renormalization is for. On
+    seeds 0–7, after 5 epochs renorm's final test accuracy was above plain batch
+    norm's on every seed (0.980 against 0.967 on average; no normalization 0.958);
+    after 10 epochs the gap narrows (0.983 against 0.978, renorm ahead on 7 of 8).
+    Ghost batches of 2 reach about 0.90: with two examples, ``(x − μ_B)/σ_B`` is
+    ±1 for every feature whose two values differ by much more than √ε.
     """
     config = make_config(epochs, batch_size, virtual_batch_size, lr, seed, small_batch)
     path = resolve_plot_path(out)
@@ -437,7 +445,12 @@ def demo(
                 iterable, file=sys.stderr, leave=False, dynamic_ncols=True, **kwargs
             )
 
-    histories = [train_variant(v, data, config, bar) for v in demo_variants(config)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        histories = [train_variant(v, data, config, bar) for v in demo_variants(config)]
+    finally:
+        torch.set_num_threads(threads)
     print()
     print(format_table(histories))
     title = (
@@ -511,12 +524,16 @@ def info_lines() -> list[str]:
 
 
 def info() -> None:
-    """Print versions and what this machine offers (see :func:`info_lines`)."""
+    """Print versions and what this machine offers (see ``info_lines``)."""
     print("\n".join(info_lines()))
 
 
 def _build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
-    parser = argparse.ArgumentParser(prog="batchnorm", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="batchnorm",
+        description="batchnorm: TensorFlow's BatchNormalization for PyTorch. Commands: demo "
+        "(compare normalizations on digits), info (versions and backends), bench (benchmarks).",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser(
         "demo",
@@ -527,7 +544,12 @@ def _build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
             "table and write the training curves to a PNG."
         ),
     )
-    p_demo.add_argument("--epochs", type=int, default=10, help="epochs per variant (default 10)")
+    p_demo.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs per variant (default 10, or 5 with --small-batch)",
+    )
     p_demo.add_argument(
         "--batch-size", type=int, default=None, help="default 64, or 4 with --small-batch"
     )
@@ -538,7 +560,10 @@ def _build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         help="ghost batch size, a divisor of the batch size (default 16, or 2 with --small-batch)",
     )
     p_demo.add_argument(
-        "--lr", type=float, default=None, help="Adam learning rate (default 1e-2, or 1e-3)"
+        "--lr",
+        type=float,
+        default=None,
+        help="Adam learning rate (default 1e-2, or 1e-3 with --small-batch)",
     )
     p_demo.add_argument("--seed", type=int, default=0, help="data split, weights and batch order")
     p_demo.add_argument(
