@@ -168,3 +168,19 @@ def test_relative_links_resolve(md: Path) -> None:
         ):
             broken.append(link)
     assert not broken, f"{md.relative_to(ROOT)}: broken links {broken}"
+
+
+def test_every_test_named_in_the_docs_exists() -> None:
+    """docs/reliability.md maps guarantees to tests: each named test must exist."""
+    named = set()
+    for md in MARKDOWN:
+        named |= set(re.findall(r"`(test_\w+\.py)::(test_\w+)`", md.read_text(encoding="utf-8")))
+    assert len(named) >= 30
+    missing = [
+        f"{module}::{name}"
+        for module, name in sorted(named)
+        if not re.search(
+            rf"^def {name}\(", (ROOT / "tests" / module).read_text(encoding="utf-8"), re.M
+        )
+    ]
+    assert not missing, f"tests named in docs/ but not defined: {missing}"

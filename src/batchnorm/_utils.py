@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
 _DTYPE_NAMES: dict[str, torch.dtype] = {
@@ -35,10 +36,15 @@ def as_dtype(value: Any, argument: str = "dtype") -> torch.dtype | None:
                 f"{sorted(_DTYPE_NAMES)}; received {value!r}."
             )
         dtype = _DTYPE_NAMES[name]
+    elif isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
+        name = np.dtype(value).name  # numpy dtypes and scalar types (np.float64, np.int32)
+        if name not in _DTYPE_NAMES:
+            raise ValueError(f"`{argument}` must be a floating dtype; received {name}.")
+        return _DTYPE_NAMES[name]
     else:
-        numpy_name = getattr(value, "name", None)  # numpy dtypes and the like
-        if isinstance(numpy_name, str) and numpy_name in _DTYPE_NAMES:
-            return _DTYPE_NAMES[numpy_name]
+        other_name = getattr(value, "name", None)  # dtypes of other libraries (tf.float32)
+        if isinstance(other_name, str) and other_name in _DTYPE_NAMES:
+            return _DTYPE_NAMES[other_name]
         raise TypeError(
             f"`{argument}` must be a torch.dtype or a dtype name; received {value!r} "
             f"of type {type(value).__name__}."
@@ -98,8 +104,10 @@ def lookup(
         return _find(kind, what, identifier, registry)()
     if isinstance(identifier, Mapping):
         if "class_name" not in identifier:
+            article = "An" if kind[0] in "aeiou" else "A"
             raise ValueError(
-                f"A {kind} config for {what} needs a 'class_name' key; received {identifier!r}."
+                f"{article} {kind} config for {what} needs a 'class_name' key; "
+                f"received {identifier!r}."
             )
         factory = _find(kind, what, str(identifier["class_name"]), registry)
         config = dict(identifier.get("config") or {})

@@ -11,7 +11,7 @@ first, each list in creation order), exposes the Keras weight lists, NumPy
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,13 +107,19 @@ class Layer(GraphAPI, nn.Module):
                 f"{type(self).__name__}() got unexpected keyword argument(s) {unknown}; "
                 f"allowed base-layer keywords are {list(_BASE_KWARGS)}."
             )
-        super().__init__()
         if not isinstance(trainable, (bool, np.bool_)):
             raise TypeError(f"`trainable` must be a bool; received {trainable!r}.")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"`name` must be a string or None; received {name!r}.")
         if name == "":
             raise ValueError("`name` must not be empty.")
+        # every argument is checked before a default name is taken
+        declared_dtype = as_dtype(dtype)
+        activity_regularizer = regularizers_lib.get(
+            activity_regularizer, argument="activity_regularizer"
+        )
+        batch_input_shape = self._batch_shape_from_kwargs(kwargs)
+        super().__init__()
         self._trainable = bool(trainable)
         self._graph = symbolic.get_default_graph()
         self._name = (
@@ -129,17 +135,15 @@ class Layer(GraphAPI, nn.Module):
         self._symbolic_losses: list[symbolic.Loss] = []
         self._partitioned: dict[str, PartitionedVariable] = {}
         self._pending_weights: list[torch.Tensor] | None = None  # loaded on the first build
-        self._declared_dtype = as_dtype(dtype)
-        self.activity_regularizer = regularizers_lib.get(
-            activity_regularizer, argument="activity_regularizer"
-        )
+        self._declared_dtype = declared_dtype
+        self.activity_regularizer = activity_regularizer
         self.built = False
         self._inferred_dtype: torch.dtype | None = None
         self._build_input_shape: tuple[int | None, ...] | None = None
         self._variables: dict[str, _Variable] = {}
         self._callable_losses: list[Callable[[], torch.Tensor]] = []
         self._call_losses: list[torch.Tensor] = []
-        self._batch_input_shape = self._batch_shape_from_kwargs(kwargs)
+        self._batch_input_shape = batch_input_shape
 
     @staticmethod
     def _batch_shape_from_kwargs(kwargs: dict[str, Any]) -> tuple[int | None, ...] | None:
@@ -147,8 +151,13 @@ class Layer(GraphAPI, nn.Module):
             return as_shape(kwargs["batch_input_shape"], "batch_input_shape")
         if "input_shape" in kwargs:
             batch = kwargs.get("batch_size")
-            if batch is not None and (not isinstance(batch, int) or batch < 0):
+            if batch is not None and (
+                not isinstance(batch, (int, np.integer))
+                or isinstance(batch, (bool, np.bool_))
+                or batch < 0
+            ):
                 raise TypeError(f"`batch_size` must be a non-negative int; received {batch!r}.")
+            batch = None if batch is None else int(batch)
             return (batch, *as_shape(kwargs["input_shape"], "input_shape"))
         return None
 
@@ -365,6 +374,12 @@ class Layer(GraphAPI, nn.Module):
         list changes nothing.
         """
         targets = self.weights
+        if isinstance(weights, (str, bytes, Mapping)) or not isinstance(weights, Iterable):
+            raise TypeError(
+                f"Layer {self.name}: `set_weights` expects a list of arrays in `weights` order "
+                f"({', '.join(self.weight_names) or 'none: it is not built'}); received "
+                f"{type(weights).__name__}."
+            )
         weights = list(weights)
         if len(weights) != len(targets):
             raise ValueError(
@@ -375,11 +390,23 @@ class Layer(GraphAPI, nn.Module):
         values = []
         for target, tname, value in zip(targets, self.weight_names, weights, strict=True):
             if isinstance(value, torch.Tensor):
+                if value.device.type == "meta":
+                    raise ValueError(
+                        f"Weight {tname} received a meta tensor, which holds no values."
+                    )
                 array = value.detach().cpu()
                 floating = array.is_floating_point()
             else:
-                array = np.asarray(value)
+                try:
+                    array = np.asarray(value)
+                except (TypeError, ValueError) as exc:
+                    raise TypeError(
+                        f"Weight {tname} must be a floating-point array; received "
+                        f"{type(value).__name__}, which is not an array ({exc})."
+                    ) from exc
                 floating = np.issubdtype(array.dtype, np.floating)
+                if floating and array.dtype not in (np.float16, np.float32, np.float64):
+                    array = array.astype(np.float64)  # e.g. longdouble, which torch lacks
             if not floating:
                 raise TypeError(
                     f"Weight {tname} must be a floating-point array; received dtype {array.dtype}."
@@ -405,18 +432,31 @@ class Layer(GraphAPI, nn.Module):
 
     # ------------------------------------------------------------------ constraints
     def apply_constraints(self) -> None:
-        """Project every constrained variable in place: ``w ← constraint(w)``."""
+        """Project every constrained variable in place: ``w ← constraint(w)``.
+
+        Every constraint runs (and its result is checked) before any variable is
+        written, so a constraint that raises changes nothing."""
         with torch.no_grad():
+            updates = []
             for spec in self._variables.values():
                 if spec.constraint is not None:
                     tensor = getattr(self, spec.name)
                     projected = spec.constraint(tensor)
+                    where = f"The constraint of {self.scope_prefix}{spec.name}"
+                    if not isinstance(projected, torch.Tensor):
+                        raise TypeError(
+                            f"{where} must return a tensor; returned {type(projected).__name__}."
+                        )
                     if tuple(projected.shape) != tuple(tensor.shape):
                         raise ValueError(
-                            f"The constraint of {self.scope_prefix}{spec.name} returned shape "
-                            f"{tuple(projected.shape)}; expected {tuple(tensor.shape)}."
+                            f"{where} returned shape {tuple(projected.shape)}; expected "
+                            f"{tuple(tensor.shape)}."
                         )
-                    tensor.copy_(projected)
+                    if projected.is_complex():
+                        raise TypeError(f"{where} returned complex values ({projected.dtype}).")
+                    updates.append((tensor, projected))
+            for tensor, projected in updates:
+                tensor.copy_(projected)
 
     # ------------------------------------------------------------------ losses
     @property
@@ -528,14 +568,62 @@ class Layer(GraphAPI, nn.Module):
         self._called_eagerly = True
         numpy_in = isinstance(inputs, (np.ndarray, np.generic))
         if numpy_in:
-            inputs = torch.from_numpy(np.ascontiguousarray(inputs))
+            inputs = self._from_numpy(inputs)
         in_mask = getattr(inputs, "_keras_mask", None)
         if in_mask is not None and "mask" not in kwargs and self._accepts("mask"):
             kwargs["mask"] = in_mask  # the previous layer's output mask
-        if not self.built:
+        if self.built:
+            return self._eager_call(inputs, numpy_in, args, kwargs)
+        # A first call that raises leaves the layer unbuilt, as it was.
+        checkpoint = self._checkpoint()
+        try:
             self._build_from(inputs)
+            return self._eager_call(inputs, numpy_in, args, kwargs)
+        except BaseException:
+            self._rollback(checkpoint)
+            raise
+
+    def _from_numpy(self, array: np.ndarray | np.generic) -> torch.Tensor:
+        """A tensor of a NumPy array or scalar (shape kept, also for 0-dim input)."""
+        array = np.asarray(array)
+        try:
+            return torch.from_numpy(np.ascontiguousarray(array).reshape(array.shape))
+        except TypeError as exc:
+            raise TypeError(
+                f"Layer {self.name} expects numeric input; received a NumPy array of dtype "
+                f"{array.dtype}."
+            ) from exc
+
+    def _checkpoint(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The module's attributes and the contents of its containers (variables, hooks,
+        loss lists): what ``_rollback`` restores after a failed first call."""
+        attributes = dict(self.__dict__)
+        contents = {
+            key: copy.copy(value)
+            for key, value in attributes.items()
+            if isinstance(value, (dict, list, set))
+        }
+        return attributes, contents
+
+    def _rollback(self, checkpoint: tuple[dict[str, Any], dict[str, Any]]) -> None:
+        attributes, contents = checkpoint
+        for key, saved in contents.items():  # the same container objects, refilled
+            container = attributes[key]
+            container.clear()
+            if isinstance(container, list):
+                container.extend(saved)
+            else:
+                container.update(saved)
+        self.__dict__.clear()
+        self.__dict__.update(attributes)
+
+    def _eager_call(
+        self, inputs: torch.Tensor, numpy_in: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         if self._call_losses:
             self._call_losses.clear()  # losses of the previous call (``losses`` copies the list)
+        if self.activity_regularizer is not None:
+            saved = {name: b.clone() for name, b in self.named_buffers() if b is not None}
         outputs = super().__call__(inputs, *args, **kwargs)
         if outputs is None:
             raise ValueError(
@@ -544,7 +632,14 @@ class Layer(GraphAPI, nn.Module):
             )
         if self.activity_regularizer is not None:
             batch = outputs.shape[0] if outputs.dim() else 1
-            penalty = self.activity_regularizer(outputs)
+            try:
+                penalty = self.activity_regularizer(outputs)
+            except BaseException:
+                with torch.no_grad():  # undo the call's updates (moving statistics)
+                    for name, buffer in self.named_buffers():
+                        if name in saved:
+                            buffer.copy_(saved[name])
+                raise
             self._call_losses.append(penalty / batch if batch else penalty * 0)
         if numpy_in:
             return outputs.detach().cpu().numpy()

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from . import constraints as constraints_lib
 from . import distributed
@@ -34,7 +35,7 @@ from ._checks import (
     is_bool,
     is_number,
 )
-from ._utils import SIXTEEN_BIT, param_dtype_for, serialize
+from ._utils import SIXTEEN_BIT, as_dtype, param_dtype_for, serialize
 from .layer import Layer, ShapeLike, as_shape
 from .symbolic import Update
 
@@ -51,14 +52,66 @@ _STATISTICS = (
 )
 
 
-class _SqrtInitializer:
-    """``√init(shape)``: how TF seeds ``moving_stddev`` and ``renorm_stddev``."""
+def _fused_problem(
+    renorm: bool,
+    axis: int | list[int],
+    virtual_batch_size: int | None,
+    adjustment: Any,
+    dtype: torch.dtype | None,
+) -> str | None:
+    """Why TF's constructor refuses ``fused=True`` with these arguments (None: it does not)."""
+    if renorm:
+        return "Passing both `fused=True` and `renorm=True` is not supported"
+    axes = [axis] if isinstance(axis, int) else axis
+    if len(axes) > 1 or axes[0] not in _FUSED_RAW_AXES:
+        return (
+            "Passing `fused=True` is only supported when axis is 1 or 3 for input rank = 4 "
+            f"or 1 or 4 for input rank = 5. Got axis {axes}"
+        )
+    if virtual_batch_size is not None:
+        return "Passing `fused=True` is not supported when `virtual_batch_size` is specified."
+    if adjustment is not None:
+        return "Passing `fused=True` is not supported when `adjustment` is specified."
+    if dtype is not None and dtype not in (*SIXTEEN_BIT, torch.float32):
+        return (
+            "Passing `fused=True` is only supported when the compute dtype is float16, "
+            f"bfloat16, or float32. Got dtype: {dtype}"
+        )
+    return None
 
-    def __init__(self, initializer: Callable[..., torch.Tensor]) -> None:
-        self.initializer = initializer
 
-    def __call__(self, shape: Sequence[int], dtype: Any = None) -> torch.Tensor:
-        return torch.sqrt(self.initializer(shape, dtype=dtype))
+def _is_complex(value: Any) -> bool:
+    """Whether a tensor, array, number or nested list holds complex numbers."""
+    if isinstance(value, torch.Tensor):
+        return value.is_complex()
+    try:
+        return bool(np.iscomplexobj(value))
+    except (TypeError, ValueError, RuntimeError):
+        return False  # not convertible: the conversion that follows says so
+
+
+def _initial_value(
+    initializer: Callable[..., Any], shape: tuple[int, ...], dtype: torch.dtype, argument: str
+) -> torch.Tensor:
+    """A fresh tensor from ``initializer(shape, dtype=dtype)``: real numbers of exactly
+    ``shape``, cast to ``dtype`` (TypeError/ValueError naming ``argument`` otherwise)."""
+    raw = initializer(shape, dtype=dtype)
+    try:
+        value = None if _is_complex(raw) else torch.as_tensor(raw, dtype=dtype)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(
+            f"`{argument}` must return a tensor or array of real numbers; returned "
+            f"{type(raw).__name__}."
+        ) from exc
+    if value is None:
+        raise TypeError(f"`{argument}` must return real numbers; returned complex values.")
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(
+            f"`{argument}` returned a value of shape {tuple(value.shape)}; "
+            f"expected shape {tuple(shape)}."
+        )
+    # a copy: a callable that returns the same tensor twice must not alias two variables
+    return value.detach().clone()
 
 
 class BatchNormalization(Layer):
@@ -185,6 +238,23 @@ class BatchNormalization(Layer):
             raise ValueError("`fused=True` is not supported when `synchronized=True`.")
         if synchronized:
             fused = False  # TF: synchronized statistics use the non-fused rules
+        if fused:
+            problem = _fused_problem(
+                renorm, config_axis, virtual_batch_size, adjustment, as_dtype(kwargs.get("dtype"))
+            )
+            if problem is not None:
+                raise ValueError(problem)
+        if process_group is not None and not (
+            dist.is_available() and isinstance(process_group, dist.ProcessGroup)
+        ):
+            raise TypeError(
+                "`process_group` must be None or a torch.distributed.ProcessGroup (e.g. from "
+                f"`torch.distributed.new_group`); received {process_group!r}."
+            )
+        if not isinstance(ghost_grouping, str):
+            raise TypeError(
+                f"`ghost_grouping` must be one of {list(_GROUPINGS)}; received {ghost_grouping!r}."
+            )
         if ghost_grouping not in _GROUPINGS:
             raise ValueError(
                 f"`ghost_grouping` must be one of {list(_GROUPINGS)}; received {ghost_grouping!r}."
@@ -210,9 +280,7 @@ class BatchNormalization(Layer):
         self.process_group = process_group
         self.check_numerics = check_numerics
         self._fused_arg = fused
-        if fused:
-            self._raise_if_fused_cannot_be_used()
-        elif fused is None and not self._fused_can_be_used():
+        if fused is None and not self._fused_can_be_used():
             fused = False
         self.fused: bool | None = fused
         self._axes: list[int] = []
@@ -229,35 +297,23 @@ class BatchNormalization(Layer):
 
     # ------------------------------------------------------------------ fused rules
     def _raise_if_fused_cannot_be_used(self) -> None:
-        if self.renorm:
-            raise ValueError("Passing both `fused=True` and `renorm=True` is not supported")
-        axis = [self.axis] if isinstance(self.axis, int) else self.axis
-        if len(axis) > 1 or axis[0] not in _FUSED_RAW_AXES:
-            raise ValueError(
-                "Passing `fused=True` is only supported when axis is 1 or 3 for input rank = 4 "
-                f"or 1 or 4 for input rank = 5. Got axis {axis}"
-            )
-        if self.virtual_batch_size is not None:
-            raise ValueError(
-                "Passing `fused=True` is not supported when `virtual_batch_size` is specified."
-            )
-        if self.adjustment is not None:
-            raise ValueError(
-                "Passing `fused=True` is not supported when `adjustment` is specified."
-            )
-        dtype = self._declared_dtype
-        if dtype is not None and dtype not in (*SIXTEEN_BIT, torch.float32):
-            raise ValueError(
-                "Passing `fused=True` is only supported when the compute dtype is float16, "
-                f"bfloat16, or float32. Got dtype: {dtype}"
-            )
+        problem = _fused_problem(
+            self.renorm, self.axis, self.virtual_batch_size, self.adjustment, self._declared_dtype
+        )
+        if problem is not None:
+            raise ValueError(problem)
 
     def _fused_can_be_used(self) -> bool:
-        try:
-            self._raise_if_fused_cannot_be_used()
-        except ValueError:
-            return False
-        return True
+        return (
+            _fused_problem(
+                self.renorm,
+                self.axis,
+                self.virtual_batch_size,
+                self.adjustment,
+                self._declared_dtype,
+            )
+            is None
+        )
 
     def _resolve_fused(self, rank: int, axes: list[int], dtype: torch.dtype) -> bool:
         """TF V2's build-time choice; the only difference: fused=None never raises."""
@@ -339,6 +395,7 @@ class BatchNormalization(Layer):
         fused = self._resolve_fused(rank, axes, compute)
         param_shape = self._param_shape(shape, axes)
         dtype = param_dtype_for(compute)
+        values = self._initial_values(param_shape, dtype)  # user code runs before any change
 
         self.fused = fused
         self._bessel = (
@@ -347,39 +404,46 @@ class BatchNormalization(Layer):
         self._axes = axes
         self._input_rank = rank
         self._channel_sizes = {a: int(shape[a]) for a in axes}  # type: ignore[arg-type]
-        for name, wanted, init, reg, cons in (
-            (
-                "gamma",
-                self.scale,
-                self.gamma_initializer,
-                self.gamma_regularizer,
-                self.gamma_constraint,
-            ),
-            (
-                "beta",
-                self.center,
-                self.beta_initializer,
-                self.beta_regularizer,
-                self.beta_constraint,
-            ),
-        ):
-            if wanted:
-                self.add_weight(name, param_shape, dtype, init, reg, True, cons)
-        stddev_init = _SqrtInitializer(self.moving_variance_initializer)
-        statistics = [
-            ("moving_mean", self.moving_mean_initializer),
-            ("moving_variance", self.moving_variance_initializer),
-        ]
-        if self.renorm:
-            statistics += [
-                ("moving_stddev", stddev_init),
-                ("renorm_mean", self.moving_mean_initializer),
-                ("renorm_stddev", stddev_init),
-            ]
-        for name, init in statistics:
-            self.add_weight(name, param_shape, dtype, init, trainable=False)
+        for name, value in values.items():
+            trainable = name in ("gamma", "beta")
+            self.add_weight(
+                name,
+                param_shape,
+                dtype,
+                lambda _shape, dtype=None, value=value: value,
+                getattr(self, f"{name}_regularizer") if trainable else None,
+                trainable,
+                getattr(self, f"{name}_constraint") if trainable else None,
+            )
         self.axis = list(axes)
         super().build(shape)
+
+    def _initial_values(
+        self, shape: tuple[int, ...], dtype: torch.dtype
+    ) -> dict[str, torch.Tensor]:
+        """Every variable's initial value, in TF's creation order (gamma, beta, moving
+        mean and variance, then the renorm statistics); ``moving_stddev`` and
+        ``renorm_stddev`` are ``√moving_variance_initializer(shape)``, as in TF."""
+        specs: list[tuple[str, str, bool]] = []
+        if self.scale:
+            specs.append(("gamma", "gamma_initializer", False))
+        if self.center:
+            specs.append(("beta", "beta_initializer", False))
+        specs += [
+            ("moving_mean", "moving_mean_initializer", False),
+            ("moving_variance", "moving_variance_initializer", False),
+        ]
+        if self.renorm:
+            specs += [
+                ("moving_stddev", "moving_variance_initializer", True),
+                ("renorm_mean", "moving_mean_initializer", False),
+                ("renorm_stddev", "moving_variance_initializer", True),
+            ]
+        values = {}
+        for name, argument, sqrt in specs:
+            value = _initial_value(getattr(self, argument), shape, dtype, argument)
+            values[name] = torch.sqrt(value) if sqrt else value
+        return values
 
     def _param_shape(self, shape: tuple[int | None, ...], axes: list[int]) -> tuple[int, ...]:
         if len(axes) == 1 and self.virtual_batch_size is None:
@@ -459,6 +523,13 @@ class BatchNormalization(Layer):
                     f"`training` must be a Python bool or a 0-dim tensor; received a tensor of "
                     f"shape {tuple(training.shape)}."
                 )
+            if training.is_floating_point() or training.is_complex():
+                raise TypeError(
+                    f"`training` must be a bool (or integer) tensor; received a {training.dtype} "
+                    "tensor."
+                )
+            if training.device.type == "meta":
+                raise ValueError("`training` is a meta tensor, which holds no value.")
             return bool(training)
         if is_bool(training) or isinstance(training, (int, np.integer)):
             return bool(training)
@@ -478,7 +549,12 @@ class BatchNormalization(Layer):
         """Check ``mask`` (input shape without the channel axes) and return float
         weights that broadcast against ``x``."""
         if isinstance(mask, np.ndarray):
-            mask = torch.from_numpy(mask)
+            if mask.dtype.kind not in "biufc":
+                raise TypeError(
+                    f"`mask` must be a boolean tensor or array; received a NumPy array of dtype "
+                    f"{mask.dtype}."
+                )
+            mask = torch.from_numpy(np.ascontiguousarray(mask).reshape(mask.shape))
         if not isinstance(mask, torch.Tensor):
             raise TypeError(
                 f"`mask` must be a boolean tensor or None; received {type(mask).__name__}."
@@ -508,7 +584,15 @@ class BatchNormalization(Layer):
         values = []
         dtype = torch.float32 if x.dtype in SIXTEEN_BIT else x.dtype
         for what, value in zip(("scale", "bias"), result, strict=True):
-            value = torch.as_tensor(value, dtype=dtype, device=x.device)
+            if _is_complex(value):
+                raise TypeError(f"`adjustment` returned a complex {what}; expected real values.")
+            try:
+                value = torch.as_tensor(value, dtype=dtype, device=x.device)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise TypeError(
+                    f"`adjustment` must return real tensors (scale, bias); returned a {what} of "
+                    f"type {type(value).__name__}."
+                ) from exc
             try:
                 fits = torch.broadcast_shapes(value.shape, x.shape) == x.shape
             except RuntimeError:
