@@ -563,6 +563,21 @@ def _composite_backward(ctx, dy, x, gamma, beta, plan, slope, intercept, mean=No
 
 
 # ---------------------------------------------------------------------- entry points
+class _NoGradContext:
+    """Stands in for an autograd context when a pass runs without a graph."""
+
+    @staticmethod
+    def save_for_backward(*tensors: Any) -> None:
+        pass
+
+    @staticmethod
+    def mark_non_differentiable(*tensors: Any) -> None:
+        pass
+
+
+_NO_GRAD = _NoGradContext()
+
+
 def train(
     x: torch.Tensor,
     gamma: torch.Tensor | None,
@@ -585,7 +600,14 @@ def train(
     if lib is not None:
         if moving is not None and _writable(moving, _PARAM_DTYPE[x.dtype]):
             plan.moving = moving
-        y, state = NativeTrainNorm.apply(x, gamma, beta, plan)
+        if torch.is_grad_enabled() and (
+            x.requires_grad
+            or (gamma is not None and gamma.requires_grad)
+            or (beta is not None and beta.requires_grad)
+        ):
+            y, state = NativeTrainNorm.apply(x, gamma, beta, plan)
+        else:  # nothing to differentiate: skip the autograd node
+            y, state = NativeTrainNorm.forward(_NO_GRAD, x, gamma, beta, plan)
         mean, var = state[: geo.channels], state[geo.channels : 2 * geo.channels]
         if geo.channels != geo.params:  # ghost-major: average the ghost batches
             mean = mean.view(-1, geo.params).mean(0)
