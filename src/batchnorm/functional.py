@@ -314,11 +314,7 @@ def train_forward(
         y = _composite_train(
             xs, mean.to(xs.dtype), var.to(xs.dtype), g, b, epsilon, ghost_dim, renorm, adjustment
         )
-        unbiased = var * (n / torch.clamp(n - 1, min=1))
-        pshape = list(param_shape) if param_shape is not None else view
-        stats = BatchStatistics(
-            *(_ghost_mean(t.detach(), ghost_dim).reshape(pshape) for t in (mean, var, unbiased))
-        )
+        stats = _global_statistics(n, mean.detach(), var.detach(), ghost_dim, param_shape, view)
         if moving is not None:
             update_moving(moving, stats, epsilon)
         return y.reshape(shape), stats
@@ -339,11 +335,7 @@ def train_forward(
             adjustment,
             check_numerics,
         )
-        unbiased = var * (n / torch.clamp(n - 1, min=1))
-        pshape = list(param_shape) if param_shape is not None else view
-        stats = BatchStatistics(
-            *(_ghost_mean(t, ghost_dim).reshape(pshape) for t in (mean, var, unbiased))
-        )
+        stats = _global_statistics(n, mean, var, ghost_dim, param_shape, view)
         if moving is not None:
             update_moving(moving, stats, epsilon)
         return y.reshape(shape), stats
@@ -398,6 +390,23 @@ def inference_forward(
         g, b, m, v = (None if t is None else t.reshape(view) for t in (gamma, beta, mean, variance))
         return normalize(x, m, v, b, g, epsilon)
     return _fused.infer(_fused.dense(x), gamma, beta, mean, variance, axes, epsilon)
+
+
+def _global_statistics(
+    n: torch.Tensor,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    ghost_dim: int | None,
+    param_shape: Sequence[int] | None,
+    view: Sequence[int],
+) -> BatchStatistics:
+    """Batch statistics in parameter layout from the global per-channel count, mean
+    and biased variance of a synchronized pass (ghost batches averaged)."""
+    unbiased = var * (n / torch.clamp(n - 1, min=1))
+    pshape = list(param_shape) if param_shape is not None else list(view)
+    return BatchStatistics(
+        *(_ghost_mean(t, ghost_dim).reshape(pshape) for t in (mean, var, unbiased))
+    )
 
 
 def _tracing() -> bool:
