@@ -372,15 +372,22 @@ def _param_grad(
 
 
 # ---------------------------------------------------------------------- PyTorch passes
+def channel_sample(x: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
+    """One value of ``x`` per channel (reduced ``dims`` kept as size 1, detached): the
+    shift ``s`` of the two-pass statistics ``μ = s + mean(x − s)``, whose sums then see
+    the spread of the data rather than its mean (float32 data with mean 1e4 and std 1
+    keeps its precision). Zeros where a reduced dimension is empty."""
+    shift = x.detach()
+    for d in dims:
+        shift = shift.narrow(d, 0, 1) if x.shape[d] else shift.sum(dim=d, keepdim=True)
+    return shift
+
+
 def _stats(x: torch.Tensor, geo: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
     dims = geo.reduce_dims
     if not dims:
         return x.double(), torch.zeros_like(x, dtype=torch.float64)
-    # shifted by one sample per channel: the sums see the spread, not the mean, so
-    # float32 data with a large mean keeps its precision (μ = s + mean(x − s))
-    shift = x
-    for d in dims:
-        shift = shift.narrow(d, 0, 1) if x.shape[d] else shift.sum(dim=d, keepdim=True)
+    shift = channel_sample(x, dims)
     centered = x - shift
     delta = centered.mean(dim=dims, keepdim=True)
     var = (centered - delta).square().mean(dim=dims, keepdim=True)
@@ -563,6 +570,13 @@ def _composite_backward(ctx, dy, x, gamma, beta, plan, slope, intercept, mean=No
 
 
 # ---------------------------------------------------------------------- entry points
+def _needs_grad(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
+    """Whether autograd records this call: grad mode on and some input requires grad."""
+    return torch.is_grad_enabled() and (
+        x.requires_grad or any(p is not None and p.requires_grad for p in params)
+    )
+
+
 class _NoGradContext:
     """Stands in for an autograd context when a pass runs without a graph."""
 
@@ -600,11 +614,7 @@ def train(
     if lib is not None:
         if moving is not None and _writable(moving, _PARAM_DTYPE[x.dtype]):
             plan.moving = moving
-        if torch.is_grad_enabled() and (
-            x.requires_grad
-            or (gamma is not None and gamma.requires_grad)
-            or (beta is not None and beta.requires_grad)
-        ):
+        if _needs_grad(x, gamma, beta):
             y, state = NativeTrainNorm.apply(x, gamma, beta, plan)
         else:  # nothing to differentiate: skip the autograd node
             y, state = NativeTrainNorm.forward(_NO_GRAD, x, gamma, beta, plan)
@@ -647,12 +657,7 @@ def infer(
     """Inference pass with given statistics, all in parameter layout."""
     geo = Geometry.of(x, axes)
     lib = native_library(x, geo)
-    needs_grad = torch.is_grad_enabled() and (
-        x.requires_grad
-        or (gamma is not None and gamma.requires_grad)
-        or (beta is not None and beta.requires_grad)
-    )
-    if lib is not None and not needs_grad:
+    if lib is not None and not _needs_grad(x, gamma, beta):
         pdt = _PARAM_DTYPE[x.dtype]
         m, v, g, b = _vector(mean, pdt), _vector(var, pdt), _vector(gamma, pdt), _vector(beta, pdt)
         y = torch.empty_like(x)
