@@ -92,40 +92,54 @@ class _Exchange:
         return tensor
 
 
+def _count_moments(
+    x: torch.Tensor, dims: Sequence[int], weights: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-channel count, mean and sum of squared deviations ``(n, μ, M2)`` of ``x``
+    over ``dims`` (kept as size 1), in float64 as differentiable torch operations;
+    ``weights`` (a mask) broadcasts against ``x``, zero total weight gives μ = 0."""
+    xd, dims = x.double(), list(dims)
+
+    def total(t: torch.Tensor) -> torch.Tensor:
+        return t.sum(dim=dims, keepdim=True) if dims else t
+
+    if weights is None:
+        count = 1
+        for d in dims:
+            count *= x.shape[d]
+        shape = [1 if d in dims else n for d, n in enumerate(x.shape)]
+        n = torch.full(shape, float(count), dtype=torch.float64, device=x.device)
+        mean = total(xd) / max(count, 1)
+        return n, mean, total((xd - mean).square())
+    w = torch.broadcast_to(weights, x.shape).double()
+    n = total(w)
+    mean = total(w * xd) / torch.clamp(n, min=1)
+    return n, mean, total(w * (xd - mean).square())
+
+
 def _local_moments(
     x: torch.Tensor, geo: _fused.Geometry, weights: torch.Tensor | None, lib: Any
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-channel (n, μ, M2) of this process's data (stat-shaped, float64)."""
-    dims = geo.reduce_dims
+    """Per-channel (n, μ, M2) of this process's data (stat-shaped, float64): the C
+    statistics pass where it applies, else ``_count_moments``."""
     shape = geo.stat_shape
     if x.numel() == 0:
         zero = torch.zeros(shape, dtype=torch.float64, device=x.device)
         return zero, zero.clone(), zero.clone()
-    if weights is None:
-        if lib is not None:
-            mean = torch.empty(geo.channels, dtype=torch.float64)
-            var = torch.empty(geo.channels, dtype=torch.float64)
-            _fused._function(lib, "stats", x.dtype)(
-                x.data_ptr(),
-                geo.native.dims,
-                geo.native.strides,
-                mean.data_ptr(),
-                var.data_ptr(),
-                _native.threads(),
-            )
-            mean, var = mean.reshape(shape), var.reshape(shape)
-        else:
-            xd = x.double()
-            mean = xd.mean(dim=dims, keepdim=True) if dims else xd
-            var = (xd - mean).square().mean(dim=dims, keepdim=True) if dims else xd * 0
-        n = torch.full(shape, float(geo.count), dtype=torch.float64, device=x.device)
-        return n, mean, var * n
-    xd, w = x.double(), torch.broadcast_to(weights, x.shape).double()
-    n = w.sum(dim=dims, keepdim=True) if dims else w
-    safe = torch.where(n > 0, n, torch.ones_like(n))
-    mean = torch.where(n > 0, ((w * xd).sum(dim=dims, keepdim=True) if dims else w * xd) / safe, 0)
-    m2 = (w * (xd - mean).square()).sum(dim=dims, keepdim=True) if dims else w * (xd - mean) ** 2
-    return n, mean, m2
+    if weights is not None or lib is None:
+        return _count_moments(x, geo.reduce_dims, weights)
+    mean = torch.empty(geo.channels, dtype=torch.float64)
+    var = torch.empty(geo.channels, dtype=torch.float64)
+    _fused._function(lib, "stats", x.dtype)(
+        x.data_ptr(),
+        geo.native.dims,
+        geo.native.strides,
+        mean.data_ptr(),
+        var.data_ptr(),
+        _native.threads(),
+    )
+    n = torch.full(shape, float(geo.count), dtype=torch.float64)
+    return n, mean.reshape(shape), var.reshape(shape) * n
 
 
 def _merge(parts: list[torch.Tensor], k: int, shape: Sequence[int]) -> tuple[torch.Tensor, ...]:
@@ -273,19 +287,7 @@ def gathered_moments(
 
     with every process's ``(n_r, μ_r, M2_r)`` computed in float64 around its own mean,
     so large means do not cancel. Results are float64, reduced dims kept."""
-    xd = x.double()
-    if weights is None:
-        count = 1
-        for d in dims:
-            count *= x.shape[d]
-        n = torch.full_like(xd.sum(dim=list(dims), keepdim=True), float(count))
-        mean = xd.sum(dim=list(dims), keepdim=True) / max(count, 1)
-        m2 = (xd - mean).square().sum(dim=list(dims), keepdim=True)
-    else:
-        w = torch.broadcast_to(weights, x.shape).double()
-        n = w.sum(dim=list(dims), keepdim=True)
-        mean = (w * xd).sum(dim=list(dims), keepdim=True) / torch.clamp(n, min=1)
-        m2 = (w * (xd - mean).square()).sum(dim=list(dims), keepdim=True)
+    n, mean, m2 = _count_moments(x, dims, weights)
     stat = mean.shape
     parts = _GatherStats.apply(torch.stack([n, mean, m2]).reshape(-1), group)
     parts = parts.reshape(-1, 3, *stat)
