@@ -363,12 +363,9 @@ def _legacy_groups(root: Any) -> dict[str, list[np.ndarray]]:
     """Layer name → weights (in the file's ``weight_names`` order) of an HDF5 file
     written by Keras 2 (``model.save('m.h5')`` or ``save_weights('w.h5')``)."""
     layers: dict[str, list[np.ndarray]] = {}
-    for name in root.attrs["layer_names"]:
-        name = name.decode() if isinstance(name, bytes) else str(name)
+    for name in _h5_strings(root.attrs["layer_names"]):
         group = root[name]
-        names = [
-            n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs["weight_names"]
-        ]
+        names = _h5_strings(group.attrs["weight_names"])
         if names:
             layers[name] = [np.asarray(group[n]) for n in names]
     return layers
@@ -457,8 +454,13 @@ def load_keras_weights(module: nn.Module, path: str, by_name: bool = True) -> li
     return [layer.name for layer, _ in pairs]
 
 
+def _h5_strings(values: Any) -> list[str]:
+    """An HDF5 string-array attribute (bytes or str entries) as Python strings."""
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
 def _looks_like_bn(group: Any) -> bool:
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs["weight_names"]]
+    names = _h5_strings(group.attrs["weight_names"])
     return any(n.rsplit("/", 1)[-1].startswith("moving_mean") for n in names)
 
 
