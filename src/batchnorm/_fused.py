@@ -159,10 +159,9 @@ def _function(lib: Any, name: str, dtype: torch.dtype) -> Any:
 
 def native_library(x: torch.Tensor, geo: Geometry) -> Any:
     """The C library when it can run this input, else None."""
-    if x.device.type != "cpu" or x.dtype not in _SUFFIX or geo.native is None:
+    if geo.native is None or x.dtype not in _SUFFIX or x.device.type != "cpu":
         return None
-    lib = _native.library()
-    return lib
+    return _native.library()
 
 
 def dense(x: torch.Tensor) -> torch.Tensor:
@@ -215,15 +214,14 @@ def _vector(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
 
 # ---------------------------------------------------------------------- native passes
 class NativeTrainNorm(torch.autograd.Function):
-    """Training-mode normalization in C; returns y and the state vector: per channel the
-    mean, biased variance and 1/√(σ²+ε), then per parameter the slope r·a_s and the
-    intercept d·a_s + a_b."""
+    """Training-mode normalization in C; returns y and the state vector: per parameter
+    the batch mean and biased variance (averaged over ghost batches), the slope r·a_s
+    and the intercept d·a_s + a_b, then per channel the mean and 1/√(σ² + ε)."""
 
     @staticmethod
     def forward(ctx: Any, x, gamma, beta, plan: Plan):  # type: ignore[override]
         geo = plan.geo
         pdt = _PARAM_DTYPE[x.dtype]
-        g, b = _vector(gamma, pdt), _vector(beta, pdt)
         rm = rs = a_s = a_b = None
         rmin, rmax, dmax = -_INF, _INF, _INF
         if plan.renorm is not None:
@@ -235,18 +233,26 @@ class NativeTrainNorm(torch.autograd.Function):
         if plan.adjustment is not None:
             a_s, a_b = (_vector(a, pdt) for a in plan.adjustment)
         mv = plan.moving
-        if mv is not None and mv.stddev is not None:  # the renorm statistics are updated too
-            rm, rs = mv.renorm_mean, mv.renorm_stddev
+        if mv is None:
+            mm = mvar = msd = None
+            momentum = renorm_momentum = 1.0
+            bessel = 0
+        else:
+            mm, mvar, msd = mv.mean.data_ptr(), mv.variance.data_ptr(), _addr(mv.stddev)
+            momentum, renorm_momentum = float(mv.momentum), float(mv.renorm_momentum)
+            bessel = int(mv.unbiased)
+            if msd is not None:  # the renorm statistics are updated too
+                rm, rs = mv.renorm_mean, mv.renorm_stddev
         y = torch.empty_like(x)
-        state = torch.empty(3 * geo.channels + 2 * geo.params, dtype=torch.float64)
+        state = torch.empty(4 * geo.params + 2 * geo.channels, dtype=torch.float64)
         plan.fn("train_forward", x.dtype)(
             x.data_ptr(),
             y.data_ptr(),
             geo.native.dims,
             geo.native.strides,
             geo.params,
-            _addr(g),
-            _addr(b),
+            None if gamma is None else _vector(gamma, pdt).data_ptr(),
+            None if beta is None else _vector(beta, pdt).data_ptr(),
             plan.epsilon,
             _addr(rm),
             _addr(rs),
@@ -256,12 +262,12 @@ class NativeTrainNorm(torch.autograd.Function):
             _addr(a_s),
             _addr(a_b),
             state.data_ptr(),
-            None if mv is None else mv.mean.data_ptr(),
-            None if mv is None else mv.variance.data_ptr(),
-            None if mv is None else _addr(mv.stddev),
-            1.0 if mv is None else float(mv.momentum),
-            1.0 if mv is None else float(mv.renorm_momentum),
-            0 if mv is None else int(mv.unbiased),
+            mm,
+            mvar,
+            msd,
+            momentum,
+            renorm_momentum,
+            bessel,
             _native.threads(),
         )
         ctx.save_for_backward(x, gamma, beta)
@@ -275,9 +281,9 @@ class NativeTrainNorm(torch.autograd.Function):
         plan, state = ctx.plan, ctx.state
         geo = plan.geo
         if torch.is_grad_enabled():  # double backward: differentiate the composite formula
-            k, p = geo.channels, geo.params
-            slope = plan.stat(state[3 * k : 3 * k + p])
-            intercept = plan.stat(state[3 * k + p :])
+            p = geo.params
+            slope = plan.stat(state[2 * p : 3 * p])
+            intercept = plan.stat(state[3 * p : 4 * p])
             return _composite_backward(ctx, dy, x, gamma, beta, plan, slope, intercept)
         dy = like(dy, x)
         pdt = _PARAM_DTYPE[x.dtype]
@@ -600,15 +606,17 @@ def train(
     axes: Sequence[int],
     ghost_dim: int | None,
     moving: Any = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, bool]:
+) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor], int, bool]:
     """Training pass on a (ghost-viewed) dense input; gamma/beta in parameter layout.
 
-    Returns y, the batch mean and biased variance pooled over ghost batches as
-    float64 vectors in parameter order, the number of values per channel of one
-    ghost batch (for Bessel's correction), and whether ``moving`` (a
-    ``functional.MovingStatistics``) was already updated in place."""
-    channel_dims = [*axes] if ghost_dim is None else [ghost_dim, *axes]
-    geo = Geometry.of(x, channel_dims, ghost_dim)
+    Returns y; the batch mean and biased variance pooled over ghost batches in
+    parameter order, either as a pair of float64 vectors or packed as the first
+    2·P entries of one float64 vector (the C pass's state: no per-call slicing when
+    nobody reads them); the number of values per channel of one ghost batch (for
+    Bessel's correction); and whether ``moving`` (a ``functional.MovingStatistics``)
+    was already updated in place."""
+    channel_dims = (*axes,) if ghost_dim is None else (ghost_dim, *axes)
+    geo = _geometry(tuple(x.shape), tuple(x.stride()), channel_dims, ghost_dim)
     lib = native_library(x, geo)
     plan = Plan(geo, lib=lib, **plan_args)
     if lib is not None:
@@ -618,11 +626,7 @@ def train(
             y, state = NativeTrainNorm.apply(x, gamma, beta, plan)
         else:  # nothing to differentiate: skip the autograd node
             y, state = NativeTrainNorm.forward(_NO_GRAD, x, gamma, beta, plan)
-        mean, var = state[: geo.channels], state[geo.channels : 2 * geo.channels]
-        if geo.channels != geo.params:  # ghost-major: average the ghost batches
-            mean = mean.view(-1, geo.params).mean(0)
-            var = var.view(-1, geo.params).mean(0)
-        return y, mean, var, geo.count, plan.moving is not None
+        return y, state, geo.count, plan.moving is not None
     xc = x if x.dtype in (torch.float32, torch.float64) else x.float()
     g = None if gamma is None else plan.stat(gamma)
     b = None if beta is None else plan.stat(beta)
@@ -630,7 +634,7 @@ def train(
     mean, var = state[0], state[1]
     if ghost_dim is not None:
         mean, var = mean.mean(dim=ghost_dim), var.mean(dim=ghost_dim)
-    return y, mean.reshape(-1), var.reshape(-1), geo.count, False
+    return y, (mean.reshape(-1), var.reshape(-1)), geo.count, False
 
 
 def _writable(moving: Any, dtype: torch.dtype) -> bool:

@@ -371,6 +371,34 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
         }                                                                                       \
     } else if (v.I == 1 && v.sc == 1) {                                                         \
         ROW_ITEMS(S)                                                                            \
+        if (nblk == 1) { /* every row of a chunk in one block: exact two-pass, no merge */      \
+            _Pragma("omp parallel num_threads(nt)")                                             \
+            {                                                                                   \
+                T bs[BUF], bq[BUF], xb[BUF], fb[BUF];                                           \
+                _Pragma("omp for schedule(static)")                                             \
+                for (i64 it = 0; it < items; ++it) {                                            \
+                    ITEM_RANGE                                                                  \
+                    const T *restrict first = ROW(x + g * v.sg + c0, cn, fb);                   \
+                    for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bq[c] = 0; }                      \
+                    ROWS_BEGIN(seg0, seg1)                                                      \
+                        const T *restrict pv = ROW(x + ROW_OFFSET + c0, cn, xb);                \
+                        for (i64 c = 0; c < cn; ++c) bs[c] += pv[c] - first[c];                 \
+                    ROWS_END                                                                    \
+                    const T inv_n = (T)1 / (T)(seg1 - seg0);                                    \
+                    for (i64 c = 0; c < cn; ++c) bs[c] = first[c] + bs[c] * inv_n;              \
+                    ROWS_BEGIN(seg0, seg1)                                                      \
+                        const T *restrict pv = ROW(x + ROW_OFFSET + c0, cn, xb);                \
+                        for (i64 c = 0; c < cn; ++c) { T d = pv[c] - bs[c]; bq[c] += d * d; }   \
+                    ROWS_END                                                                    \
+                    double *om = mean + g * v.C + c0, *ov = var + g * v.C + c0;                 \
+                    for (i64 c = 0; c < cn; ++c) {                                              \
+                        om[c] = (double)bs[c];                                                  \
+                        ov[c] = (double)bq[c] / (double)(seg1 - seg0);                                  \
+                    }                                                                           \
+                }                                                                               \
+            }                                                                                   \
+            return;                                                                             \
+        }                                                                                       \
         parts = (int)nseg;                                                                      \
         acc = scratch_zero(0, (size_t)(3 * parts * K) * sizeof(double));                        \
         _Pragma("omp parallel num_threads(nt)")                                                 \
@@ -501,6 +529,29 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
     int parts = nt;                                                                             \
     if (v.I == 1 && v.sc == 1) {                                                                \
         ROW_ITEMS(S)                                                                            \
+        if (nblk == 1) { /* every row of a chunk in one block: write the sums directly */       \
+            _Pragma("omp parallel num_threads(nt)")                                             \
+            {                                                                                   \
+                T bs[BUF], bp[BUF], xb[BUF], db[BUF];                                           \
+                _Pragma("omp for schedule(static)")                                             \
+                for (i64 it = 0; it < items; ++it) {                                            \
+                    ITEM_RANGE                                                                  \
+                    const T *restrict mu = mean + g * v.C + c0;                                 \
+                    for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bp[c] = 0; }                      \
+                    ROWS_BEGIN(seg0, seg1)                                                      \
+                        const T *restrict dv = ROW(dy + ROW_OFFSET + c0, cn, db);               \
+                        const T *restrict pv = ROW(x + ROW_OFFSET + c0, cn, xb);                \
+                        for (i64 c = 0; c < cn; ++c) {                                          \
+                            bs[c] += dv[c];                                                     \
+                            bp[c] += dv[c] * (pv[c] - mu[c]);                                   \
+                        }                                                                       \
+                    ROWS_END                                                                    \
+                    double *os = sum_dy + g * v.C + c0, *op = sum_dyxc + g * v.C + c0;          \
+                    for (i64 c = 0; c < cn; ++c) { os[c] = (double)bs[c]; op[c] = (double)bp[c]; }\
+                }                                                                               \
+            }                                                                                   \
+            return;                                                                             \
+        }                                                                                       \
         parts = (int)nseg;                                                                      \
         acc = scratch_zero(1, (size_t)(2 * parts * K) * sizeof(double));                        \
         _Pragma("omp parallel num_threads(nt)")                                                 \
@@ -631,11 +682,14 @@ static void dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, const T *mean,
 }
 
 /*
- * Whole passes. T is also the parameter type. `state` holds 3K + 2P doubles: per channel
- * k the mean, the biased variance and inv = 1/sqrt(var + eps); per parameter p the
- * slope = r·a_s and intercept = d·a_s + a_b (the training forward writes it; the
- * backward reads it).
+ * Whole passes. T is also the parameter type. `state` holds 4P + 2K doubles: per
+ * parameter p the batch mean and biased variance averaged over ghost batches (what the
+ * moving averages receive), the slope = r·a_s and the intercept = d·a_s + a_b; then per
+ * channel k the mean and inv = 1/sqrt(var + eps). The training forward writes it; the
+ * backward reads it. Per-channel loops run in parallel when there are many channels
+ * (ghost batches of a wide layer: 32 ghost batches × 1024 channels).
  */
+#define PAR_CHANNELS 8192
 #define DEFINE_PASSES(S, T, SUFFIX)                                                             \
                                                                                                 \
 int bn_train_forward_##SUFFIX(                                                                  \
@@ -647,24 +701,23 @@ int bn_train_forward_##SUFFIX(                                                  
     const view_t v = make_view(dims, strides);                                                  \
     const int nt = thread_count(threads);                                                       \
     const i64 K = v.G * v.C, groups = K / P;                                                    \
-    double *mean = state, *var = state + K, *inv = state + 2 * K;                               \
-    double *slope = state + 3 * K, *intercept = state + 3 * K + P;                              \
-    stats_##SUFFIX(x, v, mean, var, nt);                                                        \
-    double *pooled = scratch(3, (size_t)(2 * P) * sizeof(double)); /* ghost-averaged μ, σ² */   \
-    for (i64 p = 0; p < P; ++p) {                                                               \
-        double mu = 0, vr = 0;                                                                  \
-        for (i64 gg = 0; gg < groups; ++gg) { mu += mean[gg * P + p]; vr += var[gg * P + p]; }  \
-        pooled[p] = mu / (double)groups;                                                        \
-        pooled[P + p] = vr / (double)groups;                                                    \
-    }                                                                                           \
-    for (i64 k = 0; k < K; ++k) inv[k] = 1.0 / sqrt(var[k] + eps);                             \
+    const int par = K >= PAR_CHANNELS ? nt : 1;                                                 \
+    double *pm = state, *pv = state + P, *slope = state + 2 * P, *intercept = state + 3 * P;    \
+    double *mean = state + 4 * P, *inv = state + 4 * P + K;                                     \
+    stats_##SUFFIX(x, v, mean, inv, nt); /* inv holds the variance until below */               \
+    for (i64 p = 0; p < P; ++p) { pm[p] = 0; pv[p] = 0; }                                       \
+    for (i64 gg = 0, k = 0; gg < groups; ++gg)                                                  \
+        for (i64 p = 0; p < P; ++p, ++k) { pm[p] += mean[k]; pv[p] += inv[k]; }                 \
+    for (i64 p = 0; p < P; ++p) { pm[p] /= (double)groups; pv[p] /= (double)groups; }           \
+    _Pragma("omp parallel for num_threads(par) schedule(static)")                               \
+    for (i64 k = 0; k < K; ++k) inv[k] = 1.0 / sqrt(inv[k] + eps);                              \
     for (i64 p = 0; p < P; ++p) {                                                               \
         slope[p] = adj_scale != NULL ? (double)adj_scale[p] : 1.0;                              \
         intercept[p] = adj_bias != NULL ? (double)adj_bias[p] : 0.0;                            \
     }                                                                                           \
     if (renorm_mean != NULL) { /* r, d from the ghost-averaged statistics */                    \
         for (i64 p = 0; p < P; ++p) {                                                           \
-            const double mu = pooled[p], vr = pooled[P + p];                                    \
+            const double mu = pm[p], vr = pv[p];                                                \
             double denom = (double)renorm_stddev[p];                                            \
             if (!(denom >= sqrt(eps))) denom = isnan(denom) ? denom : sqrt(eps);                \
             double r = sqrt(vr + eps) / denom;                                                  \
@@ -679,12 +732,19 @@ int bn_train_forward_##SUFFIX(                                                  
     }                                                                                           \
     T *coef = scratch(2, (size_t)(3 * K) * sizeof(T));                                          \
     T *cm = coef, *cs = coef + K, *co = coef + 2 * K;                                           \
-    FOR_KP {                                                                                    \
+    double *gs = scratch(3, (size_t)(2 * P) * sizeof(double)), *go = gs + P;                    \
+    for (i64 p = 0; p < P; ++p) {                                                               \
         const double g = gamma ? (double)gamma[p] : 1.0;                                        \
-        const double bb = beta ? (double)beta[p] : 0.0;                                         \
-        cm[k] = (T)mean[k];                                                                     \
-        cs[k] = (T)(inv[k] * slope[p] * g);                                                     \
-        co[k] = (T)(intercept[p] * g + bb);                                                     \
+        gs[p] = slope[p] * g;                                                                   \
+        go[p] = intercept[p] * g + (beta ? (double)beta[p] : 0.0);                              \
+    }                                                                                           \
+    _Pragma("omp parallel for num_threads(par) schedule(static)")                               \
+    for (i64 gg = 0; gg < groups; ++gg) {                                                       \
+        for (i64 p = 0, k = gg * P; p < P; ++p, ++k) {                                          \
+            cm[k] = (T)mean[k];                                                                 \
+            cs[k] = (T)(inv[k] * gs[p]);                                                        \
+            co[k] = (T)go[p];                                                                   \
+        }                                                                                       \
     }                                                                                           \
     affine_##SUFFIX(x, y, v, cm, cs, co, nt);                                                   \
     if (moving_mean != NULL) { /* TF's moving averages: m <- m - (m - value)(1 - momentum) */   \
@@ -692,8 +752,8 @@ int bn_train_forward_##SUFFIX(                                                  
         const double n = (double)(v.A * v.M * v.I);                                             \
         const double factor = bessel ? n / (n > 1 ? n - 1 : 1) : 1.0;                           \
         for (i64 p = 0; p < P; ++p) {                                                           \
-            const double mu = pooled[p], vr = pooled[P + p], value = vr * factor;               \
-            moving_mean[p] = (T)((double)moving_mean[p] - ((double)moving_mean[p] - mu) * decay); \
+            const double mu = pm[p], vr = pv[p], value = vr * factor;                           \
+            moving_mean[p] = (T)((double)moving_mean[p] - ((double)moving_mean[p] - mu) * decay);\
             if (moving_stddev != NULL) { /* renorm: variance derived from the stddev */         \
                 const double sd = (double)moving_stddev[p];                                     \
                 moving_stddev[p] = (T)(sd - (sd - sqrt(value + eps)) * decay);                  \
@@ -703,7 +763,7 @@ int bn_train_forward_##SUFFIX(                                                  
                 renorm_mean[p] = (T)(rm - (rm - mu) * rdecay);                                  \
                 renorm_stddev[p] = (T)(rs - (rs - sqrt(vr + eps)) * rdecay);                    \
             } else {                                                                            \
-                moving_var[p] = (T)((double)moving_var[p] - ((double)moving_var[p] - value) * decay); \
+                moving_var[p] = (T)((double)moving_var[p] - ((double)moving_var[p] - value) * decay);\
             }                                                                                   \
         }                                                                                       \
     }                                                                                           \
@@ -715,34 +775,40 @@ int bn_train_backward_##SUFFIX(                                                 
     const T *gamma, const double *state, T *dgamma, T *dbeta, int threads) {                    \
     const view_t v = make_view(dims, strides);                                                  \
     const int nt = thread_count(threads);                                                       \
-    const i64 K = v.G * v.C;                                                                    \
+    const i64 K = v.G * v.C, groups = K / P;                                                    \
+    const int par = K >= PAR_CHANNELS ? nt : 1;                                                 \
     const double n = (double)(v.A * v.M * v.I);                                                 \
-    const double *mean = state, *inv = state + 2 * K;                                           \
-    const double *slope = state + 3 * K, *intercept = state + 3 * K + P;                        \
-    double *sums = scratch(3, (size_t)(2 * K) * sizeof(double));                                \
-    double *sdy = sums, *sdx = sums + K;                                                        \
+    const double *slope = state + 2 * P, *intercept = state + 3 * P;                            \
+    const double *mean = state + 4 * P, *inv = state + 4 * P + K;                               \
+    double *sums = scratch(3, (size_t)(2 * K + P) * sizeof(double));                            \
+    double *sdy = sums, *sdx = sums + K, *gs = sums + 2 * K;                                    \
     T *coef = scratch(2, (size_t)(4 * K) * sizeof(T));                                          \
     T *cm = coef, *c1 = coef + K, *c2 = coef + 2 * K, *c3 = coef + 3 * K;                       \
+    _Pragma("omp parallel for num_threads(par) schedule(static)")                               \
     for (i64 k = 0; k < K; ++k) cm[k] = (T)mean[k];                                             \
     reduce_##SUFFIX(dy, x, v, cm, sdy, sdx, nt);                                                \
     if (dx != NULL) {                                                                           \
-        FOR_KP {                                                                                \
-            const double g = gamma ? (double)gamma[p] : 1.0;                                    \
-            c1[k] = (T)(sdy[k] / n);                                                            \
-            c2[k] = (T)(inv[k] * inv[k] * sdx[k] / n);                                          \
-            c3[k] = (T)(inv[k] * slope[p] * g);                                                 \
+        for (i64 p = 0; p < P; ++p) gs[p] = slope[p] * (gamma ? (double)gamma[p] : 1.0);        \
+        _Pragma("omp parallel for num_threads(par) schedule(static)")                           \
+        for (i64 gg = 0; gg < groups; ++gg) {                                                   \
+            for (i64 p = 0, k = gg * P; p < P; ++p, ++k) {                                      \
+                c1[k] = (T)(sdy[k] / n);                                                        \
+                c2[k] = (T)(inv[k] * inv[k] * sdx[k] / n);                                      \
+                c3[k] = (T)(inv[k] * gs[p]);                                                    \
+            }                                                                                   \
         }                                                                                       \
         dx_##SUFFIX(dy, x, dx, v, cm, c1, c2, c3, nt);                                          \
     }                                                                                           \
     if (dgamma != NULL || dbeta != NULL) { /* summed over ghost batches in double */            \
-        double *acc = scratch_zero(4, (size_t)(2 * P) * sizeof(double));                        \
-        FOR_KP {                                                                                \
-            acc[p] += slope[p] * inv[k] * sdx[k] + intercept[p] * sdy[k];                       \
-            acc[P + p] += sdy[k];                                                               \
-        }                                                                                       \
+        _Pragma("omp parallel for num_threads(par) schedule(static)")                           \
         for (i64 p = 0; p < P; ++p) {                                                           \
-            if (dgamma) dgamma[p] = (T)acc[p];                                                  \
-            if (dbeta) dbeta[p] = (T)acc[P + p];                                                \
+            double ag = 0, ab = 0;                                                              \
+            for (i64 gg = 0, k = p; gg < groups; ++gg, k += P) {                                \
+                ag += slope[p] * inv[k] * sdx[k] + intercept[p] * sdy[k];                       \
+                ab += sdy[k];                                                                   \
+            }                                                                                   \
+            if (dgamma) dgamma[p] = (T)ag;                                                      \
+            if (dbeta) dbeta[p] = (T)ab;                                                        \
         }                                                                                       \
     }                                                                                           \
     return 0;                                                                                   \
@@ -834,4 +900,4 @@ DEFINE_PASSES(uint16_t, float, f16)
 DEFINE_EXPORTS(uint16_t, float, f16)
 
 /* Version of this interface: the loader refuses a library with another one. */
-int bn_abi_version(void) { return 7; }
+int bn_abi_version(void) { return 8; }

@@ -19,6 +19,7 @@ Moving statistics follow TensorFlow's update ``m ← m − (m − v)·(1 − mom
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -187,20 +188,46 @@ class BatchStatistics:
     and ``unbiased_variance`` the variance with Bessel's factor ``n/max(n − 1, 1)``
     applied per ghost batch before averaging (``n``: values, or summed mask
     weights, per channel and ghost batch); it is computed on first use when only
-    the common factor is given.
+    the common factor is given. ``packed`` (a float64 vector whose first ``2·P``
+    entries are the mean and the variance, reshaped to ``shape`` on first use)
+    stands in for both when the values come from the C pass.
     """
 
     def __init__(
         self,
-        mean: torch.Tensor,
-        variance: torch.Tensor,
+        mean: torch.Tensor | None,
+        variance: torch.Tensor | None,
         unbiased_variance: torch.Tensor | None = None,
         bessel_factor: float = 1.0,
+        *,
+        packed: torch.Tensor | None = None,
+        shape: Sequence[int] | None = None,
     ) -> None:
-        self.mean = mean
-        self.variance = variance
+        self._mean = mean
+        self._variance = variance
         self._unbiased = unbiased_variance
         self._factor = bessel_factor
+        self._packed = packed
+        self._shape = shape
+
+    def _unpack(self) -> None:
+        shape = list(self._shape)
+        params = math.prod(shape)
+        self._mean = self._packed[:params].view(shape)
+        self._variance = self._packed[params : 2 * params].view(shape)
+        self._packed = None
+
+    @property
+    def mean(self) -> torch.Tensor:
+        if self._mean is None:
+            self._unpack()
+        return self._mean
+
+    @property
+    def variance(self) -> torch.Tensor:
+        if self._variance is None:
+            self._unpack()
+        return self._variance
 
     @property
     def unbiased_variance(self) -> torch.Tensor:
@@ -282,6 +309,38 @@ def train_forward(
     weights = mask
     ghost_dim = None
     compiling = _tracing()
+    if group is None and weights is None and not compiling:  # the fast passes, if they fit
+        xg = x
+        if virtual_batch_size is not None:
+            xg, ghost_dim = ghost_batches(x, virtual_batch_size, grouping)
+            axes = [a + 1 for a in axes]
+        fits = adjustment is None
+        if not fits:
+            channel_dims = axes if ghost_dim is None else [*axes, ghost_dim]
+            fits = _per_channel(adjustment, reduction_dims(xg.dim(), channel_dims), xg.dim())
+        if fits:
+            if adjustment is not None:
+                view = [n if d in axes else 1 for d, n in enumerate(xg.shape)]
+                adjustment = tuple(torch.broadcast_to(a, view) for a in adjustment)
+            plan_args = {"epsilon": epsilon, "renorm": renorm, "adjustment": adjustment}
+            y, pair, n, updated = _fused.train(
+                _fused.dense(xg), gamma, beta, plan_args, axes, ghost_dim, moving
+            )
+            if param_shape is None:
+                param_shape = [size if d in axes else 1 for d, size in enumerate(xg.shape)]
+            factor = n / max(n - 1, 1)
+            if isinstance(pair, tuple):
+                stats = BatchStatistics(
+                    pair[0].view(param_shape), pair[1].view(param_shape), None, factor
+                )
+            else:
+                stats = BatchStatistics(None, None, None, factor, packed=pair, shape=param_shape)
+            if moving is not None and not updated:
+                update_moving(moving, stats, epsilon)
+            return (y if y.shape == shape else y.reshape(shape)), stats
+        if ghost_dim is not None:  # undo: the general code below makes its own view
+            ghost_dim = None
+            axes = [a - 1 for a in axes]
     if group is not None and not compiling:  # host-side decisions; see distributed.py
         from .distributed import check_batches
 
@@ -332,18 +391,6 @@ def train_forward(
         if moving is not None:
             update_moving(moving, stats, epsilon)
         return y.reshape(shape), stats
-    if weights is None and _per_channel(adjustment, dims, x.dim()) and not compiling:
-        if adjustment is not None:
-            adjustment = tuple(torch.broadcast_to(a, view) for a in adjustment)
-        plan_args = {"epsilon": epsilon, "renorm": renorm, "adjustment": adjustment}
-        y, mean, var, n, updated = _fused.train(
-            _fused.dense(x), gamma, beta, plan_args, axes, ghost_dim, moving
-        )
-        pshape = list(param_shape) if param_shape is not None else view
-        stats = BatchStatistics(mean.view(pshape), var.view(pshape), None, n / max(n - 1, 1))
-        if moving is not None and not updated:
-            update_moving(moving, stats, epsilon)
-        return (y if y.shape == shape else y.reshape(shape)), stats
     x = x if x.dtype in (torch.float32, torch.float64) else x.float()
     mean, var = moments(x, dims, weights)
     g, b = (None if t is None else t.reshape(view) for t in (gamma, beta))
