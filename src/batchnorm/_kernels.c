@@ -270,7 +270,7 @@ static inline void f16_flush(uint16_t *restrict q, const float *restrict buf, i6
  * layouts), ROW(p, n, buf) -> const T* of n values, OUT(q, buf) -> where to compute a
  * row, FLUSH(q, buf, n) -> store it.
  */
-#define DEFINE_PRIMITIVES(S, T, SUFFIX, LD, ST, ROW, OUT, FLUSH)                                \
+#define DEFINE_PRIMITIVES(S, T, SUFFIX, LD, ST, ROW, OUT, FLUSH, SQRT)                                \
                                                                                                 \
 /* mean and biased variance per channel (K = G*C outputs, double) */                            \
 static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int nt) {           \
@@ -464,6 +464,71 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
         mean[k] = n > 0 ? acc[K + k] : 0.0;                                                     \
         var[k] = n > 0 ? acc[2 * K + k] / n : 0.0;                                              \
     }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* Row mode with every row of a channel chunk in one cache block (ghost batches of a wide       \
+   layer): statistics, per-channel coefficients and the output in one sweep while the rows      \
+   are in cache. out = (x − μ[k])·inv[k]·gs[p] + go[p], k = g·C + c, p = k mod P; writes        \
+   mean[k], inv[k] = 1/√(σ²[k] + ε), and adds Σ_g μ and Σ_g σ² into pm/pv (per thread           \
+   partials in thread order). Returns 0 (nothing done) when the layout does not fit. */         \
+static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps,               \
+                                 const double *gs, const double *go, double *mean,              \
+                                 double *inv, double *pm, double *pv, int nt) {                 \
+    if (!(v.I == 1 && v.sc == 1)) return 0;                                                     \
+    ROW_ITEMS(S)                                                                                \
+    if (nblk != 1) return 0;                                                                    \
+    double *part = scratch_zero(0, (size_t)(2 * nt * P) * sizeof(double));                      \
+    _Pragma("omp parallel num_threads(nt)")                                                     \
+    {                                                                                           \
+        T bs[BUF], bq[BUF], xb[BUF], fb[BUF], cs[BUF], co[BUF], yb[BUF];                        \
+        double dv[BUF], di[BUF];                                                                \
+        double *tm = part + 2 * thread_id() * P, *tv = tm + P;                                  \
+        _Pragma("omp for schedule(static)")                                                     \
+        for (i64 it = 0; it < items; ++it) {                                                    \
+            ITEM_RANGE                                                                          \
+            const i64 k0 = g * v.C + c0;                                                        \
+            const T *restrict first = ROW(x + g * v.sg + c0, cn, fb);                           \
+            for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bq[c] = 0; }                              \
+            ROWS_BEGIN(seg0, seg1)                                                              \
+                const T *restrict pv_ = ROW(x + ROW_OFFSET + c0, cn, xb);                       \
+                for (i64 c = 0; c < cn; ++c) bs[c] += pv_[c] - first[c];                        \
+            ROWS_END                                                                            \
+            const T inv_n = (T)1 / (T)(seg1 - seg0);                                            \
+            for (i64 c = 0; c < cn; ++c) bs[c] = first[c] + bs[c] * inv_n;                      \
+            ROWS_BEGIN(seg0, seg1)                                                              \
+                const T *restrict pv_ = ROW(x + ROW_OFFSET + c0, cn, xb);                       \
+                for (i64 c = 0; c < cn; ++c) { T d = pv_[c] - bs[c]; bq[c] += d * d; }          \
+            ROWS_END                                                                            \
+            const double inv_cnt = 1.0 / (double)(seg1 - seg0);                                           \
+            for (i64 c = 0; c < cn; ++c) { /* vectorized; 1/√ in T like TensorFlow */            \
+                const double vr = (double)bq[c] * inv_cnt;                                          \
+                dv[c] = vr;                                                                     \
+                di[c] = (double)((T)1 / SQRT((T)vr + (T)eps));                                                   \
+                mean[k0 + c] = (double)bs[c];                                                   \
+                inv[k0 + c] = di[c];                                                            \
+            }                                                                                   \
+            for (i64 c = 0, p = k0 % P; c < cn; p = 0) { /* runs of consecutive parameters */   \
+                const i64 len = cn - c < P - p ? cn - c : P - p;                                \
+                for (i64 j = 0; j < len; ++j) {                                                 \
+                    tm[p + j] += (double)bs[c + j];                                             \
+                    tv[p + j] += dv[c + j];                                                     \
+                    cs[c + j] = (T)(di[c + j] * gs[p + j]);                                     \
+                    co[c + j] = (T)go[p + j];                                                   \
+                }                                                                               \
+                c += len;                                                                       \
+            }                                                                                   \
+            ROWS_BEGIN(seg0, seg1)                                                              \
+                const T *restrict pv_ = ROW(x + ROW_OFFSET + c0, cn, xb);                       \
+                T *restrict qv = OUT(out + ROW_OFFSET + c0, yb);                                \
+                for (i64 c = 0; c < cn; ++c) qv[c] = (pv_[c] - bs[c]) * cs[c] + co[c];          \
+                FLUSH(out + ROW_OFFSET + c0, yb, cn);                                           \
+            ROWS_END                                                                            \
+        }                                                                                       \
+    }                                                                                           \
+    for (i64 p = 0; p < P; ++p) { pm[p] = 0; pv[p] = 0; }                                       \
+    for (int t = 0; t < nt; ++t)                                                                \
+        for (i64 p = 0; p < P; ++p) { pm[p] += part[2 * t * P + p]; pv[p] += part[(2 * t + 1) * P + p]; }\
+    return 1;                                                                                   \
 }                                                                                               \
                                                                                                 \
 /* out = (x - mean[k]) * scale[k] + shift[k]; out has x's strides */                            \
@@ -704,6 +769,20 @@ int bn_train_forward_##SUFFIX(                                                  
     const int par = K >= PAR_CHANNELS ? nt : 1;                                                 \
     double *pm = state, *pv = state + P, *slope = state + 2 * P, *intercept = state + 3 * P;    \
     double *mean = state + 4 * P, *inv = state + 4 * P + K;                                     \
+    if (renorm_mean == NULL) { /* slope and intercept known up front: maybe one sweep */        \
+        double *gs = scratch(3, (size_t)(2 * P) * sizeof(double)), *go = gs + P;                \
+        for (i64 p = 0; p < P; ++p) {                                                           \
+            const double g = gamma ? (double)gamma[p] : 1.0;                                    \
+            slope[p] = adj_scale != NULL ? (double)adj_scale[p] : 1.0;                          \
+            intercept[p] = adj_bias != NULL ? (double)adj_bias[p] : 0.0;                        \
+            gs[p] = slope[p] * g;                                                               \
+            go[p] = intercept[p] * g + (beta ? (double)beta[p] : 0.0);                          \
+        }                                                                                       \
+        if (stats_affine_##SUFFIX(x, y, v, P, eps, gs, go, mean, inv, pm, pv, nt)) {            \
+            for (i64 p = 0; p < P; ++p) { pm[p] /= (double)groups; pv[p] /= (double)groups; }   \
+            goto moving;                                                                        \
+        }                                                                                       \
+    }                                                                                           \
     stats_##SUFFIX(x, v, mean, inv, nt); /* inv holds the variance until below */               \
     for (i64 p = 0; p < P; ++p) { pm[p] = 0; pv[p] = 0; }                                       \
     for (i64 gg = 0, k = 0; gg < groups; ++gg)                                                  \
@@ -747,6 +826,7 @@ int bn_train_forward_##SUFFIX(                                                  
         }                                                                                       \
     }                                                                                           \
     affine_##SUFFIX(x, y, v, cm, cs, co, nt);                                                   \
+moving:                                                                                         \
     if (moving_mean != NULL) { /* TF's moving averages: m <- m - (m - value)(1 - momentum) */   \
         const double decay = 1.0 - momentum, rdecay = 1.0 - renorm_momentum;                    \
         const double n = (double)(v.A * v.M * v.I);                                             \
@@ -886,16 +966,16 @@ int bn_dx_##SUFFIX(const S *dy, const S *x, S *dx, const i64 *dims, const i64 *s
     return 0;                                                                                   \
 }
 
-DEFINE_PRIMITIVES(float, float, f32, ID, ID, ROW_IN_PLACE, OUT_IN_PLACE, FLUSH_NONE)
+DEFINE_PRIMITIVES(float, float, f32, ID, ID, ROW_IN_PLACE, OUT_IN_PLACE, FLUSH_NONE, sqrtf)
 DEFINE_PASSES(float, float, f32)
 DEFINE_EXPORTS(float, float, f32)
-DEFINE_PRIMITIVES(double, double, f64, ID, ID, ROW_IN_PLACE, OUT_IN_PLACE, FLUSH_NONE)
+DEFINE_PRIMITIVES(double, double, f64, ID, ID, ROW_IN_PLACE, OUT_IN_PLACE, FLUSH_NONE, sqrt)
 DEFINE_PASSES(double, double, f64)
 DEFINE_EXPORTS(double, double, f64)
-DEFINE_PRIMITIVES(uint16_t, float, bf16, bf16_load, bf16_store, bf16_row, OUT_BUFFER, bf16_flush)
+DEFINE_PRIMITIVES(uint16_t, float, bf16, bf16_load, bf16_store, bf16_row, OUT_BUFFER, bf16_flush, sqrtf)
 DEFINE_PASSES(uint16_t, float, bf16)
 DEFINE_EXPORTS(uint16_t, float, bf16)
-DEFINE_PRIMITIVES(uint16_t, float, f16, f16_load, f16_store, f16_row, OUT_BUFFER, f16_flush)
+DEFINE_PRIMITIVES(uint16_t, float, f16, f16_load, f16_store, f16_row, OUT_BUFFER, f16_flush, sqrtf)
 DEFINE_PASSES(uint16_t, float, f16)
 DEFINE_EXPORTS(uint16_t, float, f16)
 
