@@ -214,9 +214,10 @@ def _vector(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
 
 # ---------------------------------------------------------------------- native passes
 class NativeTrainNorm(torch.autograd.Function):
-    """Training-mode normalization in C; returns y and the state vector: per parameter
-    the batch mean and biased variance (averaged over ghost batches), the slope r·a_s
-    and the intercept d·a_s + a_b, then per channel the mean and 1/√(σ² + ε)."""
+    """Training-mode normalization in C; returns y and the state vector (float64): per
+    parameter the batch mean and biased variance (averaged over ghost batches), the
+    slope r·a_s and the intercept d·a_s + a_b; then, in the compute type (float32 for
+    32- and 16-bit input), per channel the mean and 1/√(σ² + ε) the backward reads."""
 
     @staticmethod
     def forward(ctx: Any, x, gamma, beta, plan: Plan):  # type: ignore[override]
@@ -244,7 +245,8 @@ class NativeTrainNorm(torch.autograd.Function):
             if msd is not None:  # the renorm statistics are updated too
                 rm, rs = mv.renorm_mean, mv.renorm_stddev
         y = torch.empty_like(x)
-        state = torch.empty(4 * geo.params + 2 * geo.channels, dtype=torch.float64)
+        per_channel = geo.channels if pdt == torch.float32 else 2 * geo.channels  # 2K in T
+        state = torch.empty(4 * geo.params + per_channel, dtype=torch.float64)
         plan.fn("train_forward", x.dtype)(
             x.data_ptr(),
             y.data_ptr(),
@@ -284,7 +286,9 @@ class NativeTrainNorm(torch.autograd.Function):
             p = geo.params
             slope = plan.stat(state[2 * p : 3 * p])
             intercept = plan.stat(state[3 * p : 4 * p])
-            return _composite_backward(ctx, dy, x, gamma, beta, plan, slope, intercept)
+            view = x.shape != geo.shape  # through the (ghost) view the pass used
+            dy = dy.reshape(geo.shape) if view else dy
+            return _composite_backward(ctx, dy, x, gamma, beta, plan, slope, intercept, view=view)
         dy = like(dy, x)
         pdt = _PARAM_DTYPE[x.dtype]
         dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
@@ -566,11 +570,14 @@ def composite(
     return y
 
 
-def _composite_backward(ctx, dy, x, gamma, beta, plan, slope, intercept, mean=None, var=None):
+def _composite_backward(
+    ctx, dy, x, gamma, beta, plan, slope, intercept, mean=None, var=None, view=False
+):
     wanted = list(zip((x, gamma, beta), ctx.needs_input_grad[:3], strict=True))
     inputs = [t for t, need in wanted if need and t is not None]
     with torch.enable_grad():
-        y = composite(x, gamma, beta, plan, slope, intercept, mean, var)
+        xv = x.reshape(plan.geo.shape) if view else x
+        y = composite(xv, gamma, beta, plan, slope, intercept, mean, var)
         grads = iter(torch.autograd.grad(y, inputs, dy, create_graph=True))
     return (*(next(grads) if need and t is not None else None for t, need in wanted), None)
 
@@ -606,6 +613,7 @@ def train(
     axes: Sequence[int],
     ghost_dim: int | None,
     moving: Any = None,
+    view: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor], int, bool]:
     """Training pass on a (ghost-viewed) dense input; gamma/beta in parameter layout.
 
@@ -614,9 +622,12 @@ def train(
     2·P entries of one float64 vector (the C pass's state: no per-call slicing when
     nobody reads them); the number of values per channel of one ghost batch (for
     Bessel's correction); and whether ``moving`` (a ``functional.MovingStatistics``)
-    was already updated in place."""
+    was already updated in place. ``view`` (a view of ``x``'s memory, e.g. the ghost
+    batches) gives the layout the statistics follow; the C pass reads ``x`` through
+    it and returns y in ``x``'s shape, so autograd records no view operations."""
+    view = x if view is None else view
     channel_dims = (*axes,) if ghost_dim is None else (ghost_dim, *axes)
-    geo = _geometry(tuple(x.shape), tuple(x.stride()), channel_dims, ghost_dim)
+    geo = _geometry(tuple(view.shape), tuple(view.stride()), channel_dims, ghost_dim)
     lib = native_library(x, geo)
     plan = Plan(geo, lib=lib, **plan_args)
     if lib is not None:
@@ -628,6 +639,7 @@ def train(
             y, state = NativeTrainNorm.forward(_NO_GRAD, x, gamma, beta, plan)
         return y, state, geo.count, plan.moving is not None
     xc = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    xc = xc if xc.shape == geo.shape else xc.reshape(geo.shape)
     g = None if gamma is None else plan.stat(gamma)
     b = None if beta is None else plan.stat(beta)
     y, state = TorchTrainNorm.apply(xc, g, b, plan)

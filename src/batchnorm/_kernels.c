@@ -472,8 +472,8 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
    mean[k], inv[k] = 1/√(σ²[k] + ε), and adds Σ_g μ and Σ_g σ² into pm/pv (per thread           \
    partials in thread order). Returns 0 (nothing done) when the layout does not fit. */         \
 static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps,               \
-                                 const double *gs, const double *go, double *mean,              \
-                                 double *inv, double *pm, double *pv, int nt) {                 \
+                                 const double *gs, const double *go, T *mean,              \
+                                 T *inv, double *pm, double *pv, int nt) {                 \
     if (!(v.I == 1 && v.sc == 1)) return 0;                                                     \
     ROW_ITEMS(S)                                                                                \
     if (nblk != 1) return 0;                                                                    \
@@ -504,8 +504,8 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
                 const double vr = (double)bq[c] * inv_cnt;                                          \
                 dv[c] = vr;                                                                     \
                 di[c] = (double)((T)1 / SQRT((T)vr + (T)eps));                                                   \
-                mean[k0 + c] = (double)bs[c];                                                   \
-                inv[k0 + c] = di[c];                                                            \
+                mean[k0 + c] = bs[c];                                                           \
+                inv[k0 + c] = (T)di[c];                                                         \
             }                                                                                   \
             for (i64 c = 0, p = k0 % P; c < cn; p = 0) { /* runs of consecutive parameters */   \
                 const i64 len = cn - c < P - p ? cn - c : P - p;                                \
@@ -584,6 +584,71 @@ static void affine_##SUFFIX(const S *x, S *out, view_t v, const T *mean, const T
                 RUN_ITEM_END                                                                    \
         }                                                                                       \
     }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* The training backward in one sweep for the layouts stats_affine takes: per chunk the         \
+   sums Σdy and Σdy·(x − μ), the dx coefficients, then dx while the rows are in cache;          \
+   dγ/dβ partials per thread (thread order). gs[p] = slope[p]·γ[p]. Returns 0 when the          \
+   layout does not fit. */                                                                      \
+static int reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i64 P,                  \
+                              const T *mean, const T *inv, const double *gs,          \
+                              const double *slope, const double *intercept, double *dg,         \
+                              double *db_, int nt) {                                            \
+    if (!(v.I == 1 && v.sc == 1)) return 0;                                                     \
+    ROW_ITEMS(S)                                                                                \
+    if (nblk != 1) return 0;                                                                    \
+    double *part = scratch_zero(4, (size_t)(2 * nt * P) * sizeof(double));                      \
+    _Pragma("omp parallel num_threads(nt)")                                                     \
+    {                                                                                           \
+        T mu[BUF], bs[BUF], bp[BUF], xb[BUF], db[BUF], yb[BUF], a1[BUF], a2[BUF], a3[BUF];      \
+        double di[BUF];                                                                         \
+        double *tg = part + 2 * thread_id() * P, *tb = tg + P;                                  \
+        _Pragma("omp for schedule(static)")                                                     \
+        for (i64 it = 0; it < items; ++it) {                                                    \
+            ITEM_RANGE                                                                          \
+            const i64 k0 = g * v.C + c0;                                                        \
+            const double inv_n = 1.0 / (double)(seg1 - seg0);                                   \
+            for (i64 c = 0; c < cn; ++c) { mu[c] = mean[k0 + c]; bs[c] = 0; bp[c] = 0; }        \
+            ROWS_BEGIN(seg0, seg1)                                                              \
+                const T *restrict dv = ROW(dy + ROW_OFFSET + c0, cn, db);                       \
+                const T *restrict pv = ROW(x + ROW_OFFSET + c0, cn, xb);                        \
+                for (i64 c = 0; c < cn; ++c) {                                                  \
+                    bs[c] += dv[c];                                                             \
+                    bp[c] += dv[c] * (pv[c] - mu[c]);                                           \
+                }                                                                               \
+            ROWS_END                                                                            \
+            for (i64 c = 0; c < cn; ++c) {                                                      \
+                const double iv = (double)inv[k0 + c];                                          \
+                di[c] = iv;                                                                     \
+                a1[c] = (T)((double)bs[c] * inv_n);                                             \
+                a2[c] = (T)(iv * iv * (double)bp[c] * inv_n);                                   \
+            }                                                                                   \
+            for (i64 c = 0, p = k0 % P; c < cn; p = 0) { /* runs of consecutive parameters */   \
+                const i64 len = cn - c < P - p ? cn - c : P - p;                                \
+                for (i64 j = 0; j < len; ++j) {                                                 \
+                    a3[c + j] = (T)(di[c + j] * gs[p + j]);                                     \
+                    tg[p + j] += slope[p + j] * di[c + j] * (double)bp[c + j]                   \
+                                 + intercept[p + j] * (double)bs[c + j];                        \
+                    tb[p + j] += (double)bs[c + j];                                             \
+                }                                                                               \
+                c += len;                                                                       \
+            }                                                                                   \
+            if (dx != NULL) {                                                                   \
+                ROWS_BEGIN(seg0, seg1)                                                          \
+                    const T *restrict dv = ROW(dy + ROW_OFFSET + c0, cn, db);                   \
+                    const T *restrict pv = ROW(x + ROW_OFFSET + c0, cn, xb);                    \
+                    T *restrict qv = OUT(dx + ROW_OFFSET + c0, yb);                             \
+                    for (i64 c = 0; c < cn; ++c)                                                \
+                        qv[c] = (dv[c] - a1[c] - (pv[c] - mu[c]) * a2[c]) * a3[c];              \
+                    FLUSH(dx + ROW_OFFSET + c0, yb, cn);                                        \
+                ROWS_END                                                                        \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+    for (i64 p = 0; p < P; ++p) { dg[p] = 0; db_[p] = 0; }                                      \
+    for (int t = 0; t < nt; ++t)                                                                \
+        for (i64 p = 0; p < P; ++p) { dg[p] += part[2 * t * P + p]; db_[p] += part[(2 * t + 1) * P + p]; }\
+    return 1;                                                                                   \
 }                                                                                               \
                                                                                                 \
 /* sum_dy[k] = Σ dy, sum_dyxc[k] = Σ dy·(x − mean[k]); dy has x's strides */                    \
@@ -768,7 +833,7 @@ int bn_train_forward_##SUFFIX(                                                  
     const i64 K = v.G * v.C, groups = K / P;                                                    \
     const int par = K >= PAR_CHANNELS ? nt : 1;                                                 \
     double *pm = state, *pv = state + P, *slope = state + 2 * P, *intercept = state + 3 * P;    \
-    double *mean = state + 4 * P, *inv = state + 4 * P + K;                                     \
+    T *cmean = (T *)(state + 4 * P), *cinv = cmean + K; /* per channel, in T */                 \
     if (renorm_mean == NULL) { /* slope and intercept known up front: maybe one sweep */        \
         double *gs = scratch(3, (size_t)(2 * P) * sizeof(double)), *go = gs + P;                \
         for (i64 p = 0; p < P; ++p) {                                                           \
@@ -778,18 +843,22 @@ int bn_train_forward_##SUFFIX(                                                  
             gs[p] = slope[p] * g;                                                               \
             go[p] = intercept[p] * g + (beta ? (double)beta[p] : 0.0);                          \
         }                                                                                       \
-        if (stats_affine_##SUFFIX(x, y, v, P, eps, gs, go, mean, inv, pm, pv, nt)) {            \
+        if (stats_affine_##SUFFIX(x, y, v, P, eps, gs, go, cmean, cinv, pm, pv, nt)) {          \
             for (i64 p = 0; p < P; ++p) { pm[p] /= (double)groups; pv[p] /= (double)groups; }   \
             goto moving;                                                                        \
         }                                                                                       \
     }                                                                                           \
+    double *mean = scratch(1, (size_t)(2 * K) * sizeof(double)), *inv = mean + K;               \
     stats_##SUFFIX(x, v, mean, inv, nt); /* inv holds the variance until below */               \
     for (i64 p = 0; p < P; ++p) { pm[p] = 0; pv[p] = 0; }                                       \
     for (i64 gg = 0, k = 0; gg < groups; ++gg)                                                  \
         for (i64 p = 0; p < P; ++p, ++k) { pm[p] += mean[k]; pv[p] += inv[k]; }                 \
     for (i64 p = 0; p < P; ++p) { pm[p] /= (double)groups; pv[p] /= (double)groups; }           \
     _Pragma("omp parallel for num_threads(par) schedule(static)")                               \
-    for (i64 k = 0; k < K; ++k) inv[k] = 1.0 / sqrt(inv[k] + eps);                              \
+    for (i64 k = 0; k < K; ++k) {                                                               \
+        cmean[k] = (T)mean[k];                                                                  \
+        cinv[k] = (T)(1.0 / sqrt(inv[k] + eps));                                                \
+    }                                                                                           \
     for (i64 p = 0; p < P; ++p) {                                                               \
         slope[p] = adj_scale != NULL ? (double)adj_scale[p] : 1.0;                              \
         intercept[p] = adj_bias != NULL ? (double)adj_bias[p] : 0.0;                            \
@@ -820,8 +889,8 @@ int bn_train_forward_##SUFFIX(                                                  
     _Pragma("omp parallel for num_threads(par) schedule(static)")                               \
     for (i64 gg = 0; gg < groups; ++gg) {                                                       \
         for (i64 p = 0, k = gg * P; p < P; ++p, ++k) {                                          \
-            cm[k] = (T)mean[k];                                                                 \
-            cs[k] = (T)(inv[k] * gs[p]);                                                        \
+            cm[k] = cmean[k];                                                                   \
+            cs[k] = (T)((double)cinv[k] * gs[p]);                                               \
             co[k] = (T)go[p];                                                                   \
         }                                                                                       \
     }                                                                                           \
@@ -859,22 +928,29 @@ int bn_train_backward_##SUFFIX(                                                 
     const int par = K >= PAR_CHANNELS ? nt : 1;                                                 \
     const double n = (double)(v.A * v.M * v.I);                                                 \
     const double *slope = state + 2 * P, *intercept = state + 3 * P;                            \
-    const double *mean = state + 4 * P, *inv = state + 4 * P + K;                               \
+    const T *mean = (const T *)(state + 4 * P), *inv = mean + K; /* per channel, in T */        \
     double *sums = scratch(3, (size_t)(2 * K + P) * sizeof(double));                            \
     double *sdy = sums, *sdx = sums + K, *gs = sums + 2 * K;                                    \
-    T *coef = scratch(2, (size_t)(4 * K) * sizeof(T));                                          \
-    T *cm = coef, *c1 = coef + K, *c2 = coef + 2 * K, *c3 = coef + 3 * K;                       \
-    _Pragma("omp parallel for num_threads(par) schedule(static)")                               \
-    for (i64 k = 0; k < K; ++k) cm[k] = (T)mean[k];                                             \
+    for (i64 p = 0; p < P; ++p) gs[p] = slope[p] * (gamma ? (double)gamma[p] : 1.0);            \
+    if (reduce_dx_##SUFFIX(dy, x, dx, v, P, mean, inv, gs, slope, intercept, sdy, sdx, nt)) {   \
+        for (i64 p = 0; p < P; ++p) {                                                           \
+            if (dgamma) dgamma[p] = (T)sdy[p];                                                  \
+            if (dbeta) dbeta[p] = (T)sdx[p];                                                    \
+        }                                                                                       \
+        return 0;                                                                               \
+    }                                                                                           \
+    T *coef = scratch(2, (size_t)(3 * K) * sizeof(T));                                          \
+    const T *cm = mean;                                                                         \
+    T *c1 = coef, *c2 = coef + K, *c3 = coef + 2 * K;                                           \
     reduce_##SUFFIX(dy, x, v, cm, sdy, sdx, nt);                                                \
     if (dx != NULL) {                                                                           \
-        for (i64 p = 0; p < P; ++p) gs[p] = slope[p] * (gamma ? (double)gamma[p] : 1.0);        \
         _Pragma("omp parallel for num_threads(par) schedule(static)")                           \
         for (i64 gg = 0; gg < groups; ++gg) {                                                   \
             for (i64 p = 0, k = gg * P; p < P; ++p, ++k) {                                      \
                 c1[k] = (T)(sdy[k] / n);                                                        \
-                c2[k] = (T)(inv[k] * inv[k] * sdx[k] / n);                                      \
-                c3[k] = (T)(inv[k] * gs[p]);                                                    \
+                const double iv = (double)inv[k];                                               \
+                c2[k] = (T)(iv * iv * sdx[k] / n);                                              \
+                c3[k] = (T)(iv * gs[p]);                                                        \
             }                                                                                   \
         }                                                                                       \
         dx_##SUFFIX(dy, x, dx, v, cm, c1, c2, c3, nt);                                          \
@@ -884,7 +960,7 @@ int bn_train_backward_##SUFFIX(                                                 
         for (i64 p = 0; p < P; ++p) {                                                           \
             double ag = 0, ab = 0;                                                              \
             for (i64 gg = 0, k = p; gg < groups; ++gg, k += P) {                                \
-                ag += slope[p] * inv[k] * sdx[k] + intercept[p] * sdy[k];                       \
+                ag += slope[p] * (double)inv[k] * sdx[k] + intercept[p] * sdy[k];               \
                 ab += sdy[k];                                                                   \
             }                                                                                   \
             if (dgamma) dgamma[p] = (T)ag;                                                      \
@@ -980,4 +1056,4 @@ DEFINE_PASSES(uint16_t, float, f16)
 DEFINE_EXPORTS(uint16_t, float, f16)
 
 /* Version of this interface: the loader refuses a library with another one. */
-int bn_abi_version(void) { return 8; }
+int bn_abi_version(void) { return 9; }

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 _SOURCE = Path(__file__).with_name("_kernels.c")
-_ABI_VERSION = 8
+_ABI_VERSION = 9
 _FLAGS = [
     "-O3",
     "-fPIC",

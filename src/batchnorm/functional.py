@@ -310,9 +310,10 @@ def train_forward(
     ghost_dim = None
     compiling = _tracing()
     if group is None and weights is None and not compiling:  # the fast passes, if they fit
+        x = _fused.dense(x)
         xg = x
-        if virtual_batch_size is not None:
-            xg, ghost_dim = ghost_batches(x, virtual_batch_size, grouping)
+        if virtual_batch_size is not None:  # the ghost view's layout; the pass reads x itself
+            xg, ghost_dim = ghost_batches(x.detach(), virtual_batch_size, grouping)
             axes = [a + 1 for a in axes]
         fits = adjustment is None
         if not fits:
@@ -324,7 +325,7 @@ def train_forward(
                 adjustment = tuple(torch.broadcast_to(a, view) for a in adjustment)
             plan_args = {"epsilon": epsilon, "renorm": renorm, "adjustment": adjustment}
             y, pair, n, updated = _fused.train(
-                _fused.dense(xg), gamma, beta, plan_args, axes, ghost_dim, moving
+                x, gamma, beta, plan_args, axes, ghost_dim, moving, view=xg
             )
             if param_shape is None:
                 param_shape = [size if d in axes else 1 for d, size in enumerate(xg.shape)]

@@ -80,6 +80,12 @@ def _fused_problem(
     return None
 
 
+def _broadcasts_to(shape: Sequence[int], target: Sequence[int]) -> bool:
+    """Whether a tensor of ``shape`` broadcasts to exactly ``target``."""
+    offset = len(target) - len(shape)
+    return offset >= 0 and all(n in (1, target[offset + i]) for i, n in enumerate(shape))
+
+
 def _is_complex(value: Any) -> bool:
     """Whether a tensor, array, number or nested list holds complex numbers."""
     if isinstance(value, torch.Tensor):
@@ -593,11 +599,7 @@ class BatchNormalization(Layer):
                     f"`adjustment` must return real tensors (scale, bias); returned a {what} of "
                     f"type {type(value).__name__}."
                 ) from exc
-            try:
-                fits = torch.broadcast_shapes(value.shape, x.shape) == x.shape
-            except RuntimeError:
-                fits = False
-            if not fits:
+            if not _broadcasts_to(value.shape, x.shape):
                 raise ValueError(
                     f"`adjustment` returned a {what} of shape {tuple(value.shape)}, which does "
                     f"not broadcast to the input shape {tuple(x.shape)}."
