@@ -245,7 +245,8 @@ class NativeTrainNorm(torch.autograd.Function):
             if msd is not None:  # the renorm statistics are updated too
                 rm, rs = mv.renorm_mean, mv.renorm_stddev
         y = torch.empty_like(x)
-        per_channel = geo.channels if pdt == torch.float32 else 2 * geo.channels  # 2K in T
+        keep = ctx is not _NO_GRAD  # a backward will read the per-channel part (2K in T)
+        per_channel = 0 if not keep else geo.channels * (1 if pdt == torch.float32 else 2)
         state = torch.empty(4 * geo.params + per_channel, dtype=torch.float64)
         plan.fn("train_forward", x.dtype)(
             x.data_ptr(),
@@ -270,6 +271,7 @@ class NativeTrainNorm(torch.autograd.Function):
             momentum,
             renorm_momentum,
             bessel,
+            int(keep),
             _native.threads(),
         )
         ctx.save_for_backward(x, gamma, beta)

@@ -504,8 +504,10 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
                 const double vr = (double)bq[c] * inv_cnt;                                          \
                 dv[c] = vr;                                                                     \
                 di[c] = (double)((T)1 / SQRT((T)vr + (T)eps));                                                   \
-                mean[k0 + c] = bs[c];                                                           \
-                inv[k0 + c] = (T)di[c];                                                         \
+                if (mean != NULL) { /* kept for the backward */                                 \
+                    mean[k0 + c] = bs[c];                                                       \
+                    inv[k0 + c] = (T)di[c];                                                     \
+                }                                                                               \
             }                                                                                   \
             for (i64 c = 0, p = k0 % P; c < cn; p = 0) { /* runs of consecutive parameters */   \
                 const i64 len = cn - c < P - p ? cn - c : P - p;                                \
@@ -827,13 +829,14 @@ int bn_train_forward_##SUFFIX(                                                  
     const T *beta, double eps, T *renorm_mean, T *renorm_stddev, double rmin, double rmax,      \
     double dmax, const T *adj_scale, const T *adj_bias, double *state, T *moving_mean,          \
     T *moving_var, T *moving_stddev, double momentum, double renorm_momentum, int bessel,       \
-    int threads) {                                                                              \
+    int keep, int threads) {                                                                    \
     const view_t v = make_view(dims, strides);                                                  \
     const int nt = thread_count(threads);                                                       \
     const i64 K = v.G * v.C, groups = K / P;                                                    \
     const int par = K >= PAR_CHANNELS ? nt : 1;                                                 \
     double *pm = state, *pv = state + P, *slope = state + 2 * P, *intercept = state + 3 * P;    \
-    T *cmean = (T *)(state + 4 * P), *cinv = cmean + K; /* per channel, in T */                 \
+    /* per channel, in T: in the state when a backward will read it (keep), else scratch */     \
+    T *cmean = keep ? (T *)(state + 4 * P) : NULL, *cinv = keep ? cmean + K : NULL;             \
     if (renorm_mean == NULL) { /* slope and intercept known up front: maybe one sweep */        \
         double *gs = scratch(3, (size_t)(2 * P) * sizeof(double)), *go = gs + P;                \
         for (i64 p = 0; p < P; ++p) {                                                           \
@@ -849,6 +852,7 @@ int bn_train_forward_##SUFFIX(                                                  
         }                                                                                       \
     }                                                                                           \
     double *mean = scratch(1, (size_t)(2 * K) * sizeof(double)), *inv = mean + K;               \
+    if (!keep) { cmean = scratch(4, (size_t)(2 * K) * sizeof(T)); cinv = cmean + K; }           \
     stats_##SUFFIX(x, v, mean, inv, nt); /* inv holds the variance until below */               \
     for (i64 p = 0; p < P; ++p) { pm[p] = 0; pv[p] = 0; }                                       \
     for (i64 gg = 0, k = 0; gg < groups; ++gg)                                                  \

@@ -88,7 +88,7 @@ def _build(compiler: str, flags: list[str], target: Path) -> None:
 # Argument types of the exported passes, one letter per argument: p pointer (passed as
 # an integer), n int64, d double, i int.
 _SIGNATURES = {
-    "train_forward": "ppppnppdppdddppppppddii",
+    "train_forward": "ppppnppdppdddppppppddiii",
     "train_backward": "pppppnppppi",
     "infer_forward": "ppppnppppdi",
     "infer_backward": "pppppnpppdppi",
