@@ -31,6 +31,7 @@ def _same(a: Any, b: Any) -> bool:
     return len(fa) == len(fb) and all(x is y for x, y in zip(fa, fb, strict=True))
 
 
+_module_getattr = torch.nn.Module.__getattr__
 _PROPERTIES = frozenset({"input", "output", "input_shape", "output_shape", "graph", "scope_name"})
 
 
@@ -42,7 +43,7 @@ class GraphAPI:
         # (nn.Module's, with a generic message): run it again so its own error shows.
         if name in _PROPERTIES:
             return getattr(GraphAPI, name).fget(self)
-        return super().__getattr__(name)  # type: ignore[misc]
+        return _module_getattr(self, name)  # parameters, buffers, submodules
 
     _inbound_nodes: list[symbolic.Node]
     _called_eagerly: bool

@@ -451,10 +451,12 @@ def _global_statistics(
 
 
 def _tracing() -> bool:
-    """True while ``torch.compile``/``torch.export`` trace, or ``torch.jit.trace`` and
-    ``torch.onnx.export`` record: the graph must then hold torch operations (the C
-    kernels are invisible to them), which compilers fuse."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    """True while ``torch.compile``/``torch.export`` trace or ``torch.jit.trace``
+    records: the graph must then hold torch operations (the C kernels are invisible
+    to them), which compilers fuse. Both ONNX exporters run the model under one of
+    these (the TorchScript exporter under ``torch.jit`` tracing, the dynamo exporter
+    under ``torch.export``), which ``tests/test_interop.py`` checks."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 def _ghost_mean(t: torch.Tensor, ghost_dim: int | None) -> torch.Tensor:

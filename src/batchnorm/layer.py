@@ -563,9 +563,10 @@ class Layer(GraphAPI, nn.Module):
             if scope is not None and not isinstance(scope, str):
                 raise TypeError(f"`scope` must be a string; received {scope!r}.")
             self._scope = scope or self.name
-        if isinstance(inputs, symbolic.SymbolicTensor) or symbolic.is_symbolic(inputs):
+        if not isinstance(inputs, torch.Tensor) and symbolic.is_symbolic(inputs):
             return symbolic.call_symbolic(self, inputs, args, kwargs)
-        self._called_eagerly = True
+        if not self._called_eagerly:
+            self._called_eagerly = True
         numpy_in = isinstance(inputs, (np.ndarray, np.generic))
         if numpy_in:
             inputs = self._from_numpy(inputs)

@@ -620,10 +620,14 @@ class BatchNormalization(Layer):
         is_training = self._training_flag(training)
         weights = self._mask_weights(mask, x) if mask is not None else None
         if not is_training:
-            gamma, beta, mean, var = (
-                self._param(t, x)
-                for t in (self.gamma, self.beta, self.moving_mean, self.moving_variance)
-            )
+            gamma, beta, mean, var = self.gamma, self.beta, self.moving_mean, self.moving_variance
+            dtype = x.dtype
+            if not (
+                mean.dtype == dtype
+                and (gamma is None or gamma.dtype == dtype)
+                and (beta is None or beta.dtype == dtype)
+            ):  # 16-bit input: float32 variables
+                gamma, beta, mean, var = (self._param(t, x) for t in (gamma, beta, mean, var))
             y = F.inference_forward(x, self._axes, gamma, beta, mean, var, self.epsilon)
             return y if y.dtype == out_dtype else y.to(out_dtype)
         y = self._train(x, weights)
