@@ -266,11 +266,171 @@ static inline void f16_flush(uint16_t *restrict q, const float *restrict buf, i6
 }
 
 /*
+ * Element loops shared by the passes: "run" forms take one channel's coefficients,
+ * "row" forms one coefficient per element. 32/64-bit types are plain loops the
+ * compiler vectorizes; 16-bit types convert 16 values at a time in registers
+ * (AVX-512), with the scalar conversions for the tail and on other CPUs. Same
+ * arithmetic, operation by operation, in every form.
+ */
+#ifdef __AVX512F__
+#define V16(...) __VA_ARGS__
+static inline __m512 v16_ld_f16(const uint16_t *p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+static inline void v16_st_f16(uint16_t *q, __m512 v) {
+    _mm256_storeu_si256((__m256i *)q, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+static inline __m512 v16_ld_bf16(const uint16_t *p) {
+    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+static inline void v16_st_bf16(uint16_t *q, __m512 v) { /* as bf16_store, 16 at a time */
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i hi = _mm512_srli_epi32(u, 16);
+    const __m512i lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
+    _mm256_storeu_si256((__m256i *)q, _mm512_cvtepi32_epi16(r));
+}
+#else
+#define V16(...)
+#endif
+
+#define DEFINE_LOOPS_PLAIN(S, T, SUFFIX)                                                        \
+static inline void affine_run_##SUFFIX(const S *restrict p, S *restrict q, i64 n, T mu, T s,    \
+                                       T o) {                                                   \
+    for (i64 i = 0; i < n; ++i) q[i] = (p[i] - mu) * s + o;                                     \
+}                                                                                               \
+static inline void affine_row_##SUFFIX(const S *restrict p, S *restrict q, i64 n,               \
+                                       const T *restrict mu, const T *restrict s,               \
+                                       const T *restrict o) {                                   \
+    for (i64 c = 0; c < n; ++c) q[c] = (p[c] - mu[c]) * s[c] + o[c];                            \
+}                                                                                               \
+static inline void dx_run_##SUFFIX(const S *restrict dy, const S *restrict x, S *restrict q,    \
+                                   i64 n, T mu, T b1, T b2, T b3) {                             \
+    for (i64 i = 0; i < n; ++i) q[i] = (dy[i] - b1 - (x[i] - mu) * b2) * b3;                    \
+}                                                                                               \
+static inline void dx_row_##SUFFIX(const S *restrict dy, const S *restrict x, S *restrict q,    \
+                                   i64 n, const T *restrict mu, const T *restrict a1,           \
+                                   const T *restrict a2, const T *restrict a3) {                \
+    for (i64 c = 0; c < n; ++c) q[c] = (dy[c] - a1[c] - (x[c] - mu[c]) * a2[c]) * a3[c];        \
+}                                                                                               \
+static inline void reduce_run_##SUFFIX(const S *restrict dy, const S *restrict x, i64 n, T mu,  \
+                                       T *sum, T *dot) {                                        \
+    T s = 0, d = 0;                                                                             \
+    for (i64 i = 0; i < n; ++i) {                                                               \
+        s += dy[i];                                                                             \
+        d += dy[i] * (x[i] - mu);                                                               \
+    }                                                                                           \
+    *sum = s;                                                                                   \
+    *dot = d;                                                                                   \
+}                                                                                               \
+static inline void reduce_row_##SUFFIX(const S *restrict dy, const S *restrict x, i64 n,        \
+                                       const T *restrict mu, T *restrict bs, T *restrict bp) {  \
+    for (i64 c = 0; c < n; ++c) {                                                               \
+        bs[c] += dy[c];                                                                         \
+        bp[c] += dy[c] * (x[c] - mu[c]);                                                        \
+    }                                                                                           \
+}                                                                                               \
+
+#define DEFINE_LOOPS_16(SUFFIX, LD, ST)                                                         \
+static inline void affine_run_##SUFFIX(const uint16_t *restrict p, uint16_t *restrict q, i64 n, \
+                                       float mu, float s, float o) {                            \
+    i64 i = 0;                                                                                  \
+    V16(const __m512 vm = _mm512_set1_ps(mu), vs = _mm512_set1_ps(s), vo = _mm512_set1_ps(o);   \
+        for (; i + 16 <= n; i += 16) {                                                          \
+            const __m512 t = _mm512_mul_ps(_mm512_sub_ps(v16_ld_##SUFFIX(p + i), vm), vs);      \
+            v16_st_##SUFFIX(q + i, _mm512_add_ps(t, vo));                                       \
+        })                                                                                      \
+    for (; i < n; ++i) q[i] = ST((LD(p[i]) - mu) * s + o);                                      \
+}                                                                                               \
+static inline void affine_row_##SUFFIX(const uint16_t *restrict p, uint16_t *restrict q, i64 n, \
+                                       const float *restrict mu, const float *restrict s,       \
+                                       const float *restrict o) {                               \
+    i64 c = 0;                                                                                  \
+    V16(for (; c + 16 <= n; c += 16) {                                                          \
+            const __m512 d = _mm512_sub_ps(v16_ld_##SUFFIX(p + c), _mm512_loadu_ps(mu + c));    \
+            const __m512 t = _mm512_mul_ps(d, _mm512_loadu_ps(s + c));                          \
+            v16_st_##SUFFIX(q + c, _mm512_add_ps(t, _mm512_loadu_ps(o + c)));                   \
+        })                                                                                      \
+    for (; c < n; ++c) q[c] = ST((LD(p[c]) - mu[c]) * s[c] + o[c]);                             \
+}                                                                                               \
+static inline void dx_run_##SUFFIX(const uint16_t *restrict dy, const uint16_t *restrict x,     \
+                                   uint16_t *restrict q, i64 n, float mu, float b1, float b2,   \
+                                   float b3) {                                                  \
+    i64 i = 0;                                                                                  \
+    V16(const __m512 vm = _mm512_set1_ps(mu), v1 = _mm512_set1_ps(b1);                          \
+        const __m512 v2 = _mm512_set1_ps(b2), v3 = _mm512_set1_ps(b3);                          \
+        for (; i + 16 <= n; i += 16) {                                                          \
+            const __m512 xc = _mm512_mul_ps(_mm512_sub_ps(v16_ld_##SUFFIX(x + i), vm), v2);     \
+            const __m512 t = _mm512_sub_ps(_mm512_sub_ps(v16_ld_##SUFFIX(dy + i), v1), xc);     \
+            v16_st_##SUFFIX(q + i, _mm512_mul_ps(t, v3));                                       \
+        })                                                                                      \
+    for (; i < n; ++i) q[i] = ST((LD(dy[i]) - b1 - (LD(x[i]) - mu) * b2) * b3);                 \
+}                                                                                               \
+static inline void dx_row_##SUFFIX(const uint16_t *restrict dy, const uint16_t *restrict x,     \
+                                   uint16_t *restrict q, i64 n, const float *restrict mu,       \
+                                   const float *restrict a1, const float *restrict a2,          \
+                                   const float *restrict a3) {                                  \
+    i64 c = 0;                                                                                  \
+    V16(for (; c + 16 <= n; c += 16) {                                                          \
+            const __m512 d = _mm512_sub_ps(v16_ld_##SUFFIX(x + c), _mm512_loadu_ps(mu + c));    \
+            const __m512 xc = _mm512_mul_ps(d, _mm512_loadu_ps(a2 + c));                        \
+            const __m512 g = _mm512_sub_ps(v16_ld_##SUFFIX(dy + c), _mm512_loadu_ps(a1 + c));   \
+            v16_st_##SUFFIX(q + c, _mm512_mul_ps(_mm512_sub_ps(g, xc), _mm512_loadu_ps(a3 + c))); \
+        })                                                                                      \
+    for (; c < n; ++c) q[c] = ST((LD(dy[c]) - a1[c] - (LD(x[c]) - mu[c]) * a2[c]) * a3[c]);     \
+}                                                                                               \
+static inline void reduce_run_##SUFFIX(const uint16_t *restrict dy, const uint16_t *restrict x, \
+                                       i64 n, float mu, float *sum, float *dot) {               \
+    i64 i = 0;                                                                                  \
+    float s = 0, d = 0;                                                                         \
+    V16(__m512 vs = _mm512_setzero_ps(), vd = _mm512_setzero_ps();                              \
+        const __m512 vm = _mm512_set1_ps(mu);                                                   \
+        for (; i + 16 <= n; i += 16) {                                                          \
+            const __m512 g = v16_ld_##SUFFIX(dy + i);                                           \
+            vs = _mm512_add_ps(vs, g);                                                          \
+            vd = _mm512_add_ps(vd, _mm512_mul_ps(g, _mm512_sub_ps(v16_ld_##SUFFIX(x + i), vm))); \
+        }                                                                                       \
+        s = _mm512_reduce_add_ps(vs);                                                           \
+        d = _mm512_reduce_add_ps(vd);)                                                          \
+    for (; i < n; ++i) {                                                                        \
+        const float g = LD(dy[i]);                                                              \
+        s += g;                                                                                 \
+        d += g * (LD(x[i]) - mu);                                                               \
+    }                                                                                           \
+    *sum = s;                                                                                   \
+    *dot = d;                                                                                   \
+}                                                                                               \
+static inline void reduce_row_##SUFFIX(const uint16_t *restrict dy, const uint16_t *restrict x, \
+                                       i64 n, const float *restrict mu, float *restrict bs,     \
+                                       float *restrict bp) {                                    \
+    i64 c = 0;                                                                                  \
+    V16(for (; c + 16 <= n; c += 16) {                                                          \
+            const __m512 g = v16_ld_##SUFFIX(dy + c);                                           \
+            const __m512 d = _mm512_sub_ps(v16_ld_##SUFFIX(x + c), _mm512_loadu_ps(mu + c));    \
+            _mm512_storeu_ps(bs + c, _mm512_add_ps(_mm512_loadu_ps(bs + c), g));                \
+            _mm512_storeu_ps(bp + c, _mm512_add_ps(_mm512_loadu_ps(bp + c), _mm512_mul_ps(g, d))); \
+        })                                                                                      \
+    for (; c < n; ++c) {                                                                        \
+        const float g = LD(dy[c]);                                                              \
+        bs[c] += g;                                                                             \
+        bp[c] += g * (LD(x[c]) - mu[c]);                                                        \
+    }                                                                                           \
+}                                                                                               \
+
+DEFINE_LOOPS_PLAIN(float, float, f32)
+DEFINE_LOOPS_PLAIN(double, double, f64)
+DEFINE_LOOPS_16(bf16, bf16_load, bf16_store)
+DEFINE_LOOPS_16(f16, f16_load, f16_store)
+
+/*
  * DEFINE_PRIMITIVES: S storage type, T compute type, LD/ST element conversions (generic
  * layouts), ROW(p, n, buf) -> const T* of n values, OUT(q, buf) -> where to compute a
  * row, FLUSH(q, buf, n) -> store it.
  */
-#define DEFINE_PRIMITIVES(S, T, SUFFIX, LD, ST, ROW, OUT, FLUSH, SQRT)                                \
+#define DEFINE_PRIMITIVES(S, T, SUFFIX, LD, ST, ROW, OUT, FLUSH, SQRT)                          \
                                                                                                 \
 /* mean and biased variance per channel (K = G*C outputs, double) */                            \
 static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int nt) {           \
@@ -393,7 +553,7 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
                     double *om = mean + g * v.C + c0, *ov = var + g * v.C + c0;                 \
                     for (i64 c = 0; c < cn; ++c) {                                              \
                         om[c] = (double)bs[c];                                                  \
-                        ov[c] = (double)bq[c] / (double)(seg1 - seg0);                                  \
+                        ov[c] = (double)bq[c] / (double)(seg1 - seg0);                          \
                     }                                                                           \
                 }                                                                               \
             }                                                                                   \
@@ -472,8 +632,8 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
    mean[k], inv[k] = 1/√(σ²[k] + ε), and adds Σ_g μ and Σ_g σ² into pm/pv (per thread           \
    partials in thread order). Returns 0 (nothing done) when the layout does not fit. */         \
 static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps,               \
-                                 const double *gs, const double *go, T *mean,              \
-                                 T *inv, double *pm, double *pv, int nt) {                 \
+                                 const double *gs, const double *go, T *mean,                   \
+                                 T *inv, double *pm, double *pv, int nt) {                      \
     if (!(v.I == 1 && v.sc == 1)) return 0;                                                     \
     ROW_ITEMS(S)                                                                                \
     if (nblk != 1) return 0;                                                                    \
@@ -499,11 +659,11 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
                 const T *restrict pv_ = ROW(x + ROW_OFFSET + c0, cn, xb);                       \
                 for (i64 c = 0; c < cn; ++c) { T d = pv_[c] - bs[c]; bq[c] += d * d; }          \
             ROWS_END                                                                            \
-            const double inv_cnt = 1.0 / (double)(seg1 - seg0);                                           \
-            for (i64 c = 0; c < cn; ++c) { /* vectorized; 1/√ in T like TensorFlow */            \
-                const double vr = (double)bq[c] * inv_cnt;                                          \
+            const double inv_cnt = 1.0 / (double)(seg1 - seg0);                                 \
+            for (i64 c = 0; c < cn; ++c) { /* vectorized; 1/√ in T like TensorFlow */           \
+                const double vr = (double)bq[c] * inv_cnt;                                      \
                 dv[c] = vr;                                                                     \
-                di[c] = (double)((T)1 / SQRT((T)vr + (T)eps));                                                   \
+                di[c] = (double)((T)1 / SQRT((T)vr + (T)eps));                                  \
                 if (mean != NULL) { /* kept for the backward */                                 \
                     mean[k0 + c] = bs[c];                                                       \
                     inv[k0 + c] = (T)di[c];                                                     \
@@ -520,16 +680,13 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
                 c += len;                                                                       \
             }                                                                                   \
             ROWS_BEGIN(seg0, seg1)                                                              \
-                const T *restrict pv_ = ROW(x + ROW_OFFSET + c0, cn, xb);                       \
-                T *restrict qv = OUT(out + ROW_OFFSET + c0, yb);                                \
-                for (i64 c = 0; c < cn; ++c) qv[c] = (pv_[c] - bs[c]) * cs[c] + co[c];          \
-                FLUSH(out + ROW_OFFSET + c0, yb, cn);                                           \
+                affine_row_##SUFFIX(x + ROW_OFFSET + c0, out + ROW_OFFSET + c0, cn, bs, cs, co); \
             ROWS_END                                                                            \
         }                                                                                       \
     }                                                                                           \
     for (i64 p = 0; p < P; ++p) { pm[p] = 0; pv[p] = 0; }                                       \
     for (int t = 0; t < nt; ++t)                                                                \
-        for (i64 p = 0; p < P; ++p) { pm[p] += part[2 * t * P + p]; pv[p] += part[(2 * t + 1) * P + p]; }\
+        for (i64 p = 0; p < P; ++p) { pm[p] += part[2 * t * P + p]; pv[p] += part[(2 * t + 1) * P + p]; } \
     return 1;                                                                                   \
 }                                                                                               \
                                                                                                 \
@@ -544,14 +701,7 @@ static void affine_##SUFFIX(const S *x, S *out, view_t v, const T *mean, const T
             _Pragma("omp for schedule(static)")                                                 \
             for (i64 it = 0; it < items; ++it) {                                                \
                 RUN_ITEM_BEGIN                                                                  \
-                const T mu = mean[k], s = scale[k], o = shift[k];                               \
-                for (i64 i0 = 0; i0 < v.I; i0 += BUF) {                                         \
-                    const i64 len = v.I - i0 < BUF ? v.I - i0 : BUF;                            \
-                    const T *restrict pv = ROW(x + off + i0, len, xb);                          \
-                    T *restrict qv = OUT(out + off + i0, yb);                                   \
-                    for (i64 i = 0; i < len; ++i) qv[i] = (pv[i] - mu) * s + o;                 \
-                    FLUSH(out + off + i0, yb, len);                                             \
-                }                                                                               \
+                affine_run_##SUFFIX(x + off, out + off, v.I, mean[k], scale[k], shift[k]);      \
                 RUN_ITEM_END                                                                    \
             }                                                                                   \
         }                                                                                       \
@@ -567,10 +717,7 @@ static void affine_##SUFFIX(const S *x, S *out, view_t v, const T *mean, const T
                 const T *restrict s = scale + g * v.C + c0;                                     \
                 const T *restrict o = shift + g * v.C + c0;                                     \
                 ROWS_BEGIN(seg0, seg1)                                                          \
-                    const T *restrict pv = ROW(x + ROW_OFFSET + c0, cn, xb);                    \
-                    T *restrict qv = OUT(out + ROW_OFFSET + c0, yb);                            \
-                    for (i64 c = 0; c < cn; ++c) qv[c] = (pv[c] - mu[c]) * s[c] + o[c];         \
-                    FLUSH(out + ROW_OFFSET + c0, yb, cn);                                       \
+                    affine_row_##SUFFIX(x + ROW_OFFSET + c0, out + ROW_OFFSET + c0, cn, mu, s, o); \
                 ROWS_END                                                                        \
             }                                                                                   \
         }                                                                                       \
@@ -593,7 +740,7 @@ static void affine_##SUFFIX(const S *x, S *out, view_t v, const T *mean, const T
    dγ/dβ partials per thread (thread order). gs[p] = slope[p]·γ[p]. Returns 0 when the          \
    layout does not fit. */                                                                      \
 static int reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i64 P,                  \
-                              const T *mean, const T *inv, const double *gs,          \
+                              const T *mean, const T *inv, const double *gs,                    \
                               const double *slope, const double *intercept, double *dg,         \
                               double *db_, int nt) {                                            \
     if (!(v.I == 1 && v.sc == 1)) return 0;                                                     \
@@ -612,12 +759,7 @@ static int reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i64 P,  
             const double inv_n = 1.0 / (double)(seg1 - seg0);                                   \
             for (i64 c = 0; c < cn; ++c) { mu[c] = mean[k0 + c]; bs[c] = 0; bp[c] = 0; }        \
             ROWS_BEGIN(seg0, seg1)                                                              \
-                const T *restrict dv = ROW(dy + ROW_OFFSET + c0, cn, db);                       \
-                const T *restrict pv = ROW(x + ROW_OFFSET + c0, cn, xb);                        \
-                for (i64 c = 0; c < cn; ++c) {                                                  \
-                    bs[c] += dv[c];                                                             \
-                    bp[c] += dv[c] * (pv[c] - mu[c]);                                           \
-                }                                                                               \
+                reduce_row_##SUFFIX(dy + ROW_OFFSET + c0, x + ROW_OFFSET + c0, cn, mu, bs, bp); \
             ROWS_END                                                                            \
             for (i64 c = 0; c < cn; ++c) {                                                      \
                 const double iv = (double)inv[k0 + c];                                          \
@@ -637,19 +779,15 @@ static int reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i64 P,  
             }                                                                                   \
             if (dx != NULL) {                                                                   \
                 ROWS_BEGIN(seg0, seg1)                                                          \
-                    const T *restrict dv = ROW(dy + ROW_OFFSET + c0, cn, db);                   \
-                    const T *restrict pv = ROW(x + ROW_OFFSET + c0, cn, xb);                    \
-                    T *restrict qv = OUT(dx + ROW_OFFSET + c0, yb);                             \
-                    for (i64 c = 0; c < cn; ++c)                                                \
-                        qv[c] = (dv[c] - a1[c] - (pv[c] - mu[c]) * a2[c]) * a3[c];              \
-                    FLUSH(dx + ROW_OFFSET + c0, yb, cn);                                        \
+                    dx_row_##SUFFIX(dy + ROW_OFFSET + c0, x + ROW_OFFSET + c0, dx + ROW_OFFSET + c0, \
+                                    cn, mu, a1, a2, a3);                                        \
                 ROWS_END                                                                        \
             }                                                                                   \
         }                                                                                       \
     }                                                                                           \
     for (i64 p = 0; p < P; ++p) { dg[p] = 0; db_[p] = 0; }                                      \
     for (int t = 0; t < nt; ++t)                                                                \
-        for (i64 p = 0; p < P; ++p) { dg[p] += part[2 * t * P + p]; db_[p] += part[(2 * t + 1) * P + p]; }\
+        for (i64 p = 0; p < P; ++p) { dg[p] += part[2 * t * P + p]; db_[p] += part[(2 * t + 1) * P + p]; } \
     return 1;                                                                                   \
 }                                                                                               \
                                                                                                 \
@@ -671,15 +809,10 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
                     const T *restrict mu = mean + g * v.C + c0;                                 \
                     for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bp[c] = 0; }                      \
                     ROWS_BEGIN(seg0, seg1)                                                      \
-                        const T *restrict dv = ROW(dy + ROW_OFFSET + c0, cn, db);               \
-                        const T *restrict pv = ROW(x + ROW_OFFSET + c0, cn, xb);                \
-                        for (i64 c = 0; c < cn; ++c) {                                          \
-                            bs[c] += dv[c];                                                     \
-                            bp[c] += dv[c] * (pv[c] - mu[c]);                                   \
-                        }                                                                       \
+                        reduce_row_##SUFFIX(dy + ROW_OFFSET + c0, x + ROW_OFFSET + c0, cn, mu, bs, bp); \
                     ROWS_END                                                                    \
                     double *os = sum_dy + g * v.C + c0, *op = sum_dyxc + g * v.C + c0;          \
-                    for (i64 c = 0; c < cn; ++c) { os[c] = (double)bs[c]; op[c] = (double)bp[c]; }\
+                    for (i64 c = 0; c < cn; ++c) { os[c] = (double)bs[c]; op[c] = (double)bp[c]; } \
                 }                                                                               \
             }                                                                                   \
             return;                                                                             \
@@ -697,12 +830,7 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
                 BLOCKS_BEGIN                                                                    \
                     for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bp[c] = 0; }                      \
                     ROWS_BEGIN(r0, r1)                                                          \
-                        const T *restrict dv = ROW(dy + ROW_OFFSET + c0, cn, db);               \
-                        const T *restrict pv = ROW(x + ROW_OFFSET + c0, cn, xb);                \
-                        for (i64 c = 0; c < cn; ++c) {                                          \
-                            bs[c] += dv[c];                                                     \
-                            bp[c] += dv[c] * (pv[c] - mu[c]);                                   \
-                        }                                                                       \
+                        reduce_row_##SUFFIX(dy + ROW_OFFSET + c0, x + ROW_OFFSET + c0, cn, mu, bs, bp); \
                     ROWS_END                                                                    \
                     for (i64 c = 0; c < cn; ++c) {                                              \
                         ts[c] += (double)bs[c];                                                 \
@@ -726,13 +854,8 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
                 if (contiguous) {                                                               \
                     for (i64 i0 = 0; i0 < v.I; i0 += BUF) {                                     \
                         const i64 len = v.I - i0 < BUF ? v.I - i0 : BUF;                        \
-                        const T *restrict dv = ROW(dy + off + i0, len, db);                     \
-                        const T *restrict pv = ROW(x + off + i0, len, xb);                      \
-                        T s = 0, q = 0;                                                         \
-                        for (i64 i = 0; i < len; ++i) {                                         \
-                            s += dv[i];                                                         \
-                            q += dv[i] * (pv[i] - mu);                                          \
-                        }                                                                       \
+                        T s, q;                                                                 \
+                        reduce_run_##SUFFIX(dy + off + i0, x + off + i0, len, mu, &s, &q);      \
                         ts[k] += (double)s;                                                     \
                         tp[k] += (double)q;                                                     \
                     }                                                                           \
@@ -773,12 +896,8 @@ static void dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, const T *mean,
                 const T *restrict a2 = k2 + g * v.C + c0;                                       \
                 const T *restrict a3 = k3 + g * v.C + c0;                                       \
                 ROWS_BEGIN(seg0, seg1)                                                          \
-                    const T *restrict dv = ROW(dy + ROW_OFFSET + c0, cn, db);                   \
-                    const T *restrict pv = ROW(x + ROW_OFFSET + c0, cn, xb);                    \
-                    T *restrict qv = OUT(dx + ROW_OFFSET + c0, yb);                             \
-                    for (i64 c = 0; c < cn; ++c)                                                \
-                        qv[c] = (dv[c] - a1[c] - (pv[c] - mu[c]) * a2[c]) * a3[c];              \
-                    FLUSH(dx + ROW_OFFSET + c0, yb, cn);                                        \
+                    dx_row_##SUFFIX(dy + ROW_OFFSET + c0, x + ROW_OFFSET + c0, dx + ROW_OFFSET + c0, \
+                                    cn, mu, a1, a2, a3);                                        \
                 ROWS_END                                                                        \
             }                                                                                   \
         }                                                                                       \
@@ -793,14 +912,7 @@ static void dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, const T *mean,
                 RUN_ITEM_BEGIN                                                                  \
                 const T mu = mean[k], b1 = k1[k], b2 = k2[k], b3 = k3[k];                       \
                 if (contiguous) {                                                               \
-                    for (i64 i0 = 0; i0 < v.I; i0 += BUF) {                                     \
-                        const i64 len = v.I - i0 < BUF ? v.I - i0 : BUF;                        \
-                        const T *restrict dv = ROW(dy + off + i0, len, db);                     \
-                        const T *restrict pv = ROW(x + off + i0, len, xb);                      \
-                        T *restrict qv = OUT(dx + off + i0, yb);                                \
-                        for (i64 i = 0; i < len; ++i) qv[i] = (dv[i] - b1 - (pv[i] - mu) * b2) * b3; \
-                        FLUSH(dx + off + i0, yb, len);                                          \
-                    }                                                                           \
+                    dx_run_##SUFFIX(dy + off, x + off, dx + off, v.I, mu, b1, b2, b3);          \
                 } else {                                                                        \
                     for (i64 i = 0; i < v.I; ++i) {                                             \
                         const i64 e = off + i * v.si;                                           \
@@ -906,7 +1018,7 @@ moving:                                                                         
         const double factor = bessel ? n / (n > 1 ? n - 1 : 1) : 1.0;                           \
         for (i64 p = 0; p < P; ++p) {                                                           \
             const double mu = pm[p], vr = pv[p], value = vr * factor;                           \
-            moving_mean[p] = (T)((double)moving_mean[p] - ((double)moving_mean[p] - mu) * decay);\
+            moving_mean[p] = (T)((double)moving_mean[p] - ((double)moving_mean[p] - mu) * decay); \
             if (moving_stddev != NULL) { /* renorm: variance derived from the stddev */         \
                 const double sd = (double)moving_stddev[p];                                     \
                 moving_stddev[p] = (T)(sd - (sd - sqrt(value + eps)) * decay);                  \
@@ -916,7 +1028,7 @@ moving:                                                                         
                 renorm_mean[p] = (T)(rm - (rm - mu) * rdecay);                                  \
                 renorm_stddev[p] = (T)(rs - (rs - sqrt(vr + eps)) * rdecay);                    \
             } else {                                                                            \
-                moving_var[p] = (T)((double)moving_var[p] - ((double)moving_var[p] - value) * decay);\
+                moving_var[p] = (T)((double)moving_var[p] - ((double)moving_var[p] - value) * decay); \
             }                                                                                   \
         }                                                                                       \
     }                                                                                           \
