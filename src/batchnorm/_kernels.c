@@ -180,6 +180,18 @@ static inline uint16_t f16_store(float f) {
     const i64 cn = v.C - c0 < cchunk ? v.C - c0 : cchunk;                                       \
     const i64 seg0 = s_ * seg_rows;                                                             \
     const i64 seg1 = seg0 + seg_rows < rows_per_g ? seg0 + seg_rows : rows_per_g;
+/* One sweep: a work item is (g, chunk of up to CCHUNK channels) with all its rows, when
+ * those rows fit in ROW_BLOCK_BYTES (ghost batches, small batches): the rows are read from
+ * memory once and revisited in cache. (Narrower chunks, to fit more rows, measured slower
+ * than the two-pass blocks: short strided row pieces.) Same names as ROW_ITEMS (nseg = 1). */
+#define SWEEP_ITEMS(S)                                                                          \
+    const i64 rows_per_g = v.A * v.M;                                                           \
+    const i64 cchunk = v.C < CCHUNK ? v.C : CCHUNK;                                             \
+    const int sweep_ok = rows_per_g * cchunk * (i64)sizeof(S) <= ROW_BLOCK_BYTES;               \
+    const i64 ncc = (v.C + cchunk - 1) / cchunk, nseg = 1, seg_rows = rows_per_g;               \
+    const i64 items = v.G * ncc;
+/* rows of an item in sub-blocks of SUB_ROWS: float partial sums go to double after each */
+#define SUB_ROWS 256
 #define BLOCKS_BEGIN                                                                            \
     for (i64 r0 = seg0; r0 < seg1; r0 += block) {                                               \
         const i64 r1 = r0 + block < seg1 ? r0 + block : seg1;
@@ -626,53 +638,69 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
     }                                                                                           \
 }                                                                                               \
                                                                                                 \
-/* Row mode with every row of a channel chunk in one cache block (ghost batches of a wide       \
-   layer): statistics, per-channel coefficients and the output in one sweep while the rows      \
-   are in cache. out = (x − μ[k])·inv[k]·gs[p] + go[p], k = g·C + c, p = k mod P; writes        \
-   mean[k], inv[k] = 1/√(σ²[k] + ε), and adds Σ_g μ and Σ_g σ² into pm/pv (per thread           \
-   partials in thread order). Returns 0 (nothing done) when the layout does not fit. */         \
+/* Row layouts whose rows fit in cache a chunk of channels at a time (small batches, ghost      \
+   batches): statistics, per-channel coefficients and the output in one sweep that reads        \
+   x from memory once. out = (x − μ[k])·inv[k]·gs[p] + go[p], k = g·C + c, p = k mod P;         \
+   writes mean[k], inv[k] = 1/√(σ²[k] + ε) when mean is not NULL, and adds Σ_g μ and Σ_g σ²     \
+   into pm/pv (per-thread partials in thread order). Sums run in T over at most SUB_ROWS        \
+   rows, then in double (shifted by the chunk's first row, then centred on the mean).           \
+   Returns 0 (nothing done) when the layout does not fit. */                                    \
 static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps,               \
                                  const double *gs, const double *go, T *mean,                   \
                                  T *inv, double *pm, double *pv, int nt) {                      \
     if (!(v.I == 1 && v.sc == 1)) return 0;                                                     \
-    ROW_ITEMS(S)                                                                                \
-    if (nblk != 1) return 0;                                                                    \
+    SWEEP_ITEMS(S)                                                                              \
+    if (!sweep_ok) return 0;                                                                    \
     double *part = scratch_zero(0, (size_t)(2 * nt * P) * sizeof(double));                      \
     _Pragma("omp parallel num_threads(nt)")                                                     \
     {                                                                                           \
-        T bs[BUF], bq[BUF], xb[BUF], fb[BUF], cs[BUF], co[BUF], yb[BUF];                        \
-        double dv[BUF], di[BUF];                                                                \
+        T bs[BUF], xb[BUF], fb[BUF], cs[BUF], co[BUF], mu[BUF];                                 \
+        double ds[BUF], dv[BUF], di[BUF];                                                       \
         double *tm = part + 2 * thread_id() * P, *tv = tm + P;                                  \
         _Pragma("omp for schedule(static)")                                                     \
         for (i64 it = 0; it < items; ++it) {                                                    \
             ITEM_RANGE                                                                          \
             const i64 k0 = g * v.C + c0;                                                        \
             const T *restrict first = ROW(x + g * v.sg + c0, cn, fb);                           \
-            for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bq[c] = 0; }                              \
-            ROWS_BEGIN(seg0, seg1)                                                              \
-                const T *restrict pv_ = ROW(x + ROW_OFFSET + c0, cn, xb);                       \
-                for (i64 c = 0; c < cn; ++c) bs[c] += pv_[c] - first[c];                        \
-            ROWS_END                                                                            \
-            const T inv_n = (T)1 / (T)(seg1 - seg0);                                            \
-            for (i64 c = 0; c < cn; ++c) bs[c] = first[c] + bs[c] * inv_n;                      \
-            ROWS_BEGIN(seg0, seg1)                                                              \
-                const T *restrict pv_ = ROW(x + ROW_OFFSET + c0, cn, xb);                       \
-                for (i64 c = 0; c < cn; ++c) { T d = pv_[c] - bs[c]; bq[c] += d * d; }          \
-            ROWS_END                                                                            \
+            for (i64 c = 0; c < cn; ++c) ds[c] = 0;                                             \
+            for (i64 r0 = seg0; r0 < seg1; r0 += SUB_ROWS) {                                    \
+                const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;                     \
+                for (i64 c = 0; c < cn; ++c) bs[c] = 0;                                         \
+                ROWS_BEGIN(r0, r1)                                                              \
+                    const T *restrict pv_ = ROW(x + ROW_OFFSET + c0, cn, xb);                   \
+                    for (i64 c = 0; c < cn; ++c) bs[c] += pv_[c] - first[c];                    \
+                ROWS_END                                                                        \
+                for (i64 c = 0; c < cn; ++c) ds[c] += (double)bs[c];                            \
+            }                                                                                   \
             const double inv_cnt = 1.0 / (double)(seg1 - seg0);                                 \
+            for (i64 c = 0; c < cn; ++c) {                                                      \
+                mu[c] = (T)((double)first[c] + ds[c] * inv_cnt);                                \
+                dv[c] = 0;                                                                      \
+            }                                                                                   \
+            for (i64 r0 = seg0; r0 < seg1; r0 += SUB_ROWS) {                                    \
+                const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;                     \
+                for (i64 c = 0; c < cn; ++c) bs[c] = 0;                                         \
+                ROWS_BEGIN(r0, r1)                                                              \
+                    const T *restrict pv_ = ROW(x + ROW_OFFSET + c0, cn, xb);                   \
+                    for (i64 c = 0; c < cn; ++c) { T d = pv_[c] - mu[c]; bs[c] += d * d; }      \
+                ROWS_END                                                                        \
+                for (i64 c = 0; c < cn; ++c) dv[c] += (double)bs[c];                            \
+            }                                                                                   \
             for (i64 c = 0; c < cn; ++c) { /* vectorized; 1/√ in T like TensorFlow */           \
-                const double vr = (double)bq[c] * inv_cnt;                                      \
+                const double vr = dv[c] * inv_cnt;                                              \
                 dv[c] = vr;                                                                     \
                 di[c] = (double)((T)1 / SQRT((T)vr + (T)eps));                                  \
-                if (mean != NULL) { /* kept for the backward */                                 \
-                    mean[k0 + c] = bs[c];                                                       \
+            }                                                                                   \
+            if (mean != NULL) { /* kept for the backward */                                     \
+                for (i64 c = 0; c < cn; ++c) {                                                  \
+                    mean[k0 + c] = mu[c];                                                       \
                     inv[k0 + c] = (T)di[c];                                                     \
                 }                                                                               \
             }                                                                                   \
             for (i64 c = 0, p = k0 % P; c < cn; p = 0) { /* runs of consecutive parameters */   \
                 const i64 len = cn - c < P - p ? cn - c : P - p;                                \
                 for (i64 j = 0; j < len; ++j) {                                                 \
-                    tm[p + j] += (double)bs[c + j];                                             \
+                    tm[p + j] += (double)mu[c + j];                                             \
                     tv[p + j] += dv[c + j];                                                     \
                     cs[c + j] = (T)(di[c + j] * gs[p + j]);                                     \
                     co[c + j] = (T)go[p + j];                                                   \
@@ -680,7 +708,7 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
                 c += len;                                                                       \
             }                                                                                   \
             ROWS_BEGIN(seg0, seg1)                                                              \
-                affine_row_##SUFFIX(x + ROW_OFFSET + c0, out + ROW_OFFSET + c0, cn, bs, cs, co); \
+                affine_row_##SUFFIX(x + ROW_OFFSET + c0, out + ROW_OFFSET + c0, cn, mu, cs, co); \
             ROWS_END                                                                            \
         }                                                                                       \
     }                                                                                           \
@@ -736,44 +764,48 @@ static void affine_##SUFFIX(const S *x, S *out, view_t v, const T *mean, const T
 }                                                                                               \
                                                                                                 \
 /* The training backward in one sweep for the layouts stats_affine takes: per chunk the         \
-   sums Σdy and Σdy·(x − μ), the dx coefficients, then dx while the rows are in cache;          \
-   dγ/dβ partials per thread (thread order). gs[p] = slope[p]·γ[p]. Returns 0 when the          \
-   layout does not fit. */                                                                      \
+   sums Σdy and Σdy·(x − μ) (T over SUB_ROWS rows, then double), the dx coefficients, then      \
+   dx while the rows are in cache; dγ/dβ partials per thread (thread order).                    \
+   gs[p] = slope[p]·γ[p]. Returns 0 when the layout does not fit. */                            \
 static int reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i64 P,                  \
                               const T *mean, const T *inv, const double *gs,                    \
                               const double *slope, const double *intercept, double *dg,         \
                               double *db_, int nt) {                                            \
     if (!(v.I == 1 && v.sc == 1)) return 0;                                                     \
-    ROW_ITEMS(S)                                                                                \
-    if (nblk != 1) return 0;                                                                    \
+    SWEEP_ITEMS(S)                                                                              \
+    if (!sweep_ok) return 0;                                                                    \
     double *part = scratch_zero(4, (size_t)(2 * nt * P) * sizeof(double));                      \
     _Pragma("omp parallel num_threads(nt)")                                                     \
     {                                                                                           \
-        T mu[BUF], bs[BUF], bp[BUF], xb[BUF], db[BUF], yb[BUF], a1[BUF], a2[BUF], a3[BUF];      \
-        double di[BUF];                                                                         \
+        T mu[BUF], bs[BUF], bp[BUF], a1[BUF], a2[BUF], a3[BUF];                                 \
+        double ss[BUF], sp[BUF], di[BUF];                                                       \
         double *tg = part + 2 * thread_id() * P, *tb = tg + P;                                  \
         _Pragma("omp for schedule(static)")                                                     \
         for (i64 it = 0; it < items; ++it) {                                                    \
             ITEM_RANGE                                                                          \
             const i64 k0 = g * v.C + c0;                                                        \
             const double inv_n = 1.0 / (double)(seg1 - seg0);                                   \
-            for (i64 c = 0; c < cn; ++c) { mu[c] = mean[k0 + c]; bs[c] = 0; bp[c] = 0; }        \
-            ROWS_BEGIN(seg0, seg1)                                                              \
-                reduce_row_##SUFFIX(dy + ROW_OFFSET + c0, x + ROW_OFFSET + c0, cn, mu, bs, bp); \
-            ROWS_END                                                                            \
+            for (i64 c = 0; c < cn; ++c) { mu[c] = mean[k0 + c]; ss[c] = 0; sp[c] = 0; }        \
+            for (i64 r0 = seg0; r0 < seg1; r0 += SUB_ROWS) {                                    \
+                const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;                     \
+                for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bp[c] = 0; }                          \
+                ROWS_BEGIN(r0, r1)                                                              \
+                    reduce_row_##SUFFIX(dy + ROW_OFFSET + c0, x + ROW_OFFSET + c0, cn, mu, bs, bp); \
+                ROWS_END                                                                        \
+                for (i64 c = 0; c < cn; ++c) { ss[c] += (double)bs[c]; sp[c] += (double)bp[c]; } \
+            }                                                                                   \
             for (i64 c = 0; c < cn; ++c) {                                                      \
                 const double iv = (double)inv[k0 + c];                                          \
                 di[c] = iv;                                                                     \
-                a1[c] = (T)((double)bs[c] * inv_n);                                             \
-                a2[c] = (T)(iv * iv * (double)bp[c] * inv_n);                                   \
+                a1[c] = (T)(ss[c] * inv_n);                                                     \
+                a2[c] = (T)(iv * iv * sp[c] * inv_n);                                           \
             }                                                                                   \
             for (i64 c = 0, p = k0 % P; c < cn; p = 0) { /* runs of consecutive parameters */   \
                 const i64 len = cn - c < P - p ? cn - c : P - p;                                \
                 for (i64 j = 0; j < len; ++j) {                                                 \
                     a3[c + j] = (T)(di[c + j] * gs[p + j]);                                     \
-                    tg[p + j] += slope[p + j] * di[c + j] * (double)bp[c + j]                   \
-                                 + intercept[p + j] * (double)bs[c + j];                        \
-                    tb[p + j] += (double)bs[c + j];                                             \
+                    tg[p + j] += slope[p + j] * di[c + j] * sp[c + j] + intercept[p + j] * ss[c + j]; \
+                    tb[p + j] += ss[c + j];                                                     \
                 }                                                                               \
                 c += len;                                                                       \
             }                                                                                   \
