@@ -280,3 +280,65 @@ def test_torch_compile_fullgraph_trains_and_infers_with_the_same_numbers():
 def test_kernel_status_is_reported():
     assert isinstance(_native.status(), str) and _native.status()
     assert "batchnorm" in batchnorm.__name__
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(
+    "shape, config",
+    [
+        ((64, 48), {"axis": -1}),  # rows: whole 16-wide vectors and a tail
+        ((6, 5, 12, 12), {"axis": 1}),  # planes: runs of 144
+        ((64, 40), {"axis": -1, "virtual_batch_size": 8}),  # one-sweep ghost batches
+        ((5000, 40), {"axis": -1}),  # rows over several cache blocks
+    ],
+    ids=["rows", "planes", "ghost", "blocks"],
+)
+def test_16bit_training_step_matches_float64(dtype, shape, config, backend):
+    """Forward and backward of 16-bit input against the float64 reference on the same
+    (16-bit) values: within a few units in the last place of the 16-bit output."""
+    rng = np.random.default_rng(1)
+    x = torch.tensor(rng.normal(3.0, 2.0, shape)).to(dtype).requires_grad_()
+    dy = torch.tensor(rng.normal(size=shape)).to(dtype)
+    layer = BatchNormalization(momentum=0.5, **config)
+    layer(x.detach()[:8], training=False)
+    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
+    state = reference.state_of(layer)
+    y = layer(x, training=True)
+    y.backward(dy)
+    options = reference.Options(
+        momentum=0.5,
+        epsilon=1e-3,
+        bessel=layer._bessel,
+        virtual_batch_size=config.get("virtual_batch_size"),
+    )
+    y_ref, dx_ref, dg_ref, db_ref, new = reference.train_step(
+        x.detach().double().numpy(), dy.double().numpy(), layer.axis, state, options
+    )
+    eps = float(torch.finfo(dtype).eps)
+    assert y.dtype == dtype and x.grad.dtype == dtype
+    np.testing.assert_allclose(y.detach().double().numpy(), y_ref, rtol=2 * eps, atol=4 * eps)
+    scale = np.abs(dx_ref).max()
+    np.testing.assert_allclose(x.grad.double().numpy(), dx_ref, rtol=4 * eps, atol=4 * eps * scale)
+    np.testing.assert_allclose(layer.gamma.grad.double().numpy(), dg_ref, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(layer.beta.grad.double().numpy(), db_ref, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), new.moving_mean, rtol=1e-6)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), new.moving_variance, rtol=1e-5)
+
+
+@pytest.mark.parametrize("grouping", ["strided", "contiguous"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed"])
+def test_ghost_layout_describes_the_ghost_view(grouping, layout):
+    """The C passes read ghost batches through shape and strides computed from x's; they
+    must be exactly those of functional.ghost_batches' view of the same memory."""
+    from batchnorm import _fused
+
+    base = torch.randn(12, 3, 4, 5)
+    x = {
+        "contiguous": base,
+        "channels_last": base.contiguous(memory_format=torch.channels_last),
+        "transposed": base.permute(0, 3, 2, 1).contiguous().permute(0, 3, 2, 1),
+    }[layout]
+    view, ghost_dim = F.ghost_batches(x, 4, grouping)
+    shape, stride, dim = _fused.ghost_layout(x, 4, grouping)
+    assert (shape, stride, dim) == (tuple(view.shape), view.stride(), ghost_dim)
+    assert view.data_ptr() == x.data_ptr()

@@ -100,6 +100,25 @@ def _geometry(
     return Geometry(shape, stride, dims, ghost)
 
 
+def ghost_layout(
+    x: torch.Tensor, virtual_batch_size: int, grouping: str
+) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    """Shape, strides and ghost dimension of ``functional.ghost_batches(x, …)``'s view,
+    without making it: splitting the batch dimension (stride s) into (vbs, G) gives
+    strides (G·s, s) for TF's strided grouping, into (G, vbs) gives (vbs·s, s)."""
+    return _ghost_layout(tuple(x.shape), tuple(x.stride()), virtual_batch_size, grouping)
+
+
+@functools.lru_cache(maxsize=256)
+def _ghost_layout(
+    shape: tuple[int, ...], stride: tuple[int, ...], vbs: int, grouping: str
+) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    groups = shape[0] // vbs
+    if grouping == "strided":
+        return (vbs, groups, *shape[1:]), (groups * stride[0], stride[0], *stride[1:]), 1
+    return (groups, vbs, *shape[1:]), (vbs * stride[0], stride[0], *stride[1:]), 0
+
+
 def _canonical(
     shape: Sequence[int],
     stride: Sequence[int],
@@ -615,7 +634,7 @@ def train(
     axes: Sequence[int],
     ghost_dim: int | None,
     moving: Any = None,
-    view: torch.Tensor | None = None,
+    layout: tuple[tuple[int, ...], tuple[int, ...], int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor], int, bool]:
     """Training pass on a (ghost-viewed) dense input; gamma/beta in parameter layout.
 
@@ -624,12 +643,16 @@ def train(
     2·P entries of one float64 vector (the C pass's state: no per-call slicing when
     nobody reads them); the number of values per channel of one ghost batch (for
     Bessel's correction); and whether ``moving`` (a ``functional.MovingStatistics``)
-    was already updated in place. ``view`` (a view of ``x``'s memory, e.g. the ghost
-    batches) gives the layout the statistics follow; the C pass reads ``x`` through
-    it and returns y in ``x``'s shape, so autograd records no view operations."""
-    view = x if view is None else view
+    was already updated in place. ``layout`` (shape, strides, ghost dimension) of a
+    view of ``x``'s memory (``ghost_layout``) gives the layout the statistics follow;
+    the C pass reads ``x`` through it and returns y in ``x``'s shape, so autograd
+    records no view operations."""
+    if layout is None:
+        shape, stride = tuple(x.shape), tuple(x.stride())
+    else:
+        shape, stride = layout[0], layout[1]
     channel_dims = (*axes,) if ghost_dim is None else (ghost_dim, *axes)
-    geo = _geometry(tuple(view.shape), tuple(view.stride()), channel_dims, ghost_dim)
+    geo = _geometry(shape, stride, channel_dims, ghost_dim)
     lib = native_library(x, geo)
     plan = Plan(geo, lib=lib, **plan_args)
     if lib is not None:

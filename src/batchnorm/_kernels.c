@@ -166,6 +166,7 @@ static inline uint16_t f16_store(float f) {
     const i64 ncc = (v.C + cchunk - 1) / cchunk;                                                \
     i64 block = ROW_BLOCK_BYTES / (i64)sizeof(S) / cchunk;                                      \
     if (block < 16) block = 16;                                                                 \
+    if (block > SUB_ROWS) block = SUB_ROWS; /* float sums over at most this many rows */        \
     const i64 nblk = (rows_per_g + block - 1) / block;                                          \
     i64 nseg = (4 * nt + v.G * ncc - 1) / (v.G * ncc);                                          \
     if (nseg > nblk) nseg = nblk;                                                               \

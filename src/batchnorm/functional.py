@@ -311,24 +311,27 @@ def train_forward(
     compiling = _tracing()
     if group is None and weights is None and not compiling:  # the fast passes, if they fit
         x = _fused.dense(x)
-        xg = x
+        layout = None
+        vshape = shape
         if virtual_batch_size is not None:  # the ghost view's layout; the pass reads x itself
-            xg, ghost_dim = ghost_batches(x.detach(), virtual_batch_size, grouping)
+            layout = _fused.ghost_layout(x, virtual_batch_size, grouping)
+            vshape, ghost_dim = layout[0], layout[2]
             axes = [a + 1 for a in axes]
         fits = adjustment is None
         if not fits:
             channel_dims = axes if ghost_dim is None else [*axes, ghost_dim]
-            fits = _per_channel(adjustment, reduction_dims(xg.dim(), channel_dims), xg.dim())
+            ndim = len(vshape)
+            fits = _per_channel(adjustment, reduction_dims(ndim, channel_dims), ndim)
         if fits:
             if adjustment is not None:
-                view = [n if d in axes else 1 for d, n in enumerate(xg.shape)]
+                view = [n if d in axes else 1 for d, n in enumerate(vshape)]
                 adjustment = tuple(torch.broadcast_to(a, view) for a in adjustment)
             plan_args = {"epsilon": epsilon, "renorm": renorm, "adjustment": adjustment}
             y, pair, n, updated = _fused.train(
-                x, gamma, beta, plan_args, axes, ghost_dim, moving, view=xg
+                x, gamma, beta, plan_args, axes, ghost_dim, moving, layout=layout
             )
             if param_shape is None:
-                param_shape = [size if d in axes else 1 for d, size in enumerate(xg.shape)]
+                param_shape = [size if d in axes else 1 for d, size in enumerate(vshape)]
             factor = n / max(n - 1, 1)
             if isinstance(pair, tuple):
                 stats = BatchStatistics(
