@@ -251,7 +251,7 @@ class NativeTrainNorm(torch.autograd.Function):
             rmax = float(clip.get("rmax", _INF))
             dmax = float(clip.get("dmax", _INF))
         if plan.adjustment is not None:
-            a_s, a_b = (_vector(a, pdt) for a in plan.adjustment)
+            a_s, a_b = _vector(plan.adjustment[0], pdt), _vector(plan.adjustment[1], pdt)
         mv = plan.moving
         if mv is None:
             mm = mvar = msd = None

@@ -157,12 +157,21 @@ static inline uint16_t f16_store(float f) {
 /* every channel k = g*P + p with its parameter index p, without a division per k */
 #define FOR_KP for (i64 gg_ = 0, k = 0; gg_ < K / P; ++gg_) for (i64 p = 0; p < P; ++p, ++k)
 
+/* Channels per row-mode work item: at most CCHUNK, in equal chunks (a multiple of 16 but
+ * the last), so that no thread is left with a short remainder chunk. */
+static inline i64 balanced_chunk(i64 C) {
+    if (C <= CCHUNK) return C;
+    const i64 n = (C + CCHUNK - 1) / CCHUNK;
+    const i64 w = ((C + n - 1) / n + 15) / 16 * 16;
+    return w < CCHUNK ? w : CCHUNK;
+}
+
 /* Row mode walks rows (a, m) of one channel group g in blocks of rows; inside a block the
  * rows are two nested loops whose addresses are affine in the loop counters, which is
  * what lets the compiler vectorize over channels without per-row checks. */
-#define ROW_ITEMS(S)                                                                            \
+#define ROW_ITEMS_W(S, WIDTH)                                                                   \
     const i64 rows_per_g = v.A * v.M;                                                           \
-    const i64 cchunk = v.C < CCHUNK ? v.C : CCHUNK;                                             \
+    const i64 cchunk = (WIDTH);                                                                 \
     const i64 ncc = (v.C + cchunk - 1) / cchunk;                                                \
     i64 block = ROW_BLOCK_BYTES / (i64)sizeof(S) / cchunk;                                      \
     if (block < 16) block = 16;                                                                 \
@@ -173,6 +182,7 @@ static inline uint16_t f16_store(float f) {
     if (nseg < 1) nseg = 1;                                                                     \
     const i64 seg_rows = ((nblk + nseg - 1) / nseg) * block;                                    \
     const i64 items = v.G * ncc * nseg;
+#define ROW_ITEMS(S) ROW_ITEMS_W(S, balanced_chunk(v.C))
 /* item it = (g, channel chunk, row segment); rows [seg0, seg1), channels [c0, c0 + cn) */
 #define ITEM_RANGE                                                                              \
     const i64 s_ = it % nseg;                                                                   \
@@ -187,7 +197,7 @@ static inline uint16_t f16_store(float f) {
  * than the two-pass blocks: short strided row pieces.) Same names as ROW_ITEMS (nseg = 1). */
 #define SWEEP_ITEMS(S)                                                                          \
     const i64 rows_per_g = v.A * v.M;                                                           \
-    const i64 cchunk = v.C < CCHUNK ? v.C : CCHUNK;                                             \
+    const i64 cchunk = balanced_chunk(v.C);                                                     \
     const int sweep_ok = rows_per_g * cchunk * (i64)sizeof(S) <= ROW_BLOCK_BYTES;               \
     const i64 ncc = (v.C + cchunk - 1) / cchunk, nseg = 1, seg_rows = rows_per_g;               \
     const i64 items = v.G * ncc;
@@ -726,7 +736,6 @@ static void affine_##SUFFIX(const S *x, S *out, view_t v, const T *mean, const T
         RUN_ITEMS                                                                               \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
-            T xb[BUF], yb[BUF];                                                                 \
             _Pragma("omp for schedule(static)")                                                 \
             for (i64 it = 0; it < items; ++it) {                                                \
                 RUN_ITEM_BEGIN                                                                  \
@@ -735,10 +744,9 @@ static void affine_##SUFFIX(const S *x, S *out, view_t v, const T *mean, const T
             }                                                                                   \
         }                                                                                       \
     } else if (v.I == 1 && v.sc == 1) {                                                         \
-        ROW_ITEMS(S)                                                                            \
+        ROW_ITEMS_W(S, v.C) /* whole rows: nothing kept per channel chunk */                    \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
-            T xb[BUF], yb[BUF];                                                                 \
             _Pragma("omp for schedule(static)")                                                 \
             for (i64 it = 0; it < items; ++it) {                                                \
                 ITEM_RANGE                                                                      \
@@ -835,7 +843,7 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
         if (nblk == 1) { /* every row of a chunk in one block: write the sums directly */       \
             _Pragma("omp parallel num_threads(nt)")                                             \
             {                                                                                   \
-                T bs[BUF], bp[BUF], xb[BUF], db[BUF];                                           \
+                T bs[BUF], bp[BUF];                                                             \
                 _Pragma("omp for schedule(static)")                                             \
                 for (i64 it = 0; it < items; ++it) {                                            \
                     ITEM_RANGE                                                                  \
@@ -854,7 +862,7 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
         acc = scratch_zero(1, (size_t)(2 * parts * K) * sizeof(double));                        \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
-            T bs[BUF], bp[BUF], xb[BUF], db[BUF];                                               \
+            T bs[BUF], bp[BUF];                                                                 \
             _Pragma("omp for schedule(static)")                                                 \
             for (i64 it = 0; it < items; ++it) {                                                \
                 ITEM_RANGE                                                                      \
@@ -879,7 +887,6 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
             double *ts = acc + 2 * thread_id() * K, *tp = ts + K;                               \
-            T xb[BUF], db[BUF];                                                                 \
             _Pragma("omp for schedule(static)")                                                 \
             for (i64 it = 0; it < items; ++it) {                                                \
                 RUN_ITEM_BEGIN                                                                  \
@@ -917,10 +924,9 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
 static void dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, const T *mean, const T *k1,   \
                         const T *k2, const T *k3, int nt) {                                     \
     if (v.I == 1 && v.sc == 1) {                                                                \
-        ROW_ITEMS(S)                                                                            \
+        ROW_ITEMS_W(S, v.C) /* whole rows: nothing kept per channel chunk */                    \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
-            T xb[BUF], db[BUF], yb[BUF];                                                        \
             _Pragma("omp for schedule(static)")                                                 \
             for (i64 it = 0; it < items; ++it) {                                                \
                 ITEM_RANGE                                                                      \
@@ -939,7 +945,6 @@ static void dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, const T *mean,
         const int contiguous = v.si == 1;                                                       \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
-            T xb[BUF], db[BUF], yb[BUF];                                                        \
             _Pragma("omp for schedule(static)")                                                 \
             for (i64 it = 0; it < items; ++it) {                                                \
                 RUN_ITEM_BEGIN                                                                  \

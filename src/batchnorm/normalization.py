@@ -590,15 +590,23 @@ class BatchNormalization(Layer):
         values = []
         dtype = torch.float32 if x.dtype in SIXTEEN_BIT else x.dtype
         for what, value in zip(("scale", "bias"), result, strict=True):
-            if _is_complex(value):
-                raise TypeError(f"`adjustment` returned a complex {what}; expected real values.")
-            try:
-                value = torch.as_tensor(value, dtype=dtype, device=x.device)
-            except (TypeError, ValueError, RuntimeError) as exc:
-                raise TypeError(
-                    f"`adjustment` must return real tensors (scale, bias); returned a {what} of "
-                    f"type {type(value).__name__}."
-                ) from exc
+            ready = (
+                isinstance(value, torch.Tensor)
+                and value.dtype == dtype
+                and value.device == x.device
+            )
+            if not ready:
+                if _is_complex(value):
+                    raise TypeError(
+                        f"`adjustment` returned a complex {what}; expected real values."
+                    )
+                try:
+                    value = torch.as_tensor(value, dtype=dtype, device=x.device)
+                except (TypeError, ValueError, RuntimeError) as exc:
+                    raise TypeError(
+                        f"`adjustment` must return real tensors (scale, bias); returned a "
+                        f"{what} of type {type(value).__name__}."
+                    ) from exc
             if not _broadcasts_to(value.shape, x.shape):
                 raise ValueError(
                     f"`adjustment` returned a {what} of shape {tuple(value.shape)}, which does "
