@@ -665,7 +665,7 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
     double *part = scratch_zero(0, (size_t)(2 * nt * P) * sizeof(double));                      \
     _Pragma("omp parallel num_threads(nt)")                                                     \
     {                                                                                           \
-        T bs[BUF], xb[BUF], fb[BUF], cs[BUF], co[BUF], mu[BUF];                                 \
+        T bs[BUF], xb[BUF], fb[BUF], cs[BUF], co[BUF], mu[BUF], ti[BUF];                        \
         double ds[BUF], dv[BUF], di[BUF];                                                       \
         double *tm = part + 2 * thread_id() * P, *tv = tm + P;                                  \
         _Pragma("omp for schedule(static)")                                                     \
@@ -673,50 +673,81 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
             ITEM_RANGE                                                                          \
             const i64 k0 = g * v.C + c0;                                                        \
             const T *restrict first = ROW(x + g * v.sg + c0, cn, fb);                           \
-            for (i64 c = 0; c < cn; ++c) ds[c] = 0;                                             \
-            for (i64 r0 = seg0; r0 < seg1; r0 += SUB_ROWS) {                                    \
-                const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;                     \
+            if (seg1 - seg0 <= SUB_ROWS) { /* one sub-block: sums stay in T, fewer loops */     \
                 for (i64 c = 0; c < cn; ++c) bs[c] = 0;                                         \
-                ROWS_BEGIN(r0, r1)                                                              \
+                ROWS_BEGIN(seg0, seg1)                                                          \
                     const T *restrict pv_ = ROW(x + ROW_OFFSET + c0, cn, xb);                   \
                     for (i64 c = 0; c < cn; ++c) bs[c] += pv_[c] - first[c];                    \
                 ROWS_END                                                                        \
-                for (i64 c = 0; c < cn; ++c) ds[c] += (double)bs[c];                            \
-            }                                                                                   \
-            const double inv_cnt = 1.0 / (double)(seg1 - seg0);                                 \
-            for (i64 c = 0; c < cn; ++c) {                                                      \
-                mu[c] = (T)((double)first[c] + ds[c] * inv_cnt);                                \
-                dv[c] = 0;                                                                      \
-            }                                                                                   \
-            for (i64 r0 = seg0; r0 < seg1; r0 += SUB_ROWS) {                                    \
-                const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;                     \
-                for (i64 c = 0; c < cn; ++c) bs[c] = 0;                                         \
-                ROWS_BEGIN(r0, r1)                                                              \
+                const T inv_n = (T)1 / (T)(seg1 - seg0);                                        \
+                for (i64 c = 0; c < cn; ++c) { mu[c] = first[c] + bs[c] * inv_n; bs[c] = 0; }   \
+                ROWS_BEGIN(seg0, seg1)                                                          \
                     const T *restrict pv_ = ROW(x + ROW_OFFSET + c0, cn, xb);                   \
                     for (i64 c = 0; c < cn; ++c) { T d = pv_[c] - mu[c]; bs[c] += d * d; }      \
                 ROWS_END                                                                        \
-                for (i64 c = 0; c < cn; ++c) dv[c] += (double)bs[c];                            \
-            }                                                                                   \
-            for (i64 c = 0; c < cn; ++c) { /* vectorized; 1/√ in T like TensorFlow */           \
-                const double vr = dv[c] * inv_cnt;                                              \
-                dv[c] = vr;                                                                     \
-                di[c] = (double)((T)1 / SQRT((T)vr + (T)eps));                                  \
-            }                                                                                   \
-            if (mean != NULL) { /* kept for the backward */                                     \
+                const double inv_cnt = 1.0 / (double)(seg1 - seg0);                             \
+                for (i64 c = 0, p = k0 % P; c < cn; p = 0) { /* runs of consecutive parameters */ \
+                    const i64 len = cn - c < P - p ? cn - c : P - p;                            \
+                    for (i64 j = 0; j < len; ++j) {                                             \
+                        const double vr = (double)bs[c + j] * inv_cnt;                          \
+                        const T iv = (T)1 / SQRT((T)vr + (T)eps); /* in T like TensorFlow */    \
+                        ti[c + j] = iv;                                                         \
+                        tm[p + j] += (double)mu[c + j];                                         \
+                        tv[p + j] += vr;                                                        \
+                        cs[c + j] = (T)((double)iv * gs[p + j]);                                \
+                        co[c + j] = (T)go[p + j];                                               \
+                    }                                                                           \
+                    c += len;                                                                   \
+                }                                                                               \
+                if (mean != NULL) { /* kept for the backward */                                 \
+                    for (i64 c = 0; c < cn; ++c) { mean[k0 + c] = mu[c]; inv[k0 + c] = ti[c]; } \
+                }                                                                               \
+            } else {                                                                            \
+                for (i64 c = 0; c < cn; ++c) ds[c] = 0;                                         \
+                for (i64 r0 = seg0; r0 < seg1; r0 += SUB_ROWS) {                                \
+                    const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;                 \
+                    for (i64 c = 0; c < cn; ++c) bs[c] = 0;                                     \
+                    ROWS_BEGIN(r0, r1)                                                          \
+                        const T *restrict pv_ = ROW(x + ROW_OFFSET + c0, cn, xb);               \
+                        for (i64 c = 0; c < cn; ++c) bs[c] += pv_[c] - first[c];                \
+                    ROWS_END                                                                    \
+                    for (i64 c = 0; c < cn; ++c) ds[c] += (double)bs[c];                        \
+                }                                                                               \
+                const double inv_cnt = 1.0 / (double)(seg1 - seg0);                             \
                 for (i64 c = 0; c < cn; ++c) {                                                  \
-                    mean[k0 + c] = mu[c];                                                       \
-                    inv[k0 + c] = (T)di[c];                                                     \
+                    mu[c] = (T)((double)first[c] + ds[c] * inv_cnt);                            \
+                    dv[c] = 0;                                                                  \
                 }                                                                               \
-            }                                                                                   \
-            for (i64 c = 0, p = k0 % P; c < cn; p = 0) { /* runs of consecutive parameters */   \
-                const i64 len = cn - c < P - p ? cn - c : P - p;                                \
-                for (i64 j = 0; j < len; ++j) {                                                 \
-                    tm[p + j] += (double)mu[c + j];                                             \
-                    tv[p + j] += dv[c + j];                                                     \
-                    cs[c + j] = (T)(di[c + j] * gs[p + j]);                                     \
-                    co[c + j] = (T)go[p + j];                                                   \
+                for (i64 r0 = seg0; r0 < seg1; r0 += SUB_ROWS) {                                \
+                    const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;                 \
+                    for (i64 c = 0; c < cn; ++c) bs[c] = 0;                                     \
+                    ROWS_BEGIN(r0, r1)                                                          \
+                        const T *restrict pv_ = ROW(x + ROW_OFFSET + c0, cn, xb);               \
+                        for (i64 c = 0; c < cn; ++c) { T d = pv_[c] - mu[c]; bs[c] += d * d; }  \
+                    ROWS_END                                                                    \
+                    for (i64 c = 0; c < cn; ++c) dv[c] += (double)bs[c];                        \
                 }                                                                               \
-                c += len;                                                                       \
+                for (i64 c = 0; c < cn; ++c) { /* vectorized; 1/√ in T like TensorFlow */       \
+                    const double vr = dv[c] * inv_cnt;                                          \
+                    dv[c] = vr;                                                                 \
+                    di[c] = (double)((T)1 / SQRT((T)vr + (T)eps));                              \
+                }                                                                               \
+                if (mean != NULL) { /* kept for the backward */                                 \
+                    for (i64 c = 0; c < cn; ++c) {                                              \
+                        mean[k0 + c] = mu[c];                                                   \
+                        inv[k0 + c] = (T)di[c];                                                 \
+                    }                                                                           \
+                }                                                                               \
+                for (i64 c = 0, p = k0 % P; c < cn; p = 0) { /* runs of consecutive parameters */ \
+                    const i64 len = cn - c < P - p ? cn - c : P - p;                            \
+                    for (i64 j = 0; j < len; ++j) {                                             \
+                        tm[p + j] += (double)mu[c + j];                                         \
+                        tv[p + j] += dv[c + j];                                                 \
+                        cs[c + j] = (T)(di[c + j] * gs[p + j]);                                 \
+                        co[c + j] = (T)go[p + j];                                               \
+                    }                                                                           \
+                    c += len;                                                                   \
+                }                                                                               \
             }                                                                                   \
             ROWS_BEGIN(seg0, seg1)                                                              \
                 affine_row_##SUFFIX(x + ROW_OFFSET + c0, out + ROW_OFFSET + c0, cn, mu, cs, co); \
@@ -794,29 +825,49 @@ static int reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i64 P,  
             ITEM_RANGE                                                                          \
             const i64 k0 = g * v.C + c0;                                                        \
             const double inv_n = 1.0 / (double)(seg1 - seg0);                                   \
-            for (i64 c = 0; c < cn; ++c) { mu[c] = mean[k0 + c]; ss[c] = 0; sp[c] = 0; }        \
-            for (i64 r0 = seg0; r0 < seg1; r0 += SUB_ROWS) {                                    \
-                const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;                     \
-                for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bp[c] = 0; }                          \
-                ROWS_BEGIN(r0, r1)                                                              \
+            if (seg1 - seg0 <= SUB_ROWS) { /* one sub-block: sums stay in T, fewer loops */     \
+                for (i64 c = 0; c < cn; ++c) { mu[c] = mean[k0 + c]; bs[c] = 0; bp[c] = 0; }    \
+                ROWS_BEGIN(seg0, seg1)                                                          \
                     reduce_row_##SUFFIX(dy + ROW_OFFSET + c0, x + ROW_OFFSET + c0, cn, mu, bs, bp); \
                 ROWS_END                                                                        \
-                for (i64 c = 0; c < cn; ++c) { ss[c] += (double)bs[c]; sp[c] += (double)bp[c]; } \
-            }                                                                                   \
-            for (i64 c = 0; c < cn; ++c) {                                                      \
-                const double iv = (double)inv[k0 + c];                                          \
-                di[c] = iv;                                                                     \
-                a1[c] = (T)(ss[c] * inv_n);                                                     \
-                a2[c] = (T)(iv * iv * sp[c] * inv_n);                                           \
-            }                                                                                   \
-            for (i64 c = 0, p = k0 % P; c < cn; p = 0) { /* runs of consecutive parameters */   \
-                const i64 len = cn - c < P - p ? cn - c : P - p;                                \
-                for (i64 j = 0; j < len; ++j) {                                                 \
-                    a3[c + j] = (T)(di[c + j] * gs[p + j]);                                     \
-                    tg[p + j] += slope[p + j] * di[c + j] * sp[c + j] + intercept[p + j] * ss[c + j]; \
-                    tb[p + j] += ss[c + j];                                                     \
+                for (i64 c = 0, p = k0 % P; c < cn; p = 0) { /* runs of consecutive parameters */ \
+                    const i64 len = cn - c < P - p ? cn - c : P - p;                            \
+                    for (i64 j = 0; j < len; ++j) {                                             \
+                        const double iv = (double)inv[k0 + c + j];                              \
+                        const double su = (double)bs[c + j], pr = (double)bp[c + j];            \
+                        a1[c + j] = (T)(su * inv_n);                                            \
+                        a2[c + j] = (T)(iv * iv * pr * inv_n);                                  \
+                        a3[c + j] = (T)(iv * gs[p + j]);                                        \
+                        tg[p + j] += slope[p + j] * iv * pr + intercept[p + j] * su;            \
+                        tb[p + j] += su;                                                        \
+                    }                                                                           \
+                    c += len;                                                                   \
                 }                                                                               \
-                c += len;                                                                       \
+            } else {                                                                            \
+                for (i64 c = 0; c < cn; ++c) { mu[c] = mean[k0 + c]; ss[c] = 0; sp[c] = 0; }    \
+                for (i64 r0 = seg0; r0 < seg1; r0 += SUB_ROWS) {                                \
+                    const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;                 \
+                    for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bp[c] = 0; }                      \
+                    ROWS_BEGIN(r0, r1)                                                          \
+                        reduce_row_##SUFFIX(dy + ROW_OFFSET + c0, x + ROW_OFFSET + c0, cn, mu, bs, bp); \
+                    ROWS_END                                                                    \
+                    for (i64 c = 0; c < cn; ++c) { ss[c] += (double)bs[c]; sp[c] += (double)bp[c]; } \
+                }                                                                               \
+                for (i64 c = 0; c < cn; ++c) {                                                  \
+                    const double iv = (double)inv[k0 + c];                                      \
+                    di[c] = iv;                                                                 \
+                    a1[c] = (T)(ss[c] * inv_n);                                                 \
+                    a2[c] = (T)(iv * iv * sp[c] * inv_n);                                       \
+                }                                                                               \
+                for (i64 c = 0, p = k0 % P; c < cn; p = 0) { /* runs of consecutive parameters */ \
+                    const i64 len = cn - c < P - p ? cn - c : P - p;                            \
+                    for (i64 j = 0; j < len; ++j) {                                             \
+                        a3[c + j] = (T)(di[c + j] * gs[p + j]);                                 \
+                        tg[p + j] += slope[p + j] * di[c + j] * sp[c + j] + intercept[p + j] * ss[c + j]; \
+                        tb[p + j] += ss[c + j];                                                 \
+                    }                                                                           \
+                    c += len;                                                                   \
+                }                                                                               \
             }                                                                                   \
             if (dx != NULL) {                                                                   \
                 ROWS_BEGIN(seg0, seg1)                                                          \

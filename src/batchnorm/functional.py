@@ -317,16 +317,9 @@ def train_forward(
             layout = _fused.ghost_layout(x, virtual_batch_size, grouping)
             vshape, ghost_dim = layout[0], layout[2]
             axes = [a + 1 for a in axes]
-        fits = adjustment is None
-        if not fits:
-            channel_dims = axes if ghost_dim is None else [*axes, ghost_dim]
-            ndim = len(vshape)
-            fits = _per_channel(adjustment, reduction_dims(ndim, channel_dims), ndim)
-        if fits:
-            if adjustment is not None:
-                view = [n if d in axes else 1 for d, n in enumerate(vshape)]
-                adjustment = tuple(torch.broadcast_to(a, view) for a in adjustment)
-            plan_args = {"epsilon": epsilon, "renorm": renorm, "adjustment": adjustment}
+        per_channel = None if adjustment is None else _parameter_layout(adjustment, vshape, axes)
+        if adjustment is None or per_channel is not None:
+            plan_args = {"epsilon": epsilon, "renorm": renorm, "adjustment": per_channel}
             y, pair, n, updated = _fused.train(
                 x, gamma, beta, plan_args, axes, ghost_dim, moving, layout=layout
             )
@@ -466,16 +459,23 @@ def _ghost_mean(t: torch.Tensor, ghost_dim: int | None) -> torch.Tensor:
     return t if ghost_dim is None else t.mean(dim=ghost_dim, keepdim=True)
 
 
-def _per_channel(
-    adjustment: tuple[torch.Tensor, ...] | None, dims: Sequence[int], ndim: int
-) -> bool:
-    """Whether an adjustment is constant over the reduced dims (so it folds into the
-    per-channel scale and shift) and needs no gradient."""
-    for a in adjustment or ():
-        offset = ndim - a.dim()
-        if a.requires_grad or any(d >= offset and a.shape[d - offset] != 1 for d in dims):
-            return False
-    return True
+def _parameter_layout(
+    adjustment: tuple[torch.Tensor, torch.Tensor], shape: Sequence[int], axes: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The adjustment's (scale, bias) as values in parameter order (one per entry of the
+    ``axes`` of ``shape``), or None when one varies over a reduced dimension or needs a
+    gradient (the composite path handles those). A tensor whose sizes other than 1 all
+    lie on ``axes`` already holds them in that order when it has one value per entry."""
+    params = math.prod(shape[a] for a in axes)
+    out = []
+    for a in adjustment:
+        offset = len(shape) - a.dim()
+        if a.requires_grad or any(n != 1 and offset + i not in axes for i, n in enumerate(a.shape)):
+            return None
+        if a.numel() != params:
+            a = torch.broadcast_to(a, [n if d in axes else 1 for d, n in enumerate(shape)])
+        out.append(a)
+    return out[0], out[1]
 
 
 def _composite_train(
