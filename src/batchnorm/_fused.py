@@ -604,10 +604,12 @@ def _composite_backward(
 
 
 # ---------------------------------------------------------------------- entry points
-def _needs_grad(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
+def _needs_grad(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None) -> bool:
     """Whether autograd records this call: grad mode on and some input requires grad."""
     return torch.is_grad_enabled() and (
-        x.requires_grad or any(p is not None and p.requires_grad for p in params)
+        x.requires_grad
+        or (gamma is not None and gamma.requires_grad)
+        or (beta is not None and beta.requires_grad)
     )
 
 
@@ -696,7 +698,7 @@ def infer(
     epsilon: float,
 ) -> torch.Tensor:
     """Inference pass with given statistics, all in parameter layout."""
-    geo = Geometry.of(x, axes)
+    geo = _geometry(tuple(x.shape), tuple(x.stride()), tuple(axes), None)
     lib = native_library(x, geo)
     if lib is not None and not _needs_grad(x, gamma, beta):
         pdt = _PARAM_DTYPE[x.dtype]

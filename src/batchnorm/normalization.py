@@ -476,9 +476,12 @@ class BatchNormalization(Layer):
     def _check_shape(self, shape: Sequence[int | None]) -> None:
         if torch.jit.is_tracing():  # traced sizes are tensors; the layout is fixed by build
             return
-        if len(shape) != self._input_rank or any(
-            shape[a] is not None and shape[a] != size for a, size in self._channel_sizes.items()
-        ):
+        fits = len(shape) == self._input_rank
+        if fits:
+            for a, size in self._channel_sizes.items():
+                if shape[a] is not None and shape[a] != size:
+                    fits = False
+        if not fits:
             raise ValueError(
                 f"Input 0 of layer {self.name} is incompatible with the layer: expected shape "
                 f"{self._expected_shape()} (rank {self._input_rank}, None = any size), "
@@ -501,7 +504,7 @@ class BatchNormalization(Layer):
             )
         moving_mean = self.moving_mean
         var_dtype, device = moving_mean.dtype, moving_mean.device
-        if inputs.device != device:
+        if inputs.is_cpu != moving_mean.is_cpu or (not inputs.is_cpu and inputs.device != device):
             raise ValueError(
                 f"Input of layer {self.name} is on {inputs.device} but the layer's variables are "
                 f"on {device}; move one of them (e.g. `layer.to({str(inputs.device)!r})`)."
