@@ -342,3 +342,39 @@ def test_ghost_layout_describes_the_ghost_view(grouping, layout):
     shape, stride, dim = _fused.ghost_layout(x, 4, grouping)
     assert (shape, stride, dim) == (tuple(view.shape), view.stride(), ghost_dim)
     assert view.data_ptr() == x.data_ptr()
+
+
+@pytest.mark.parametrize(
+    "shape, axis",
+    [((300, 8, 7, 7), 1), ((40, 6, 5, 7), [1, 2]), ((3, 40, 4, 4), 1)],
+    ids=["nchw-7x7-blocks", "multi-axis-short-runs", "many-channels"],
+)
+def test_short_runs_match_float64(shape, axis, backend):
+    """NCHW with small planes (adjacent channel runs walked as one block) over several
+    row blocks, against the float64 reference: forward, backward and moving statistics."""
+    rng = np.random.default_rng(2)
+    x = torch.tensor(rng.normal(5.0, 3.0, shape), dtype=torch.float32, requires_grad=True)
+    dy = torch.tensor(rng.normal(size=shape), dtype=torch.float32)
+    layer = BatchNormalization(axis=axis, momentum=0.5)
+    layer(x.detach()[:2], training=False)
+    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
+    state = reference.state_of(layer)
+    layer(x, training=True).backward(dy)
+    with torch.no_grad():
+        y = layer(x, training=False)
+    options = reference.Options(momentum=0.5, epsilon=1e-3, bessel=layer._bessel)
+    _, dx_ref, dg_ref, db_ref, new = reference.train_step(
+        x.detach().double().numpy(), dy.double().numpy(), layer.axis, state, options
+    )
+    np.testing.assert_allclose(x.grad.numpy(), dx_ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(layer.gamma.grad.numpy(), dg_ref, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(layer.beta.grad.numpy(), db_ref, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), new.moving_mean, rtol=1e-6)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), new.moving_variance, rtol=1e-5)
+    view = [1] * len(shape)
+    for a in layer.axis:
+        view[a] = shape[a]
+    mean, var = (torch.tensor(t).reshape(view) for t in (new.moving_mean, new.moving_variance))
+    gamma, beta = (torch.tensor(t).reshape(view) for t in (state.gamma, state.beta))
+    y_ref = (x.detach().double() - mean) / torch.sqrt(var + 1e-3) * gamma + beta
+    np.testing.assert_allclose(y.numpy(), y_ref.numpy(), rtol=1e-5, atol=1e-5)

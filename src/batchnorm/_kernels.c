@@ -203,6 +203,23 @@ static inline i64 balanced_chunk(i64 C) {
     const i64 items = v.G * ncc;
 /* rows of an item in sub-blocks of SUB_ROWS: float partial sums go to double after each */
 #define SUB_ROWS 256
+/* Short runs of adjacent channels (stride(C) == I, e.g. NCHW with a small H·W, or
+ * multi-axis NCHW): CH channels' runs form one contiguous block of CH·I values, walked like
+ * a row with per-channel values spread over their I positions. Work item = (g, chunk of
+ * CH channels, segment of rows (a, m)). */
+#define SHORT_BLOCKS(v) ((v).si == 1 && (v).sc == (v).I && (v).I > 1 && (v).I <= SHORT_RUN)
+#define SHORT_ITEMS                                                                             \
+    const i64 rows_per_g = v.A * v.M;                                                           \
+    const i64 cchunk = v.C < BUF / v.I ? v.C : BUF / v.I;                                       \
+    const i64 ncc = (v.C + cchunk - 1) / cchunk;                                                \
+    i64 nseg = (4 * nt + v.G * ncc - 1) / (v.G * ncc);                                          \
+    if (nseg > rows_per_g) nseg = rows_per_g;                                                   \
+    if (nseg < 1) nseg = 1;                                                                     \
+    const i64 seg_rows = (rows_per_g + nseg - 1) / nseg;                                        \
+    const i64 items = v.G * ncc * nseg;
+/* spread per-channel values src[k0 + c] over the I positions of each channel of a chunk */
+#define SPREAD(dst, src) \
+    for (i64 c = 0; c < cn; ++c) for (i64 i = 0; i < v.I; ++i) (dst)[c * v.I + i] = (src)[k0 + c];
 #define BLOCKS_BEGIN                                                                            \
     for (i64 r0 = seg0; r0 < seg1; r0 += block) {                                               \
         const i64 r1 = r0 + block < seg1 ? r0 + block : seg1;
@@ -474,7 +491,7 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
             double *tn = acc + 3 * thread_id() * K, *tm = tn + K, *tq = tm + K;                 \
-            T bs[BUF], bq[BUF], sh[BUF], xb[BUF];                                               \
+            T bs[BUF], bq[BUF], sh[BUF], xb[BUF], se[BUF], ae[BUF];                             \
             double dm[BUF], dq[BUF];                                                            \
             _Pragma("omp for schedule(static)")                                                 \
             for (i64 it = 0; it < items; ++it) {                                                \
@@ -487,25 +504,51 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
                     bq[c] = 0;                                                                  \
                     sh[c] = ROW(first + (c0 + c) * v.sc, 1, xb)[0];                             \
                 }                                                                               \
-                ROWS_BEGIN(r0, r1)                                                              \
+                if (v.sc == v.I) { /* adjacent runs: one contiguous block, element-wise sums */ \
+                    const i64 len = cn * v.I;                                                   \
+                    for (i64 c = 0; c < cn; ++c)                                                \
+                        for (i64 i = 0; i < v.I; ++i) { se[c * v.I + i] = sh[c]; ae[c * v.I + i] = 0; } \
+                    ROWS_BEGIN(r0, r1)                                                          \
+                        const T *restrict pv = ROW(x + ROW_OFFSET + c0 * v.I, len, xb);         \
+                        for (i64 e = 0; e < len; ++e) ae[e] += pv[e] - se[e];                   \
+                    ROWS_END                                                                    \
+                    const T inv_n = (T)1 / (T)((r1 - r0) * v.I);                                \
                     for (i64 c = 0; c < cn; ++c) {                                              \
-                        const T *restrict pv = ROW(x + ROW_OFFSET + (c0 + c) * v.sc, v.I, xb);  \
-                        T s = 0;                                                                \
-                        for (i64 i = 0; i < v.I; ++i) s += pv[i] - sh[c];                       \
-                        bs[c] += s;                                                             \
+                        T t = 0;                                                                \
+                        for (i64 i = 0; i < v.I; ++i) t += ae[c * v.I + i];                     \
+                        bs[c] = sh[c] + t * inv_n;                                              \
+                        for (i64 i = 0; i < v.I; ++i) { se[c * v.I + i] = bs[c]; ae[c * v.I + i] = 0; } \
                     }                                                                           \
-                ROWS_END                                                                        \
-                const T inv_n = (T)1 / (T)((r1 - r0) * v.I);                                    \
-                for (i64 c = 0; c < cn; ++c) bs[c] = sh[c] + bs[c] * inv_n;                     \
-                ROWS_BEGIN(r0, r1)                                                              \
+                    ROWS_BEGIN(r0, r1)                                                          \
+                        const T *restrict pv = ROW(x + ROW_OFFSET + c0 * v.I, len, xb);         \
+                        for (i64 e = 0; e < len; ++e) { T d = pv[e] - se[e]; ae[e] += d * d; }  \
+                    ROWS_END                                                                    \
                     for (i64 c = 0; c < cn; ++c) {                                              \
-                        const T *restrict pv = ROW(x + ROW_OFFSET + (c0 + c) * v.sc, v.I, xb);  \
-                        const T mu = bs[c];                                                     \
-                        T q = 0;                                                                \
-                        for (i64 i = 0; i < v.I; ++i) { T d = pv[i] - mu; q += d * d; }         \
-                        bq[c] += q;                                                             \
+                        T t = 0;                                                                \
+                        for (i64 i = 0; i < v.I; ++i) t += ae[c * v.I + i];                     \
+                        bq[c] = t;                                                              \
                     }                                                                           \
-                ROWS_END                                                                        \
+                } else {                                                                        \
+                    ROWS_BEGIN(r0, r1)                                                          \
+                        for (i64 c = 0; c < cn; ++c) {                                          \
+                            const T *restrict pv = ROW(x + ROW_OFFSET + (c0 + c) * v.sc, v.I, xb); \
+                            T s = 0;                                                            \
+                            for (i64 i = 0; i < v.I; ++i) s += pv[i] - sh[c];                   \
+                            bs[c] += s;                                                         \
+                        }                                                                       \
+                    ROWS_END                                                                    \
+                    const T inv_n = (T)1 / (T)((r1 - r0) * v.I);                                \
+                    for (i64 c = 0; c < cn; ++c) bs[c] = sh[c] + bs[c] * inv_n;                 \
+                    ROWS_BEGIN(r0, r1)                                                          \
+                        for (i64 c = 0; c < cn; ++c) {                                          \
+                            const T *restrict pv = ROW(x + ROW_OFFSET + (c0 + c) * v.sc, v.I, xb); \
+                            const T mu = bs[c];                                                 \
+                            T q = 0;                                                            \
+                            for (i64 i = 0; i < v.I; ++i) { T d = pv[i] - mu; q += d * d; }     \
+                            bq[c] += q;                                                         \
+                        }                                                                       \
+                    ROWS_END                                                                    \
+                }                                                                               \
                 for (i64 c = 0; c < cn; ++c) { dm[c] = (double)bs[c]; dq[c] = (double)bq[c]; }  \
                 merge_block(tn + g * v.C + c0, tm + g * v.C + c0, tq + g * v.C + c0,            \
                             (double)((r1 - r0) * v.I), dm, dq, cn);                             \
@@ -763,7 +806,23 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
 /* out = (x - mean[k]) * scale[k] + shift[k]; out has x's strides */                            \
 static void affine_##SUFFIX(const S *x, S *out, view_t v, const T *mean, const T *scale,        \
                             const T *shift, int nt) {                                           \
-    if (v.si == 1 && v.I > 1) {                                                                 \
+    if (SHORT_BLOCKS(v)) {                                                                      \
+        SHORT_ITEMS                                                                             \
+        _Pragma("omp parallel num_threads(nt)")                                                 \
+        {                                                                                       \
+            T me[BUF], se[BUF], oe[BUF];                                                        \
+            _Pragma("omp for schedule(static)")                                                 \
+            for (i64 it = 0; it < items; ++it) {                                                \
+                ITEM_RANGE                                                                      \
+                const i64 k0 = g * v.C + c0, len = cn * v.I;                                    \
+                SPREAD(me, mean) SPREAD(se, scale) SPREAD(oe, shift)                            \
+                ROWS_BEGIN(seg0, seg1)                                                          \
+                    affine_row_##SUFFIX(x + ROW_OFFSET + c0 * v.I, out + ROW_OFFSET + c0 * v.I, len, \
+                                        me, se, oe);                                            \
+                ROWS_END                                                                        \
+            }                                                                                   \
+        }                                                                                       \
+    } else if (v.si == 1 && v.I > 1) {                                                          \
         RUN_ITEMS                                                                               \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
@@ -889,7 +948,34 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
     const i64 K = v.G * v.C;                                                                    \
     double *acc = NULL; /* Σdy, Σdy·(x − μ) per partial (thread or row segment) */              \
     int parts = nt;                                                                             \
-    if (v.I == 1 && v.sc == 1) {                                                                \
+    if (SHORT_BLOCKS(v)) {                                                                      \
+        SHORT_ITEMS                                                                             \
+        acc = scratch_zero(1, (size_t)(2 * parts * K) * sizeof(double));                        \
+        _Pragma("omp parallel num_threads(nt)")                                                 \
+        {                                                                                       \
+            double *ts = acc + 2 * thread_id() * K, *tp = ts + K;                               \
+            T me[BUF], bs[BUF], bp[BUF];                                                        \
+            _Pragma("omp for schedule(static)")                                                 \
+            for (i64 it = 0; it < items; ++it) {                                                \
+                ITEM_RANGE                                                                      \
+                const i64 k0 = g * v.C + c0, len = cn * v.I, o0 = c0 * v.I;                     \
+                SPREAD(me, mean)                                                                \
+                for (i64 r0 = seg0; r0 < seg1; r0 += SUB_ROWS) { /* T sums, then double */      \
+                    const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;                 \
+                    for (i64 e = 0; e < len; ++e) { bs[e] = 0; bp[e] = 0; }                     \
+                    ROWS_BEGIN(r0, r1)                                                          \
+                        reduce_row_##SUFFIX(dy + ROW_OFFSET + o0, x + ROW_OFFSET + o0, len, me, bs, bp); \
+                    ROWS_END                                                                    \
+                    for (i64 c = 0; c < cn; ++c) {                                              \
+                        T a = 0, b = 0;                                                         \
+                        for (i64 i = 0; i < v.I; ++i) { a += bs[c * v.I + i]; b += bp[c * v.I + i]; } \
+                        ts[k0 + c] += (double)a;                                                \
+                        tp[k0 + c] += (double)b;                                                \
+                    }                                                                           \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+    } else if (v.I == 1 && v.sc == 1) {                                                         \
         ROW_ITEMS(S)                                                                            \
         if (nblk == 1) { /* every row of a chunk in one block: write the sums directly */       \
             _Pragma("omp parallel num_threads(nt)")                                             \
@@ -974,7 +1060,23 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
 /* dx = (dy − k1[k] − (x − mean[k])·k2[k])·k3[k]; dy and dx have x's strides */                 \
 static void dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, const T *mean, const T *k1,   \
                         const T *k2, const T *k3, int nt) {                                     \
-    if (v.I == 1 && v.sc == 1) {                                                                \
+    if (SHORT_BLOCKS(v)) {                                                                      \
+        SHORT_ITEMS                                                                             \
+        _Pragma("omp parallel num_threads(nt)")                                                 \
+        {                                                                                       \
+            T me[BUF], e1[BUF], e2[BUF], e3[BUF];                                               \
+            _Pragma("omp for schedule(static)")                                                 \
+            for (i64 it = 0; it < items; ++it) {                                                \
+                ITEM_RANGE                                                                      \
+                const i64 k0 = g * v.C + c0, len = cn * v.I, o0 = c0 * v.I;                     \
+                SPREAD(me, mean) SPREAD(e1, k1) SPREAD(e2, k2) SPREAD(e3, k3)                   \
+                ROWS_BEGIN(seg0, seg1)                                                          \
+                    dx_row_##SUFFIX(dy + ROW_OFFSET + o0, x + ROW_OFFSET + o0, dx + ROW_OFFSET + o0, \
+                                    len, me, e1, e2, e3);                                       \
+                ROWS_END                                                                        \
+            }                                                                                   \
+        }                                                                                       \
+    } else if (v.I == 1 && v.sc == 1) {                                                         \
         ROW_ITEMS_W(S, v.C) /* whole rows: nothing kept per channel chunk */                    \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
