@@ -366,6 +366,14 @@ static inline void reduce_run_##SUFFIX(const S *restrict dy, const S *restrict x
     *sum = s;                                                                                   \
     *dot = d;                                                                                   \
 }                                                                                               \
+static inline void acc_shift_row_##SUFFIX(const S *restrict p, i64 n, const T *restrict sh,     \
+                                          T *restrict acc) {                                    \
+    for (i64 c = 0; c < n; ++c) acc[c] += p[c] - sh[c];                                         \
+}                                                                                               \
+static inline void acc_sq_row_##SUFFIX(const S *restrict p, i64 n, const T *restrict mu,        \
+                                       T *restrict acc) {                                       \
+    for (i64 c = 0; c < n; ++c) { T d = p[c] - mu[c]; acc[c] += d * d; }                        \
+}                                                                                               \
 static inline void reduce_row_##SUFFIX(const S *restrict dy, const S *restrict x, i64 n,        \
                                        const T *restrict mu, T *restrict bs, T *restrict bp) {  \
     for (i64 c = 0; c < n; ++c) {                                                               \
@@ -442,6 +450,24 @@ static inline void reduce_run_##SUFFIX(const uint16_t *restrict dy, const uint16
     }                                                                                           \
     *sum = s;                                                                                   \
     *dot = d;                                                                                   \
+}                                                                                               \
+static inline void acc_shift_row_##SUFFIX(const uint16_t *restrict p, i64 n,                    \
+                                          const float *restrict sh, float *restrict acc) {      \
+    i64 c = 0;                                                                                  \
+    V16(for (; c + 16 <= n; c += 16) {                                                          \
+            const __m512 d = _mm512_sub_ps(v16_ld_##SUFFIX(p + c), _mm512_loadu_ps(sh + c));    \
+            _mm512_storeu_ps(acc + c, _mm512_add_ps(_mm512_loadu_ps(acc + c), d));              \
+        })                                                                                      \
+    for (; c < n; ++c) acc[c] += LD(p[c]) - sh[c];                                              \
+}                                                                                               \
+static inline void acc_sq_row_##SUFFIX(const uint16_t *restrict p, i64 n,                       \
+                                       const float *restrict mu, float *restrict acc) {         \
+    i64 c = 0;                                                                                  \
+    V16(for (; c + 16 <= n; c += 16) {                                                          \
+            const __m512 d = _mm512_sub_ps(v16_ld_##SUFFIX(p + c), _mm512_loadu_ps(mu + c));    \
+            _mm512_storeu_ps(acc + c, _mm512_add_ps(_mm512_loadu_ps(acc + c), _mm512_mul_ps(d, d))); \
+        })                                                                                      \
+    for (; c < n; ++c) { const float d = LD(p[c]) - mu[c]; acc[c] += d * d; }                   \
 }                                                                                               \
 static inline void reduce_row_##SUFFIX(const uint16_t *restrict dy, const uint16_t *restrict x, \
                                        i64 n, const float *restrict mu, float *restrict bs,     \
@@ -600,21 +626,19 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
         if (nblk == 1) { /* every row of a chunk in one block: exact two-pass, no merge */      \
             _Pragma("omp parallel num_threads(nt)")                                             \
             {                                                                                   \
-                T bs[BUF], bq[BUF], xb[BUF], fb[BUF];                                           \
+                T bs[BUF], bq[BUF], fb[BUF];                                                    \
                 _Pragma("omp for schedule(static)")                                             \
                 for (i64 it = 0; it < items; ++it) {                                            \
                     ITEM_RANGE                                                                  \
                     const T *restrict first = ROW(x + g * v.sg + c0, cn, fb);                   \
                     for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bq[c] = 0; }                      \
                     ROWS_BEGIN(seg0, seg1)                                                      \
-                        const T *restrict pv = ROW(x + ROW_OFFSET + c0, cn, xb);                \
-                        for (i64 c = 0; c < cn; ++c) bs[c] += pv[c] - first[c];                 \
+                        acc_shift_row_##SUFFIX(x + ROW_OFFSET + c0, cn, first, bs);             \
                     ROWS_END                                                                    \
                     const T inv_n = (T)1 / (T)(seg1 - seg0);                                    \
                     for (i64 c = 0; c < cn; ++c) bs[c] = first[c] + bs[c] * inv_n;              \
                     ROWS_BEGIN(seg0, seg1)                                                      \
-                        const T *restrict pv = ROW(x + ROW_OFFSET + c0, cn, xb);                \
-                        for (i64 c = 0; c < cn; ++c) { T d = pv[c] - bs[c]; bq[c] += d * d; }   \
+                        acc_sq_row_##SUFFIX(x + ROW_OFFSET + c0, cn, bs, bq);                   \
                     ROWS_END                                                                    \
                     double *om = mean + g * v.C + c0, *ov = var + g * v.C + c0;                 \
                     for (i64 c = 0; c < cn; ++c) {                                              \
@@ -629,7 +653,7 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
         acc = scratch_zero(0, (size_t)(3 * parts * K) * sizeof(double));                        \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
-            T bs[BUF], bq[BUF], xb[BUF], fb[BUF];                                               \
+            T bs[BUF], bq[BUF], fb[BUF];                                                        \
             double dm[BUF], dq[BUF];                                                            \
             _Pragma("omp for schedule(static)")                                                 \
             for (i64 it = 0; it < items; ++it) {                                                \
@@ -641,14 +665,12 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
                         x + (r0 / v.M) * v.sa + g * v.sg + (r0 % v.M) * v.sm + c0, cn, fb);     \
                     for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bq[c] = 0; }                      \
                     ROWS_BEGIN(r0, r1)                                                          \
-                        const T *restrict pv = ROW(x + ROW_OFFSET + c0, cn, xb);                \
-                        for (i64 c = 0; c < cn; ++c) bs[c] += pv[c] - first[c];                 \
+                        acc_shift_row_##SUFFIX(x + ROW_OFFSET + c0, cn, first, bs);             \
                     ROWS_END                                                                    \
                     const T inv_n = (T)1 / (T)(r1 - r0);                                        \
                     for (i64 c = 0; c < cn; ++c) bs[c] = first[c] + bs[c] * inv_n;              \
                     ROWS_BEGIN(r0, r1)                                                          \
-                        const T *restrict pv = ROW(x + ROW_OFFSET + c0, cn, xb);                \
-                        for (i64 c = 0; c < cn; ++c) { T d = pv[c] - bs[c]; bq[c] += d * d; }   \
+                        acc_sq_row_##SUFFIX(x + ROW_OFFSET + c0, cn, bs, bq);                   \
                     ROWS_END                                                                    \
                     for (i64 c = 0; c < cn; ++c) { dm[c] = (double)bs[c]; dq[c] = (double)bq[c]; } \
                     merge_block(tn, tm, tq, (double)(r1 - r0), dm, dq, cn);                     \
@@ -708,7 +730,7 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
     double *part = scratch_zero(0, (size_t)(2 * nt * P) * sizeof(double));                      \
     _Pragma("omp parallel num_threads(nt)")                                                     \
     {                                                                                           \
-        T bs[BUF], xb[BUF], fb[BUF], cs[BUF], co[BUF], mu[BUF], ti[BUF];                        \
+        T bs[BUF], fb[BUF], cs[BUF], co[BUF], mu[BUF], ti[BUF];                                 \
         double ds[BUF], dv[BUF], di[BUF];                                                       \
         double *tm = part + 2 * thread_id() * P, *tv = tm + P;                                  \
         _Pragma("omp for schedule(static)")                                                     \
@@ -719,14 +741,12 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
             if (seg1 - seg0 <= SUB_ROWS) { /* one sub-block: sums stay in T, fewer loops */     \
                 for (i64 c = 0; c < cn; ++c) bs[c] = 0;                                         \
                 ROWS_BEGIN(seg0, seg1)                                                          \
-                    const T *restrict pv_ = ROW(x + ROW_OFFSET + c0, cn, xb);                   \
-                    for (i64 c = 0; c < cn; ++c) bs[c] += pv_[c] - first[c];                    \
+                    acc_shift_row_##SUFFIX(x + ROW_OFFSET + c0, cn, first, bs);                 \
                 ROWS_END                                                                        \
                 const T inv_n = (T)1 / (T)(seg1 - seg0);                                        \
                 for (i64 c = 0; c < cn; ++c) { mu[c] = first[c] + bs[c] * inv_n; bs[c] = 0; }   \
                 ROWS_BEGIN(seg0, seg1)                                                          \
-                    const T *restrict pv_ = ROW(x + ROW_OFFSET + c0, cn, xb);                   \
-                    for (i64 c = 0; c < cn; ++c) { T d = pv_[c] - mu[c]; bs[c] += d * d; }      \
+                    acc_sq_row_##SUFFIX(x + ROW_OFFSET + c0, cn, mu, bs);                       \
                 ROWS_END                                                                        \
                 const double inv_cnt = 1.0 / (double)(seg1 - seg0);                             \
                 for (i64 c = 0, p = k0 % P; c < cn; p = 0) { /* runs of consecutive parameters */ \
@@ -751,8 +771,7 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
                     const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;                 \
                     for (i64 c = 0; c < cn; ++c) bs[c] = 0;                                     \
                     ROWS_BEGIN(r0, r1)                                                          \
-                        const T *restrict pv_ = ROW(x + ROW_OFFSET + c0, cn, xb);               \
-                        for (i64 c = 0; c < cn; ++c) bs[c] += pv_[c] - first[c];                \
+                        acc_shift_row_##SUFFIX(x + ROW_OFFSET + c0, cn, first, bs);             \
                     ROWS_END                                                                    \
                     for (i64 c = 0; c < cn; ++c) ds[c] += (double)bs[c];                        \
                 }                                                                               \
@@ -765,8 +784,7 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
                     const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;                 \
                     for (i64 c = 0; c < cn; ++c) bs[c] = 0;                                     \
                     ROWS_BEGIN(r0, r1)                                                          \
-                        const T *restrict pv_ = ROW(x + ROW_OFFSET + c0, cn, xb);               \
-                        for (i64 c = 0; c < cn; ++c) { T d = pv_[c] - mu[c]; bs[c] += d * d; }  \
+                        acc_sq_row_##SUFFIX(x + ROW_OFFSET + c0, cn, mu, bs);                   \
                     ROWS_END                                                                    \
                     for (i64 c = 0; c < cn; ++c) dv[c] += (double)bs[c];                        \
                 }                                                                               \
