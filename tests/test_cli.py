@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import batchnorm
-from batchnorm import cli
+from batchnorm import _demo, cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 VARIANTS = ["batchnorm", "renorm", "ghost", "none"]
@@ -74,7 +74,7 @@ def test_demo_small_batch_explains_and_writes_default_plot(tmp_path):
     assert "batches of 4" in result.stdout and "ghost batches of 2" in result.stdout
     notes = [line for line in result.stdout.splitlines() if line.startswith("--small-batch:")]
     assert len(notes) == 1 and "renormalization" in notes[0]
-    check_png(tmp_path / cli.DEFAULT_PLOT_NAME)
+    check_png(tmp_path / _demo.DEFAULT_PLOT_NAME)
     assert "epoch" not in result.stderr  # --no-progress
 
 
@@ -150,27 +150,27 @@ def test_demo_argument_errors_name_the_option(argv, option, capsys):
 
 
 def test_demo_settings():
-    assert cli.default_virtual_batch_size(64) == 16
-    assert cli.default_virtual_batch_size(4) == 2
-    assert cli.default_virtual_batch_size(7) == 7
-    config = cli.make_config(small_batch=True)
+    assert _demo.default_virtual_batch_size(64) == 16
+    assert _demo.default_virtual_batch_size(4) == 2
+    assert _demo.default_virtual_batch_size(7) == 7
+    config = _demo.make_config(small_batch=True)
     assert (config.epochs, config.batch_size, config.virtual_batch_size) == (5, 4, 2)
-    config = cli.make_config(batch_size=30)
+    config = _demo.make_config(batch_size=30)
     assert (config.epochs, config.virtual_batch_size) == (10, 10)
 
 
 def test_plot_path(tmp_path):
-    assert cli.resolve_plot_path(None) == Path.cwd() / cli.DEFAULT_PLOT_NAME
-    assert cli.resolve_plot_path(tmp_path) == tmp_path / cli.DEFAULT_PLOT_NAME
-    assert cli.resolve_plot_path(tmp_path / "new") == tmp_path / "new" / cli.DEFAULT_PLOT_NAME
-    assert cli.resolve_plot_path(tmp_path / "a.PNG") == tmp_path / "a.PNG"
+    assert _demo.resolve_plot_path(None) == Path.cwd() / _demo.DEFAULT_PLOT_NAME
+    assert _demo.resolve_plot_path(tmp_path) == tmp_path / _demo.DEFAULT_PLOT_NAME
+    assert _demo.resolve_plot_path(tmp_path / "new") == tmp_path / "new" / _demo.DEFAULT_PLOT_NAME
+    assert _demo.resolve_plot_path(tmp_path / "a.PNG") == tmp_path / "a.PNG"
 
 
 def test_variants_share_initial_weights():
     weights = []
-    for variant in cli.demo_variants(cli.make_config()):
+    for variant in _demo.demo_variants(_demo.make_config()):
         torch.manual_seed(0)
-        model = cli.make_mlp(variant.norm)
+        model = _demo.make_mlp(variant.norm)
         weights.append([p for n, p in model.named_parameters() if n in ("0.weight", "6.bias")])
     for other in weights[1:]:
         assert all(torch.equal(a, b) for a, b in zip(weights[0], other, strict=True))
