@@ -330,7 +330,7 @@ def test_16bit_training_step_matches_float64(dtype, shape, config, backend):
 def test_ghost_layout_describes_the_ghost_view(grouping, layout):
     """The C passes read ghost batches through shape and strides computed from x's; they
     must be exactly those of functional.ghost_batches' view of the same memory."""
-    from batchnorm import _fused
+    from batchnorm import _layout
 
     base = torch.randn(12, 3, 4, 5)
     x = {
@@ -339,7 +339,7 @@ def test_ghost_layout_describes_the_ghost_view(grouping, layout):
         "transposed": base.permute(0, 3, 2, 1).contiguous().permute(0, 3, 2, 1),
     }[layout]
     view, ghost_dim = F.ghost_batches(x, 4, grouping)
-    shape, stride, dim = _fused.ghost_layout(x, 4, grouping)
+    shape, stride, dim = _layout.ghost_layout(x, 4, grouping)
     assert (shape, stride, dim) == (tuple(view.shape), view.stride(), ghost_dim)
     assert view.data_ptr() == x.data_ptr()
 

@@ -22,213 +22,17 @@ instead, so ``gradgradcheck`` holds on every path.
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from . import _native
+from ._layout import PARAM_DTYPE as _PARAM_DTYPE
+from ._layout import Geometry, Plan, function, geometry, like, native_library, vector
+from ._layout import addr as _addr
 
-_SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16", torch.float16: "f16"}
-_PARAM_DTYPE = {
-    torch.float32: torch.float32,
-    torch.float64: torch.float64,
-    torch.bfloat16: torch.float32,
-    torch.float16: torch.float32,
-}
-_I64x5 = ctypes.c_int64 * 5
 _INF = float("inf")
-
-
-def _addr(t: torch.Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
-# ---------------------------------------------------------------------- geometry
-@dataclass
-class NativeView:
-    """The C kernels' 5-D view: sizes and element strides of [A, G, M, C, I]."""
-
-    dims: Any
-    strides: Any
-
-
-class Geometry:
-    """How an input maps to per-channel statistics.
-
-    ``channel_dims`` are the dimensions statistics are kept for (the layer's
-    axes, plus the ghost-group dimension of a ghost view, which must come
-    first). ``stat_shape`` is the input shape with every other dimension 1;
-    ``params`` is the number of parameter entries (the axes' sizes multiplied).
-    ``native`` is set when the C kernels can walk the tensor with channel index
-    ``k = ghost·params + p`` and ``p`` in the parameters' own (row-major) order.
-    """
-
-    def __init__(
-        self,
-        shape: Sequence[int],
-        stride: Sequence[int],
-        channel_dims: Sequence[int],
-        ghost_dim: int | None,
-    ) -> None:
-        self.shape = tuple(shape)
-        self.ghost_dim = ghost_dim
-        self.channel_dims = sorted(channel_dims)
-        self.reduce_dims = [d for d in range(len(shape)) if d not in self.channel_dims]
-        self.stat_shape = tuple(n if d in self.channel_dims else 1 for d, n in enumerate(shape))
-        self.channels = math.prod(self.stat_shape)
-        self.params = math.prod(
-            n for d, n in enumerate(shape) if d in self.channel_dims and d != ghost_dim
-        )
-        self.count = math.prod(shape) // max(1, self.channels)
-        self.native = _canonical(shape, stride, self.channel_dims, ghost_dim)
-
-    @staticmethod
-    def of(x: torch.Tensor, channel_dims: Sequence[int], ghost_dim: int | None = None) -> Geometry:
-        """The (cached) geometry of ``x``'s shape and strides."""
-        return _geometry(tuple(x.shape), tuple(x.stride()), tuple(channel_dims), ghost_dim)
-
-
-@functools.lru_cache(maxsize=256)
-def _geometry(
-    shape: tuple[int, ...], stride: tuple[int, ...], dims: tuple[int, ...], ghost: int | None
-) -> Geometry:
-    return Geometry(shape, stride, dims, ghost)
-
-
-def ghost_layout(
-    x: torch.Tensor, virtual_batch_size: int, grouping: str
-) -> tuple[tuple[int, ...], tuple[int, ...], int]:
-    """Shape, strides and ghost dimension of ``functional.ghost_batches(x, …)``'s view,
-    without making it: splitting the batch dimension (stride s) into (vbs, G) gives
-    strides (G·s, s) for TF's strided grouping, into (G, vbs) gives (vbs·s, s)."""
-    return _ghost_layout(tuple(x.shape), tuple(x.stride()), virtual_batch_size, grouping)
-
-
-@functools.lru_cache(maxsize=256)
-def _ghost_layout(
-    shape: tuple[int, ...], stride: tuple[int, ...], vbs: int, grouping: str
-) -> tuple[tuple[int, ...], tuple[int, ...], int]:
-    groups = shape[0] // vbs
-    if grouping == "strided":
-        return (vbs, groups, *shape[1:]), (groups * stride[0], stride[0], *stride[1:]), 1
-    return (groups, vbs, *shape[1:]), (vbs * stride[0], stride[0], *stride[1:]), 0
-
-
-def _canonical(
-    shape: Sequence[int],
-    stride: Sequence[int],
-    channel_dims: Sequence[int],
-    ghost_dim: int | None,
-) -> NativeView | None:
-    """Describe a tensor as the kernels' 5-D view [A, G, M, C, I] (reduce A, M, I).
-
-    Dimensions are ordered by stride, merged where memory allows, and matched
-    from the innermost outward to the slot pattern R Ch R Ch R. Returns None
-    when the layout does not fit, when channels would not come out in the
-    parameters' order (ghost first, then the axes ascending), or when the
-    tensor is empty; PyTorch operations handle those.
-    """
-    if 0 in shape:
-        return None
-    entries = sorted(
-        (
-            (n, s, d in channel_dims, [d])
-            for d, (n, s) in enumerate(zip(shape, stride, strict=True))
-            if n > 1
-        ),
-        key=lambda e: -e[1],
-    )
-    groups: list[list[Any]] = []
-    for n, s, is_channel, dims in entries:
-        last = groups[-1] if groups else None
-        if last is not None and last[2] == is_channel and last[1] == s * n:
-            last[0], last[1], last[3] = last[0] * n, s, last[3] + dims
-        else:
-            groups.append([n, s, is_channel, dims])
-    slots: list[list[Any] | None] = [None] * 5  # A G M C I
-    roles = [False, True, False, True, False]
-    j = 4
-    for group in reversed(groups):
-        while j >= 0 and roles[j] != group[2]:
-            j -= 1
-        if j < 0:
-            return None
-        slots[j] = group
-        j -= 1
-    order = (slots[1][3] if slots[1] else []) + (slots[3][3] if slots[3] else [])
-    wanted = [d for d in sorted(channel_dims) if d != ghost_dim and shape[d] > 1]
-    if ghost_dim is not None and shape[ghost_dim] > 1:
-        wanted = [ghost_dim, *wanted]
-    if order != wanted:
-        return None
-    dims = [slot[0] if slot else 1 for slot in slots]
-    strides = [slot[1] if slot else 0 for slot in slots]
-    return NativeView(_I64x5(*dims), _I64x5(*strides))
-
-
-@functools.lru_cache(maxsize=64)
-def _function(lib: Any, name: str, dtype: torch.dtype) -> Any:
-    return getattr(lib, f"bn_{name}_{_SUFFIX[dtype]}")
-
-
-def native_library(x: torch.Tensor, geo: Geometry) -> Any:
-    """The C library when it can run this input, else None."""
-    if geo.native is None or x.dtype not in _SUFFIX or x.device.type != "cpu":
-        return None
-    return _native.library()
-
-
-def dense(x: torch.Tensor) -> torch.Tensor:
-    """``x`` itself when its memory is dense and non-overlapping, else a contiguous copy."""
-    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
-        return x
-    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
-        return x
-    return x if torch.empty_like(x).stride() == x.stride() else x.contiguous()
-
-
-def like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``t`` with exactly ``x``'s strides (what the C kernels expect of ``dy``)."""
-    if t.stride() == x.stride():
-        return t
-    return torch.empty_like(x).copy_(t)
-
-
-# ---------------------------------------------------------------------- the plan
-@dataclass
-class Plan:
-    """Everything a pass needs besides the tensors.
-
-    ``renorm`` is (renorm_mean, renorm_stddev, clipping) and ``adjustment`` is
-    (a_s, a_b); both hold one value per parameter entry, in parameter layout.
-    """
-
-    geo: Geometry
-    epsilon: float
-    renorm: tuple[torch.Tensor, torch.Tensor, Mapping[str, Any]] | None = None
-    adjustment: tuple[torch.Tensor, torch.Tensor] | None = None
-    lib: Any = None
-    moving: Any = None  # functional.MovingStatistics the C pass updates in place
-
-    def fn(self, name: str, dtype: torch.dtype) -> Any:
-        return _function(self.lib, name, dtype)
-
-    def stat(self, t: torch.Tensor) -> torch.Tensor:
-        """A per-parameter tensor as a view that broadcasts against the input."""
-        view = [1 if d == self.geo.ghost_dim else n for d, n in enumerate(self.geo.stat_shape)]
-        return t.reshape(view)
-
-
-def _vector(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """``t`` as a contiguous tensor of ``dtype`` (itself when it already is one)."""
-    if t is None or (t.dtype == dtype and t.is_contiguous()):
-        return t
-    return t.to(dtype).contiguous()
 
 
 # ---------------------------------------------------------------------- native passes
@@ -245,13 +49,13 @@ class NativeTrainNorm(torch.autograd.Function):
         rm = rs = a_s = a_b = None
         rmin, rmax, dmax = -_INF, _INF, _INF
         if plan.renorm is not None:
-            rm, rs = _vector(plan.renorm[0], pdt), _vector(plan.renorm[1], pdt)
+            rm, rs = vector(plan.renorm[0], pdt), vector(plan.renorm[1], pdt)
             clip = plan.renorm[2]
             rmin = float(clip.get("rmin", -_INF))
             rmax = float(clip.get("rmax", _INF))
             dmax = float(clip.get("dmax", _INF))
         if plan.adjustment is not None:
-            a_s, a_b = _vector(plan.adjustment[0], pdt), _vector(plan.adjustment[1], pdt)
+            a_s, a_b = vector(plan.adjustment[0], pdt), vector(plan.adjustment[1], pdt)
         mv = plan.moving
         if mv is None:
             mm = mvar = msd = None
@@ -273,8 +77,8 @@ class NativeTrainNorm(torch.autograd.Function):
             geo.native.dims,
             geo.native.strides,
             geo.params,
-            None if gamma is None else _vector(gamma, pdt).data_ptr(),
-            None if beta is None else _vector(beta, pdt).data_ptr(),
+            None if gamma is None else vector(gamma, pdt).data_ptr(),
+            None if beta is None else vector(beta, pdt).data_ptr(),
             plan.epsilon,
             _addr(rm),
             _addr(rs),
@@ -315,7 +119,7 @@ class NativeTrainNorm(torch.autograd.Function):
         dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         dgamma = _param_grad(ctx, 1, gamma, pdt)
         dbeta = _param_grad(ctx, 2, beta, pdt)
-        g = _vector(gamma, pdt)
+        g = vector(gamma, pdt)
         plan.fn("train_backward", x.dtype)(
             dy.data_ptr(),
             x.data_ptr(),
@@ -340,7 +144,7 @@ class NativeAffineNorm(torch.autograd.Function):
     def forward(ctx: Any, x, gamma, beta, mean, var, plan: Plan):  # type: ignore[override]
         geo = plan.geo
         pdt = _PARAM_DTYPE[x.dtype]
-        vec = [_vector(t, pdt) for t in (mean, var, gamma, beta)]
+        vec = [vector(t, pdt) for t in (mean, var, gamma, beta)]
         y = torch.empty_like(x)
         plan.fn("infer_forward", x.dtype)(
             x.data_ptr(),
@@ -372,7 +176,7 @@ class NativeAffineNorm(torch.autograd.Function):
         dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         dgamma = _param_grad(ctx, 1, gamma, pdt)
         dbeta = _param_grad(ctx, 2, beta, pdt)
-        vec = [_vector(t, pdt) for t in (mean, var, gamma)]
+        vec = [vector(t, pdt) for t in (mean, var, gamma)]
         plan.fn("infer_backward", x.dtype)(
             dy.data_ptr(),
             x.data_ptr(),
@@ -654,7 +458,7 @@ def train(
     else:
         shape, stride = layout[0], layout[1]
     channel_dims = (*axes,) if ghost_dim is None else (ghost_dim, *axes)
-    geo = _geometry(shape, stride, channel_dims, ghost_dim)
+    geo = geometry(shape, stride, channel_dims, ghost_dim)
     lib = native_library(x, geo)
     plan = Plan(geo, lib=lib, **plan_args)
     if lib is not None:
@@ -698,13 +502,13 @@ def infer(
     epsilon: float,
 ) -> torch.Tensor:
     """Inference pass with given statistics, all in parameter layout."""
-    geo = _geometry(tuple(x.shape), tuple(x.stride()), tuple(axes), None)
+    geo = geometry(tuple(x.shape), tuple(x.stride()), tuple(axes), None)
     lib = native_library(x, geo)
     if lib is not None and not _needs_grad(x, gamma, beta):
         pdt = _PARAM_DTYPE[x.dtype]
-        m, v, g, b = _vector(mean, pdt), _vector(var, pdt), _vector(gamma, pdt), _vector(beta, pdt)
+        m, v, g, b = vector(mean, pdt), vector(var, pdt), vector(gamma, pdt), vector(beta, pdt)
         y = torch.empty_like(x)
-        _function(lib, "infer_forward", x.dtype)(
+        function(lib, "infer_forward", x.dtype)(
             x.data_ptr(),
             y.data_ptr(),
             geo.native.dims,

@@ -35,7 +35,7 @@ import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
 from torch import nn
 
-from . import _fused, _native
+from . import _fused, _layout, _native
 
 __all__ = ["active_group", "check_batches", "convert_sync_batchnorm", "sync_train"]
 
@@ -118,7 +118,7 @@ def _count_moments(
 
 
 def _local_moments(
-    x: torch.Tensor, geo: _fused.Geometry, weights: torch.Tensor | None, lib: Any
+    x: torch.Tensor, geo: _layout.Geometry, weights: torch.Tensor | None, lib: Any
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-channel (n, μ, M2) of this process's data (stat-shaped, float64): the C
     statistics pass where it applies, else ``_count_moments``."""
@@ -130,7 +130,7 @@ def _local_moments(
         return _count_moments(x, geo.reduce_dims, weights)
     mean = torch.empty(geo.channels, dtype=torch.float64)
     var = torch.empty(geo.channels, dtype=torch.float64)
-    _fused._function(lib, "stats", x.dtype)(
+    _layout.function(lib, "stats", x.dtype)(
         x.data_ptr(),
         geo.native.dims,
         geo.native.strides,
@@ -248,10 +248,10 @@ def sync_train(
     broadcast against ``x``. Returns y and the global per-channel count, mean and
     biased variance (stat-shaped, per ghost batch)."""
     channel_dims = [*axes] if ghost_dim is None else [ghost_dim, *axes]
-    x = _fused.dense(x)
-    geo = _fused.Geometry.of(x, channel_dims, ghost_dim)
-    plan = _fused.Plan(geo, epsilon, renorm, adjustment)
-    lib = _fused.native_library(x, geo) if weights is None else None
+    x = _layout.dense(x)
+    geo = _layout.Geometry.of(x, channel_dims, ghost_dim)
+    plan = _layout.Plan(geo, epsilon, renorm, adjustment)
+    lib = _layout.native_library(x, geo) if weights is None else None
     exchange = _Exchange(group, layer)
     y, n, mean, var = SyncTrainNorm.apply(
         x, gamma, beta, plan, lib, weights, exchange, check_numerics
@@ -331,10 +331,10 @@ class SyncTrainNorm(torch.autograd.Function):
         b = plan.stat(beta.detach()).double() if beta is not None else 0.0
         scale, shift = inv * slope * g, intercept * g + b
         if lib is not None and scale.shape == geo.stat_shape and shift.shape == geo.stat_shape:
-            pdt = _fused._PARAM_DTYPE[x.dtype]
+            pdt = _layout.PARAM_DTYPE[x.dtype]
             vec = [t.reshape(-1).to(pdt).contiguous() for t in (mean, scale, shift)]
             y = torch.empty_like(x)
-            _fused._function(lib, "affine", x.dtype)(
+            _layout.function(lib, "affine", x.dtype)(
                 x.data_ptr(),
                 y.data_ptr(),
                 geo.native.dims,
@@ -373,12 +373,12 @@ class SyncTrainNorm(torch.autograd.Function):
         stat = geo.stat_shape
         dx = None
         if lib is not None and slope.shape == stat and intercept.shape == stat:
-            dyc = _fused.like(dy, x)
-            pdt = _fused._PARAM_DTYPE[x.dtype]
+            dyc = _layout.like(dy, x)
+            pdt = _layout.PARAM_DTYPE[x.dtype]
             sdy = torch.empty(geo.channels, dtype=torch.float64)
             sdx = torch.empty(geo.channels, dtype=torch.float64)
             mean_v = mean.reshape(-1).to(pdt).contiguous()
-            _fused._function(lib, "reduce", x.dtype)(
+            _layout.function(lib, "reduce", x.dtype)(
                 dyc.data_ptr(),
                 x.data_ptr(),
                 geo.native.dims,
@@ -394,7 +394,7 @@ class SyncTrainNorm(torch.autograd.Function):
                 k = (sdy_g / safe, inv.square() * sdx_g / safe, inv * slope * g)
                 vec = [t.reshape(-1).to(pdt).contiguous() for t in (mean, *k)]
                 dx = torch.empty_like(x)
-                _fused._function(lib, "dx", x.dtype)(
+                _layout.function(lib, "dx", x.dtype)(
                     dyc.data_ptr(),
                     x.data_ptr(),
                     dx.data_ptr(),

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from . import _fused
+from . import _fused, _layout
 
 __all__ = [
     "BatchStatistics",
@@ -310,11 +310,11 @@ def train_forward(
     ghost_dim = None
     compiling = _tracing()
     if group is None and weights is None and not compiling:  # the fast passes, if they fit
-        x = _fused.dense(x)
+        x = _layout.dense(x)
         layout = None
         vshape = shape
         if virtual_batch_size is not None:  # the ghost view's layout; the pass reads x itself
-            layout = _fused.ghost_layout(x, virtual_batch_size, grouping)
+            layout = _layout.ghost_layout(x, virtual_batch_size, grouping)
             vshape, ghost_dim = layout[0], layout[2]
             axes = [a + 1 for a in axes]
         per_channel = None if adjustment is None else _parameter_layout(adjustment, vshape, axes)
@@ -426,7 +426,7 @@ def inference_forward(
         x = x if x.dtype in (torch.float32, torch.float64) else x.float()
         g, b, m, v = (None if t is None else t.reshape(view) for t in (gamma, beta, mean, variance))
         return normalize(x, m, v, b, g, epsilon)
-    return _fused.infer(_fused.dense(x), gamma, beta, mean, variance, axes, epsilon)
+    return _fused.infer(_layout.dense(x), gamma, beta, mean, variance, axes, epsilon)
 
 
 def _global_statistics(
