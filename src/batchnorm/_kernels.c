@@ -6,14 +6,21 @@
  * through one canonical 5-D view [A, G, M, C, I] with element strides; the
  * statistics of channel k = g*C + c reduce over (a, m, i). Parameters have P
  * entries and channel k uses parameter p = k % P (ghost batches are the outer
- * part of k). Two layouts reach vectorized loops:
+ * part of k). Three layouts reach vectorized loops:
+ *   - "row" mode:   I == 1 and stride(C) == 1, rows of C channels (NHWC, 2-D, ghost
+ *     batches), in balanced chunks of up to 1,024 channels;
+ *   - "short blocks": stride(I) == 1 and stride(C) == I with I <= 256 (NCHW with small
+ *     planes, multi-axis NCHW): a chunk of channels' runs is one contiguous block, walked
+ *     like a row with per-channel values spread over their positions;
  *   - "plane" mode: stride(I) == 1, runs of I values per (a, g, m, c) (NCHW);
- *   - "row" mode:   I == 1 and stride(C) == 1, rows of C channels (NHWC, 2-D);
  * anything else takes a generic strided loop (correct, slower).
  *
- * Statistics are stable without a second pass over memory: each cache-sized
- * block is reduced with a shifted two-pass mean/M2 while it sits in cache, and
- * blocks are merged with Chan's parallel formula in double precision.
+ * Statistics are stable without a second pass over memory: each cache-sized block
+ * (at most 256 rows) is reduced with a shifted two-pass mean/M2 in T while it sits in
+ * cache, and blocks are merged with Chan's parallel formula in double precision. When
+ * all rows of a chunk fit in ROW_BLOCK_BYTES, statistics, coefficients and output (and in
+ * the backward, sums and dx) come from one sweep that reads the input from memory once.
+ * 16-bit data is converted 16 values at a time in registers where AVX-512 is available.
  * The exported functions do a whole training or inference pass, including the
  * per-channel algebra (renorm r and d, adjustment, gamma, beta) in double.
  * All kernels use the OpenMP runtime PyTorch itself loaded. They return 0.
@@ -260,22 +267,16 @@ static inline i64 balanced_chunk(i64 C) {
     }
 
 /*
- * Row buffers: 32/64-bit data is read and written in place; 16-bit data is converted
- * a row (or run piece) at a time into a small float buffer, with F16C instructions
- * where the compiler targets them, so the arithmetic loops stay vectorized.
+ * Row buffers, for the loops that revisit a piece (plane statistics, the shift rows):
+ * 32/64-bit data is read in place; 16-bit data is converted a row (or run piece) at a
+ * time into a small float buffer. The streaming loops use the element loops below.
  */
 #define BUF 1024 /* longest row piece: CCHUNK channels, or BUF values of a run */
 #define ROW_IN_PLACE(p, n, buf) ((void)(buf), (p))
-#define OUT_IN_PLACE(q, buf) ((void)(buf), (q))
-#define FLUSH_NONE(q, buf, n) ((void)(buf))
-#define OUT_BUFFER(q, buf) (buf)
 
 static inline const float *bf16_row(const uint16_t *restrict p, i64 n, float *restrict buf) {
     for (i64 i = 0; i < n; ++i) buf[i] = bf16_load(p[i]);
     return buf;
-}
-static inline void bf16_flush(uint16_t *restrict q, const float *restrict buf, i64 n) {
-    for (i64 i = 0; i < n; ++i) q[i] = bf16_store(buf[i]);
 }
 static inline const float *f16_row(const uint16_t *restrict p, i64 n, float *restrict buf) {
     i64 i = 0;
@@ -289,20 +290,6 @@ static inline const float *f16_row(const uint16_t *restrict p, i64 n, float *res
 #endif
     for (; i < n; ++i) buf[i] = f16_load(p[i]);
     return buf;
-}
-static inline void f16_flush(uint16_t *restrict q, const float *restrict buf, i64 n) {
-    i64 i = 0;
-#ifdef __AVX512F__
-    for (; i + 16 <= n; i += 16)
-        _mm256_storeu_si256((__m256i *)(q + i),
-                            _mm512_cvtps_ph(_mm512_loadu_ps(buf + i), _MM_FROUND_TO_NEAREST_INT));
-#endif
-#ifdef __F16C__
-    for (; i + 8 <= n; i += 8)
-        _mm_storeu_si128((__m128i *)(q + i),
-                         _mm256_cvtps_ph(_mm256_loadu_ps(buf + i), _MM_FROUND_TO_NEAREST_INT));
-#endif
-    for (; i < n; ++i) q[i] = f16_store(buf[i]);
 }
 
 /*
@@ -493,10 +480,9 @@ DEFINE_LOOPS_16(f16, f16_load, f16_store)
 
 /*
  * DEFINE_PRIMITIVES: S storage type, T compute type, LD/ST element conversions (generic
- * layouts), ROW(p, n, buf) -> const T* of n values, OUT(q, buf) -> where to compute a
- * row, FLUSH(q, buf, n) -> store it.
+ * layouts), ROW(p, n, buf) -> const T* of n values, SQRT the square root in T.
  */
-#define DEFINE_PRIMITIVES(S, T, SUFFIX, LD, ST, ROW, OUT, FLUSH, SQRT)                          \
+#define DEFINE_PRIMITIVES(S, T, SUFFIX, LD, ST, ROW, SQRT)                          \
                                                                                                 \
 /* mean and biased variance per channel (K = G*C outputs, double) */                            \
 static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int nt) {           \
@@ -1367,16 +1353,16 @@ int bn_dx_##SUFFIX(const S *dy, const S *x, S *dx, const i64 *dims, const i64 *s
     return 0;                                                                                   \
 }
 
-DEFINE_PRIMITIVES(float, float, f32, ID, ID, ROW_IN_PLACE, OUT_IN_PLACE, FLUSH_NONE, sqrtf)
+DEFINE_PRIMITIVES(float, float, f32, ID, ID, ROW_IN_PLACE, sqrtf)
 DEFINE_PASSES(float, float, f32)
 DEFINE_EXPORTS(float, float, f32)
-DEFINE_PRIMITIVES(double, double, f64, ID, ID, ROW_IN_PLACE, OUT_IN_PLACE, FLUSH_NONE, sqrt)
+DEFINE_PRIMITIVES(double, double, f64, ID, ID, ROW_IN_PLACE, sqrt)
 DEFINE_PASSES(double, double, f64)
 DEFINE_EXPORTS(double, double, f64)
-DEFINE_PRIMITIVES(uint16_t, float, bf16, bf16_load, bf16_store, bf16_row, OUT_BUFFER, bf16_flush, sqrtf)
+DEFINE_PRIMITIVES(uint16_t, float, bf16, bf16_load, bf16_store, bf16_row, sqrtf)
 DEFINE_PASSES(uint16_t, float, bf16)
 DEFINE_EXPORTS(uint16_t, float, bf16)
-DEFINE_PRIMITIVES(uint16_t, float, f16, f16_load, f16_store, f16_row, OUT_BUFFER, f16_flush, sqrtf)
+DEFINE_PRIMITIVES(uint16_t, float, f16, f16_load, f16_store, f16_row, sqrtf)
 DEFINE_PASSES(uint16_t, float, f16)
 DEFINE_EXPORTS(uint16_t, float, f16)
 
