@@ -378,3 +378,31 @@ def test_short_runs_match_float64(shape, axis, backend):
     gamma, beta = (torch.tensor(t).reshape(view) for t in (state.gamma, state.beta))
     y_ref = (x.detach().double() - mean) / torch.sqrt(var + 1e-3) * gamma + beta
     np.testing.assert_allclose(y.numpy(), y_ref.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("ghost", [None, 2], ids=["plain", "ghost"])
+def test_train_forward_batch_statistics(ghost, backend):
+    """functional.train_forward's BatchStatistics (unpacked from the C pass's state on
+    first use there) hold the ghost-averaged mean, biased and Bessel-corrected variance
+    in parameter layout, and can be replaced."""
+    rng = np.random.default_rng(4)
+    x = torch.tensor(rng.normal(2.0, 3.0, (8, 5, 3)))
+    _, stats = F.train_forward(x, [2], None, None, 1e-3, virtual_batch_size=ghost, param_shape=(3,))
+    xs = x.numpy().reshape(ghost, -1, 5, 3) if ghost else x.numpy()[None]
+    groups = (
+        xs.reshape(xs.shape[0], -1, 3)
+        if not ghost
+        else np.stack([xs[:, g].reshape(-1, 3) for g in range(xs.shape[1])])
+    )
+    mean = groups.mean(axis=1).mean(axis=0)
+    var = groups.var(axis=1).mean(axis=0)
+    count = groups.shape[1]
+    np.testing.assert_allclose(stats.mean.numpy(), mean, rtol=1e-12)
+    np.testing.assert_allclose(stats.variance.numpy(), var, rtol=1e-12)
+    np.testing.assert_allclose(
+        stats.unbiased_variance.numpy(), var * count / (count - 1), rtol=1e-12
+    )
+    assert stats.mean.shape == (3,)
+    stats.variance = torch.zeros(3, dtype=torch.float64)
+    assert float(stats.variance.abs().sum()) == 0.0
+    np.testing.assert_allclose(stats.mean.numpy(), mean, rtol=1e-12)

@@ -223,11 +223,23 @@ class BatchStatistics:
             self._unpack()
         return self._mean
 
+    @mean.setter
+    def mean(self, value: torch.Tensor) -> None:
+        if self._mean is None and self._packed is not None:
+            self._unpack()
+        self._mean = value
+
     @property
     def variance(self) -> torch.Tensor:
         if self._variance is None:
             self._unpack()
         return self._variance
+
+    @variance.setter
+    def variance(self, value: torch.Tensor) -> None:
+        if self._variance is None and self._packed is not None:
+            self._unpack()
+        self._variance = value
 
     @property
     def unbiased_variance(self) -> torch.Tensor:
