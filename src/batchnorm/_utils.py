@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -131,3 +131,32 @@ def serialize(obj: Any) -> Any:
     if name is not None:
         return name
     raise ValueError(f"Cannot serialize {obj!r}: it has neither get_config() nor a name.")
+
+
+ShapeLike = Sequence[int | None]
+
+
+def as_shape(input_shape: Any, argument: str = "input_shape") -> tuple[int | None, ...]:
+    """Normalize a shape (tuple, list, ``torch.Size``, or anything with ``.shape``).
+
+    Raises TypeError when ``input_shape`` is not a sequence of ints and Nones.
+    """
+    if isinstance(input_shape, (torch.Tensor, np.ndarray)) or hasattr(input_shape, "_bn_node"):
+        input_shape = input_shape.shape
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Iterable):
+        raise TypeError(
+            f"`{argument}` must be a shape (a tuple/list of ints or None); "
+            f"received {input_shape!r}."
+        )
+    dims: list[int | None] = []
+    for d in input_shape:
+        if d is None:
+            dims.append(None)
+        elif isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0:
+            dims.append(int(d))
+        else:
+            raise TypeError(
+                f"`{argument}` must be a shape (a tuple/list of non-negative ints or None); "
+                f"received {input_shape!r}."
+            )
+    return tuple(dims)
