@@ -198,6 +198,26 @@ static inline i64 balanced_chunk(i64 C) {
     const i64 cn = v.C - c0 < cchunk ? v.C - c0 : cchunk;                                       \
     const i64 seg0 = s_ * seg_rows;                                                             \
     const i64 seg1 = seg0 + seg_rows < rows_per_g ? seg0 + seg_rows : rows_per_g;
+/* The loop over a chunk's channels k0 .. k0 + cn − 1 in runs of consecutive parameters
+ * p = k mod P, so each run vectorizes: the body sees its channel c and parameter p. */
+#define PARAM_RUNS_BEGIN                                                                        \
+    for (i64 c_ = 0, p_ = k0 % P; c_ < cn; p_ = 0) {                                            \
+        const i64 len_ = cn - c_ < P - p_ ? cn - c_ : P - p_;                                   \
+        for (i64 j_ = 0; j_ < len_; ++j_) {                                                     \
+            const i64 c = c_ + j_, p = p_ + j_;
+#define PARAM_RUNS_END                                                                          \
+        }                                                                                       \
+        c_ += len_;                                                                             \
+    }
+
+/* a[p] = Σ_t part[2tP + p], b[p] = Σ_t part[(2t + 1)P + p]: per-thread partials of the
+ * one-sweep passes, summed in thread order. */
+static void sum_partials(const double *part, int nt, i64 P, double *a, double *b) {
+    for (i64 p = 0; p < P; ++p) { a[p] = 0; b[p] = 0; }
+    for (int t = 0; t < nt; ++t)
+        for (i64 p = 0; p < P; ++p) { a[p] += part[2 * t * P + p]; b[p] += part[(2 * t + 1) * P + p]; }
+}
+
 /* One sweep: a work item is (g, chunk of up to CCHUNK channels) with all its rows, when
  * those rows fit in ROW_BLOCK_BYTES (ghost batches, small batches): the rows are read from
  * memory once and revisited in cache. (Narrower chunks, to fit more rows, measured slower
@@ -717,14 +737,14 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
     _Pragma("omp parallel num_threads(nt)")                                                     \
     {                                                                                           \
         T bs[BUF], fb[BUF], cs[BUF], co[BUF], mu[BUF], ti[BUF];                                 \
-        double ds[BUF], dv[BUF], di[BUF];                                                       \
+        double ds[BUF], dv[BUF];                                                                \
         double *tm = part + 2 * thread_id() * P, *tv = tm + P;                                  \
         _Pragma("omp for schedule(static)")                                                     \
         for (i64 it = 0; it < items; ++it) {                                                    \
             ITEM_RANGE                                                                          \
             const i64 k0 = g * v.C + c0;                                                        \
             const T *restrict first = ROW(x + g * v.sg + c0, cn, fb);                           \
-            if (seg1 - seg0 <= SUB_ROWS) { /* one sub-block: sums stay in T, fewer loops */     \
+            if (seg1 - seg0 <= SUB_ROWS) { /* one sub-block: the sums stay in T */              \
                 for (i64 c = 0; c < cn; ++c) bs[c] = 0;                                         \
                 ROWS_BEGIN(seg0, seg1)                                                          \
                     acc_shift_row_##SUFFIX(x + ROW_OFFSET + c0, cn, first, bs);                 \
@@ -734,24 +754,8 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
                 ROWS_BEGIN(seg0, seg1)                                                          \
                     acc_sq_row_##SUFFIX(x + ROW_OFFSET + c0, cn, mu, bs);                       \
                 ROWS_END                                                                        \
-                const double inv_cnt = 1.0 / (double)(seg1 - seg0);                             \
-                for (i64 c = 0, p = k0 % P; c < cn; p = 0) { /* runs of consecutive parameters */ \
-                    const i64 len = cn - c < P - p ? cn - c : P - p;                            \
-                    for (i64 j = 0; j < len; ++j) {                                             \
-                        const double vr = (double)bs[c + j] * inv_cnt;                          \
-                        const T iv = (T)1 / SQRT((T)vr + (T)eps); /* in T like TensorFlow */    \
-                        ti[c + j] = iv;                                                         \
-                        tm[p + j] += (double)mu[c + j];                                         \
-                        tv[p + j] += vr;                                                        \
-                        cs[c + j] = (T)((double)iv * gs[p + j]);                                \
-                        co[c + j] = (T)go[p + j];                                               \
-                    }                                                                           \
-                    c += len;                                                                   \
-                }                                                                               \
-                if (mean != NULL) { /* kept for the backward */                                 \
-                    for (i64 c = 0; c < cn; ++c) { mean[k0 + c] = mu[c]; inv[k0 + c] = ti[c]; } \
-                }                                                                               \
-            } else {                                                                            \
+                for (i64 c = 0; c < cn; ++c) dv[c] = (double)bs[c];                             \
+            } else { /* T sums over SUB_ROWS rows, then double */                               \
                 for (i64 c = 0; c < cn; ++c) ds[c] = 0;                                         \
                 for (i64 r0 = seg0; r0 < seg1; r0 += SUB_ROWS) {                                \
                     const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;                 \
@@ -774,36 +778,26 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
                     ROWS_END                                                                    \
                     for (i64 c = 0; c < cn; ++c) dv[c] += (double)bs[c];                        \
                 }                                                                               \
-                for (i64 c = 0; c < cn; ++c) { /* vectorized; 1/√ in T like TensorFlow */       \
-                    const double vr = dv[c] * inv_cnt;                                          \
-                    dv[c] = vr;                                                                 \
-                    di[c] = (double)((T)1 / SQRT((T)vr + (T)eps));                              \
-                }                                                                               \
-                if (mean != NULL) { /* kept for the backward */                                 \
-                    for (i64 c = 0; c < cn; ++c) {                                              \
-                        mean[k0 + c] = mu[c];                                                   \
-                        inv[k0 + c] = (T)di[c];                                                 \
-                    }                                                                           \
-                }                                                                               \
-                for (i64 c = 0, p = k0 % P; c < cn; p = 0) { /* runs of consecutive parameters */ \
-                    const i64 len = cn - c < P - p ? cn - c : P - p;                            \
-                    for (i64 j = 0; j < len; ++j) {                                             \
-                        tm[p + j] += (double)mu[c + j];                                         \
-                        tv[p + j] += dv[c + j];                                                 \
-                        cs[c + j] = (T)(di[c + j] * gs[p + j]);                                 \
-                        co[c + j] = (T)go[p + j];                                               \
-                    }                                                                           \
-                    c += len;                                                                   \
-                }                                                                               \
+            }                                                                                   \
+            const double inv_cnt = 1.0 / (double)(seg1 - seg0); /* dv: Σ(x − μ)² per channel */ \
+            PARAM_RUNS_BEGIN                                                                    \
+                const double vr = dv[c] * inv_cnt;                                              \
+                const T iv = (T)1 / SQRT((T)vr + (T)eps); /* in T like TensorFlow */            \
+                ti[c] = iv;                                                                     \
+                tm[p] += (double)mu[c];                                                         \
+                tv[p] += vr;                                                                    \
+                cs[c] = (T)((double)iv * gs[p]);                                                \
+                co[c] = (T)go[p];                                                               \
+            PARAM_RUNS_END                                                                      \
+            if (mean != NULL) { /* kept for the backward */                                     \
+                for (i64 c = 0; c < cn; ++c) { mean[k0 + c] = mu[c]; inv[k0 + c] = ti[c]; }     \
             }                                                                                   \
             ROWS_BEGIN(seg0, seg1)                                                              \
                 affine_row_##SUFFIX(x + ROW_OFFSET + c0, out + ROW_OFFSET + c0, cn, mu, cs, co); \
             ROWS_END                                                                            \
         }                                                                                       \
     }                                                                                           \
-    for (i64 p = 0; p < P; ++p) { pm[p] = 0; pv[p] = 0; }                                       \
-    for (int t = 0; t < nt; ++t)                                                                \
-        for (i64 p = 0; p < P; ++p) { pm[p] += part[2 * t * P + p]; pv[p] += part[(2 * t + 1) * P + p]; } \
+    sum_partials(part, nt, P, pm, pv);                                                          \
     return 1;                                                                                   \
 }                                                                                               \
                                                                                                 \
@@ -881,32 +875,20 @@ static int reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i64 P,  
     _Pragma("omp parallel num_threads(nt)")                                                     \
     {                                                                                           \
         T mu[BUF], bs[BUF], bp[BUF], a1[BUF], a2[BUF], a3[BUF];                                 \
-        double ss[BUF], sp[BUF], di[BUF];                                                       \
+        double ss[BUF], sp[BUF];                                                                \
         double *tg = part + 2 * thread_id() * P, *tb = tg + P;                                  \
         _Pragma("omp for schedule(static)")                                                     \
         for (i64 it = 0; it < items; ++it) {                                                    \
             ITEM_RANGE                                                                          \
             const i64 k0 = g * v.C + c0;                                                        \
             const double inv_n = 1.0 / (double)(seg1 - seg0);                                   \
-            if (seg1 - seg0 <= SUB_ROWS) { /* one sub-block: sums stay in T, fewer loops */     \
+            if (seg1 - seg0 <= SUB_ROWS) { /* one sub-block: the sums stay in T */              \
                 for (i64 c = 0; c < cn; ++c) { mu[c] = mean[k0 + c]; bs[c] = 0; bp[c] = 0; }    \
                 ROWS_BEGIN(seg0, seg1)                                                          \
                     reduce_row_##SUFFIX(dy + ROW_OFFSET + c0, x + ROW_OFFSET + c0, cn, mu, bs, bp); \
                 ROWS_END                                                                        \
-                for (i64 c = 0, p = k0 % P; c < cn; p = 0) { /* runs of consecutive parameters */ \
-                    const i64 len = cn - c < P - p ? cn - c : P - p;                            \
-                    for (i64 j = 0; j < len; ++j) {                                             \
-                        const double iv = (double)inv[k0 + c + j];                              \
-                        const double su = (double)bs[c + j], pr = (double)bp[c + j];            \
-                        a1[c + j] = (T)(su * inv_n);                                            \
-                        a2[c + j] = (T)(iv * iv * pr * inv_n);                                  \
-                        a3[c + j] = (T)(iv * gs[p + j]);                                        \
-                        tg[p + j] += slope[p + j] * iv * pr + intercept[p + j] * su;            \
-                        tb[p + j] += su;                                                        \
-                    }                                                                           \
-                    c += len;                                                                   \
-                }                                                                               \
-            } else {                                                                            \
+                for (i64 c = 0; c < cn; ++c) { ss[c] = (double)bs[c]; sp[c] = (double)bp[c]; }  \
+            } else { /* T sums over SUB_ROWS rows, then double */                               \
                 for (i64 c = 0; c < cn; ++c) { mu[c] = mean[k0 + c]; ss[c] = 0; sp[c] = 0; }    \
                 for (i64 r0 = seg0; r0 < seg1; r0 += SUB_ROWS) {                                \
                     const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;                 \
@@ -916,22 +898,15 @@ static int reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i64 P,  
                     ROWS_END                                                                    \
                     for (i64 c = 0; c < cn; ++c) { ss[c] += (double)bs[c]; sp[c] += (double)bp[c]; } \
                 }                                                                               \
-                for (i64 c = 0; c < cn; ++c) {                                                  \
-                    const double iv = (double)inv[k0 + c];                                      \
-                    di[c] = iv;                                                                 \
-                    a1[c] = (T)(ss[c] * inv_n);                                                 \
-                    a2[c] = (T)(iv * iv * sp[c] * inv_n);                                       \
-                }                                                                               \
-                for (i64 c = 0, p = k0 % P; c < cn; p = 0) { /* runs of consecutive parameters */ \
-                    const i64 len = cn - c < P - p ? cn - c : P - p;                            \
-                    for (i64 j = 0; j < len; ++j) {                                             \
-                        a3[c + j] = (T)(di[c + j] * gs[p + j]);                                 \
-                        tg[p + j] += slope[p + j] * di[c + j] * sp[c + j] + intercept[p + j] * ss[c + j]; \
-                        tb[p + j] += ss[c + j];                                                 \
-                    }                                                                           \
-                    c += len;                                                                   \
-                }                                                                               \
             }                                                                                   \
+            PARAM_RUNS_BEGIN /* ss: Σdy, sp: Σdy·(x − μ) per channel */                         \
+                const double iv = (double)inv[k0 + c];                                          \
+                a1[c] = (T)(ss[c] * inv_n);                                                     \
+                a2[c] = (T)(iv * iv * sp[c] * inv_n);                                           \
+                a3[c] = (T)(iv * gs[p]);                                                        \
+                tg[p] += slope[p] * iv * sp[c] + intercept[p] * ss[c];                          \
+                tb[p] += ss[c];                                                                 \
+            PARAM_RUNS_END                                                                      \
             if (dx != NULL) {                                                                   \
                 ROWS_BEGIN(seg0, seg1)                                                          \
                     dx_row_##SUFFIX(dy + ROW_OFFSET + c0, x + ROW_OFFSET + c0, dx + ROW_OFFSET + c0, \
@@ -940,9 +915,7 @@ static int reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i64 P,  
             }                                                                                   \
         }                                                                                       \
     }                                                                                           \
-    for (i64 p = 0; p < P; ++p) { dg[p] = 0; db_[p] = 0; }                                      \
-    for (int t = 0; t < nt; ++t)                                                                \
-        for (i64 p = 0; p < P; ++p) { dg[p] += part[2 * t * P + p]; db_[p] += part[(2 * t + 1) * P + p]; } \
+    sum_partials(part, nt, P, dg, db_);                                                         \
     return 1;                                                                                   \
 }                                                                                               \
                                                                                                 \
