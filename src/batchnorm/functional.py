@@ -322,34 +322,21 @@ def train_forward(
     ghost_dim = None
     compiling = _tracing()
     if group is None and weights is None and not compiling:  # the fast passes, if they fit
-        x = _layout.dense(x)
-        layout = None
-        vshape = shape
-        if virtual_batch_size is not None:  # the ghost view's layout; the pass reads x itself
-            layout = _layout.ghost_layout(x, virtual_batch_size, grouping)
-            vshape, ghost_dim = layout[0], layout[2]
-            axes = [a + 1 for a in axes]
-        per_channel = None if adjustment is None else _parameter_layout(adjustment, vshape, axes)
-        if adjustment is None or per_channel is not None:
-            plan_args = {"epsilon": epsilon, "renorm": renorm, "adjustment": per_channel}
-            y, pair, n, updated = _fused.train(
-                x, gamma, beta, plan_args, axes, ghost_dim, moving, layout=layout
-            )
-            if param_shape is None:
-                param_shape = [size if d in axes else 1 for d, size in enumerate(vshape)]
-            factor = n / max(n - 1, 1)
-            if isinstance(pair, tuple):
-                stats = BatchStatistics(
-                    pair[0].view(param_shape), pair[1].view(param_shape), None, factor
-                )
-            else:
-                stats = BatchStatistics(None, None, None, factor, packed=pair, shape=param_shape)
-            if moving is not None and not updated:
-                update_moving(moving, stats, epsilon)
-            return (y if y.shape == shape else y.reshape(shape)), stats
-        if ghost_dim is not None:  # undo: the general code below makes its own view
-            ghost_dim = None
-            axes = [a - 1 for a in axes]
+        fast = _fast_train(
+            x,
+            axes,
+            gamma,
+            beta,
+            epsilon,
+            virtual_batch_size,
+            grouping,
+            adjustment,
+            renorm,
+            param_shape,
+            moving,
+        )
+        if fast is not None:
+            return fast
     if group is not None and not compiling:  # host-side decisions; see distributed.py
         from .distributed import check_batches
 
@@ -420,6 +407,48 @@ def train_forward(
     if moving is not None:
         update_moving(moving, stats, epsilon)
     return y.reshape(shape), stats
+
+
+def _fast_train(
+    x: torch.Tensor,
+    axes: Sequence[int],
+    gamma: torch.Tensor | None,
+    beta: torch.Tensor | None,
+    epsilon: float,
+    virtual_batch_size: int | None,
+    grouping: str,
+    adjustment: tuple[torch.Tensor, torch.Tensor] | None,
+    renorm: tuple[torch.Tensor, torch.Tensor, Mapping[str, float | torch.Tensor]] | None,
+    param_shape: Sequence[int] | None,
+    moving: MovingStatistics | None,
+) -> tuple[torch.Tensor, BatchStatistics] | None:
+    """``train_forward`` through ``_fused.train`` (no mask, no process group, not
+    tracing); None when the adjustment varies over a reduced dimension or needs a
+    gradient, which the composite path handles."""
+    shape = x.shape
+    x = _layout.dense(x)
+    layout, vshape, ghost_dim = None, shape, None
+    if virtual_batch_size is not None:  # the ghost view's layout; the pass reads x itself
+        layout = _layout.ghost_layout(x, virtual_batch_size, grouping)
+        vshape, ghost_dim = layout[0], layout[2]
+        axes = [a + 1 for a in axes]
+    per_channel = None if adjustment is None else _parameter_layout(adjustment, vshape, axes)
+    if adjustment is not None and per_channel is None:
+        return None
+    plan_args = {"epsilon": epsilon, "renorm": renorm, "adjustment": per_channel}
+    y, pair, n, updated = _fused.train(
+        x, gamma, beta, plan_args, axes, ghost_dim, moving, layout=layout
+    )
+    if param_shape is None:
+        param_shape = [size if d in axes else 1 for d, size in enumerate(vshape)]
+    factor = n / max(n - 1, 1)
+    if isinstance(pair, tuple):
+        stats = BatchStatistics(pair[0].view(param_shape), pair[1].view(param_shape), None, factor)
+    else:
+        stats = BatchStatistics(None, None, None, factor, packed=pair, shape=param_shape)
+    if moving is not None and not updated:
+        update_moving(moving, stats, epsilon)
+    return (y if y.shape == shape else y.reshape(shape)), stats
 
 
 def inference_forward(
