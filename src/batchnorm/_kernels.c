@@ -504,6 +504,24 @@ DEFINE_LOOPS_16(f16, f16_load, f16_store)
  */
 #define DEFINE_PRIMITIVES(S, T, SUFFIX, LD, ST, ROW, SQRT)                          \
                                                                                                 \
+/* Row layouts: the mean mu[c] and m2[c] = Σ(x − mu)² of the rows [r0, r1) of chunk             \
+   (g, c0 .. c0 + cn − 1), in T: a shifted sum (shift: the range's first row, so a large        \
+   mean does not swamp it), then the squared deviations from the mean. */                       \
+static void block_moments_##SUFFIX(const S *x, view_t v, i64 g, i64 c0, i64 cn, i64 r0, i64 r1, \
+                                   T *restrict mu, T *restrict m2) {                            \
+    T fb[BUF];                                                                                  \
+    const T *restrict first = ROW(x + (r0 / v.M) * v.sa + g * v.sg + (r0 % v.M) * v.sm + c0, cn, fb); \
+    for (i64 c = 0; c < cn; ++c) { mu[c] = 0; m2[c] = 0; }                                      \
+    ROWS_BEGIN(r0, r1)                                                                          \
+        acc_shift_row_##SUFFIX(x + ROW_OFFSET + c0, cn, first, mu);                             \
+    ROWS_END                                                                                    \
+    const T inv_n = (T)1 / (T)(r1 - r0);                                                        \
+    for (i64 c = 0; c < cn; ++c) mu[c] = first[c] + mu[c] * inv_n;                              \
+    ROWS_BEGIN(r0, r1)                                                                          \
+        acc_sq_row_##SUFFIX(x + ROW_OFFSET + c0, cn, mu, m2);                                   \
+    ROWS_END                                                                                    \
+}                                                                                               \
+                                                                                                \
 /* mean and biased variance per channel (K = G*C outputs, double) */                            \
 static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int nt) {           \
     const i64 K = v.G * v.C;                                                                    \
@@ -632,20 +650,11 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
         if (nblk == 1) { /* every row of a chunk in one block: exact two-pass, no merge */      \
             _Pragma("omp parallel num_threads(nt)")                                             \
             {                                                                                   \
-                T bs[BUF], bq[BUF], fb[BUF];                                                    \
+                T bs[BUF], bq[BUF];                                                             \
                 _Pragma("omp for schedule(static)")                                             \
                 for (i64 it = 0; it < items; ++it) {                                            \
                     ITEM_RANGE                                                                  \
-                    const T *restrict first = ROW(x + g * v.sg + c0, cn, fb);                   \
-                    for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bq[c] = 0; }                      \
-                    ROWS_BEGIN(seg0, seg1)                                                      \
-                        acc_shift_row_##SUFFIX(x + ROW_OFFSET + c0, cn, first, bs);             \
-                    ROWS_END                                                                    \
-                    const T inv_n = (T)1 / (T)(seg1 - seg0);                                    \
-                    for (i64 c = 0; c < cn; ++c) bs[c] = first[c] + bs[c] * inv_n;              \
-                    ROWS_BEGIN(seg0, seg1)                                                      \
-                        acc_sq_row_##SUFFIX(x + ROW_OFFSET + c0, cn, bs, bq);                   \
-                    ROWS_END                                                                    \
+                    block_moments_##SUFFIX(x, v, g, c0, cn, seg0, seg1, bs, bq);                \
                     double *om = mean + g * v.C + c0, *ov = var + g * v.C + c0;                 \
                     for (i64 c = 0; c < cn; ++c) {                                              \
                         om[c] = (double)bs[c];                                                  \
@@ -659,25 +668,14 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
         acc = scratch_zero(0, (size_t)(3 * parts * K) * sizeof(double));                        \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
-            T bs[BUF], bq[BUF], fb[BUF];                                                        \
+            T bs[BUF], bq[BUF];                                                                 \
             double dm[BUF], dq[BUF];                                                            \
             _Pragma("omp for schedule(static)")                                                 \
             for (i64 it = 0; it < items; ++it) {                                                \
                 ITEM_RANGE                                                                      \
                 double *tn = acc + 3 * s_ * K + g * v.C + c0, *tm = tn + K, *tq = tm + K;       \
                 BLOCKS_BEGIN                                                                    \
-                    /* shifted by the block's first row: a large mean does not swamp the sum */ \
-                    const T *restrict first = ROW(                                              \
-                        x + (r0 / v.M) * v.sa + g * v.sg + (r0 % v.M) * v.sm + c0, cn, fb);     \
-                    for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bq[c] = 0; }                      \
-                    ROWS_BEGIN(r0, r1)                                                          \
-                        acc_shift_row_##SUFFIX(x + ROW_OFFSET + c0, cn, first, bs);             \
-                    ROWS_END                                                                    \
-                    const T inv_n = (T)1 / (T)(r1 - r0);                                        \
-                    for (i64 c = 0; c < cn; ++c) bs[c] = first[c] + bs[c] * inv_n;              \
-                    ROWS_BEGIN(r0, r1)                                                          \
-                        acc_sq_row_##SUFFIX(x + ROW_OFFSET + c0, cn, bs, bq);                   \
-                    ROWS_END                                                                    \
+                    block_moments_##SUFFIX(x, v, g, c0, cn, r0, r1, bs, bq);                    \
                     for (i64 c = 0; c < cn; ++c) { dm[c] = (double)bs[c]; dq[c] = (double)bq[c]; } \
                     merge_block(tn, tm, tq, (double)(r1 - r0), dm, dq, cn);                     \
                 BLOCKS_END                                                                      \
@@ -743,19 +741,11 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
         for (i64 it = 0; it < items; ++it) {                                                    \
             ITEM_RANGE                                                                          \
             const i64 k0 = g * v.C + c0;                                                        \
-            const T *restrict first = ROW(x + g * v.sg + c0, cn, fb);                           \
             if (seg1 - seg0 <= SUB_ROWS) { /* one sub-block: the sums stay in T */              \
-                for (i64 c = 0; c < cn; ++c) bs[c] = 0;                                         \
-                ROWS_BEGIN(seg0, seg1)                                                          \
-                    acc_shift_row_##SUFFIX(x + ROW_OFFSET + c0, cn, first, bs);                 \
-                ROWS_END                                                                        \
-                const T inv_n = (T)1 / (T)(seg1 - seg0);                                        \
-                for (i64 c = 0; c < cn; ++c) { mu[c] = first[c] + bs[c] * inv_n; bs[c] = 0; }   \
-                ROWS_BEGIN(seg0, seg1)                                                          \
-                    acc_sq_row_##SUFFIX(x + ROW_OFFSET + c0, cn, mu, bs);                       \
-                ROWS_END                                                                        \
+                block_moments_##SUFFIX(x, v, g, c0, cn, seg0, seg1, mu, bs);                    \
                 for (i64 c = 0; c < cn; ++c) dv[c] = (double)bs[c];                             \
             } else { /* T sums over SUB_ROWS rows, then double */                               \
+                const T *restrict first = ROW(x + g * v.sg + c0, cn, fb);                       \
                 for (i64 c = 0; c < cn; ++c) ds[c] = 0;                                         \
                 for (i64 r0 = seg0; r0 < seg1; r0 += SUB_ROWS) {                                \
                     const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;                 \
