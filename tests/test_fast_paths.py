@@ -282,6 +282,28 @@ def test_kernel_status_is_reported():
     assert "batchnorm" in batchnorm.__name__
 
 
+def _step_against_reference(x, dy, config, rng):
+    """One training step (forward and backward) of a layer with momentum 0.5, ``config``
+    and random γ/β, and the float64 reference step from the same state; returns the
+    layer, its output, that state and ``reference.train_step``'s results."""
+    layer = BatchNormalization(momentum=0.5, **config)
+    layer(x.detach()[:2], training=False)
+    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
+    state = reference.state_of(layer)
+    y = layer(x, training=True)
+    y.backward(dy)
+    options = reference.Options(
+        momentum=0.5,
+        epsilon=1e-3,
+        bessel=layer._bessel,
+        virtual_batch_size=config.get("virtual_batch_size"),
+    )
+    ref = reference.train_step(
+        x.detach().double().numpy(), dy.double().numpy(), layer.axis, state, options
+    )
+    return layer, y, state, ref
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize(
     "shape, config",
@@ -299,21 +321,7 @@ def test_16bit_training_step_matches_float64(dtype, shape, config, backend):
     rng = np.random.default_rng(1)
     x = torch.tensor(rng.normal(3.0, 2.0, shape)).to(dtype).requires_grad_()
     dy = torch.tensor(rng.normal(size=shape)).to(dtype)
-    layer = BatchNormalization(momentum=0.5, **config)
-    layer(x.detach()[:8], training=False)
-    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
-    state = reference.state_of(layer)
-    y = layer(x, training=True)
-    y.backward(dy)
-    options = reference.Options(
-        momentum=0.5,
-        epsilon=1e-3,
-        bessel=layer._bessel,
-        virtual_batch_size=config.get("virtual_batch_size"),
-    )
-    y_ref, dx_ref, dg_ref, db_ref, new = reference.train_step(
-        x.detach().double().numpy(), dy.double().numpy(), layer.axis, state, options
-    )
+    layer, y, _, (y_ref, dx_ref, dg_ref, db_ref, new) = _step_against_reference(x, dy, config, rng)
     eps = float(torch.finfo(dtype).eps)
     assert y.dtype == dtype and x.grad.dtype == dtype
     np.testing.assert_allclose(y.detach().double().numpy(), y_ref, rtol=2 * eps, atol=4 * eps)
@@ -355,17 +363,11 @@ def test_short_runs_match_float64(shape, axis, backend):
     rng = np.random.default_rng(2)
     x = torch.tensor(rng.normal(5.0, 3.0, shape), dtype=torch.float32, requires_grad=True)
     dy = torch.tensor(rng.normal(size=shape), dtype=torch.float32)
-    layer = BatchNormalization(axis=axis, momentum=0.5)
-    layer(x.detach()[:2], training=False)
-    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
-    state = reference.state_of(layer)
-    layer(x, training=True).backward(dy)
+    layer, _, state, (_, dx_ref, dg_ref, db_ref, new) = _step_against_reference(
+        x, dy, {"axis": axis}, rng
+    )
     with torch.no_grad():
         y = layer(x, training=False)
-    options = reference.Options(momentum=0.5, epsilon=1e-3, bessel=layer._bessel)
-    _, dx_ref, dg_ref, db_ref, new = reference.train_step(
-        x.detach().double().numpy(), dy.double().numpy(), layer.axis, state, options
-    )
     np.testing.assert_allclose(x.grad.numpy(), dx_ref, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(layer.gamma.grad.numpy(), dg_ref, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(layer.beta.grad.numpy(), db_ref, rtol=1e-5, atol=1e-3)
