@@ -382,6 +382,82 @@ def test_short_runs_match_float64(shape, axis, backend):
     np.testing.assert_allclose(y.numpy(), y_ref.numpy(), rtol=1e-5, atol=1e-5)
 
 
+SHORT_CALLS = {
+    "rows": ((64, 24), {"axis": -1}, torch.float32),
+    "nchw": ((6, 5, 4, 3), {"axis": 1}, torch.float32),
+    "multi-axis": ((6, 5, 4, 3), {"axis": [1, 3]}, torch.float32),
+    "renorm": ((32, 7), {"renorm": True, "renorm_clipping": CLIP}, torch.float32),
+    "ghost-strided": ((32, 3, 5), {"virtual_batch_size": 8}, torch.float32),
+    "ghost-contiguous": (
+        (32, 5),
+        {"virtual_batch_size": 4, "ghost_grouping": "contiguous"},
+        torch.float32,
+    ),
+    "float64": ((20, 6), {"axis": -1}, torch.float64),
+    "float16": ((64, 40), {"axis": -1}, torch.float16),
+    "frozen": ((16, 6), {"trainable": False}, torch.float32),
+}
+
+
+@pytest.mark.parametrize("route", ["short", "general"])
+@pytest.mark.parametrize("name", list(SHORT_CALLS))
+def test_short_call_matches_general_path(name, route):
+    """A built layer's later calls skip the general path (_shortcut); a forward hook sends
+    them through it. Both routes, two training steps (the second reuses what the first
+    worked out for the layout) and an inference call, against the float64 reference."""
+    shape, config, dtype = SHORT_CALLS[name]
+    rng = np.random.default_rng(5)
+    layer = BatchNormalization(momentum=0.5, **config)
+    layer(torch.zeros((2, *shape[1:]), dtype=dtype), training=False)
+    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
+    calls = []
+    if route == "general":
+        layer.register_forward_hook(lambda *args: calls.append(1))
+    frozen = not layer.trainable
+    options = reference.Options(
+        momentum=0.5,
+        bessel=layer._bessel,
+        renorm=layer.renorm,
+        clipping=CLIP,
+        virtual_batch_size=config.get("virtual_batch_size"),
+        grouping=config.get("ghost_grouping", "strided"),
+    )
+    eps = 1e-5 if dtype != torch.float16 else 4 * float(torch.finfo(dtype).eps)
+    for step in range(2):
+        x = torch.tensor(rng.normal(4.0, 2.0, shape)).to(dtype).requires_grad_()
+        dy = torch.tensor(rng.normal(size=shape)).to(dtype)
+        state = reference.state_of(layer)
+        y = layer(x, training=True)
+        y.backward(dy)
+        xd, dyd = x.detach().double().numpy(), dy.double().numpy()
+        if frozen:  # inference arithmetic; nothing updated
+            inv = state.gamma / np.sqrt(state.moving_variance + 1e-3)
+            y_ref, dx_ref, new = reference.inference(xd, layer.axis, state, 1e-3), dyd * inv, state
+        else:
+            y_ref, dx_ref, dg_ref, db_ref, new = reference.train_step(
+                xd, dyd, layer.axis, state, options
+            )
+            np.testing.assert_allclose(layer.gamma.grad.double().numpy(), dg_ref, rtol=1e-3)
+            np.testing.assert_allclose(layer.beta.grad.double().numpy(), db_ref, rtol=1e-3)
+            layer.gamma.grad = layer.beta.grad = None
+        np.testing.assert_allclose(y.detach().double().numpy(), y_ref, rtol=eps, atol=eps)
+        scale = np.abs(dx_ref).max()
+        np.testing.assert_allclose(x.grad.double().numpy(), dx_ref, rtol=eps, atol=eps * scale)
+        for field in ("moving_mean", "moving_variance", "moving_stddev", "renorm_mean"):
+            if getattr(new, field) is not None:
+                got = getattr(layer, field).double().numpy()
+                np.testing.assert_allclose(got, getattr(new, field), rtol=1e-5, atol=1e-7)
+    with torch.no_grad():
+        x = torch.tensor(rng.normal(4.0, 2.0, shape)).to(dtype)
+        y = layer(x, training=False)
+    y_ref = reference.inference(x.double().numpy(), layer.axis, reference.state_of(layer), 1e-3)
+    np.testing.assert_allclose(y.double().numpy(), y_ref, rtol=eps, atol=eps)
+    if route == "short":  # the layouts were worked out once and the C passes ran
+        assert any(entry is not None for entry in layer._short_entries.values())
+    else:
+        assert len(calls) == 3 and not layer._short_entries
+
+
 @pytest.mark.parametrize("ghost", [None, 2], ids=["plain", "ghost"])
 def test_train_forward_batch_statistics(ghost, backend):
     """functional.train_forward's BatchStatistics (unpacked from the C pass's state on

@@ -464,10 +464,7 @@ def train(
     if lib is not None:
         if moving is not None and _writable(moving, _PARAM_DTYPE[x.dtype]):
             plan.moving = moving
-        if _needs_grad(x, gamma, beta):
-            y, state = NativeTrainNorm.apply(x, gamma, beta, plan)
-        else:  # nothing to differentiate: skip the autograd node
-            y, state = NativeTrainNorm.forward(_NO_GRAD, x, gamma, beta, plan)
+        y, state = train_native(x, gamma, beta, plan)
         return y, state, geo.count, plan.moving is not None
     xc = x if x.dtype in (torch.float32, torch.float64) else x.float()
     xc = xc if xc.shape == geo.shape else xc.reshape(geo.shape)
@@ -478,6 +475,16 @@ def train(
     if ghost_dim is not None:
         mean, var = mean.mean(dim=ghost_dim), var.mean(dim=ghost_dim)
     return y, (mean.reshape(-1), var.reshape(-1)), geo.count, False
+
+
+def train_native(
+    x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None, plan: Plan
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The C training pass for a plan with a library: y and the state vector; through
+    the autograd node only when something needs a gradient."""
+    if _needs_grad(x, gamma, beta):
+        return NativeTrainNorm.apply(x, gamma, beta, plan)
+    return NativeTrainNorm.forward(_NO_GRAD, x, gamma, beta, plan)
 
 
 def _writable(moving: Any, dtype: torch.dtype) -> bool:
@@ -504,7 +511,27 @@ def infer(
     """Inference pass with given statistics, all in parameter layout."""
     geo = geometry(tuple(x.shape), tuple(x.stride()), tuple(axes), None)
     lib = native_library(x, geo)
-    if lib is not None and not _needs_grad(x, gamma, beta):
+    if lib is not None:
+        return infer_native(x, gamma, beta, mean, var, geo, lib, epsilon)
+    plan = Plan(geo, epsilon, lib=lib)
+    xc = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    stat = [None if t is None else plan.stat(t) for t in (gamma, beta, mean, var)]
+    return TorchAffineNorm.apply(xc, *stat, plan)
+
+
+def infer_native(
+    x: torch.Tensor,
+    gamma: torch.Tensor | None,
+    beta: torch.Tensor | None,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    geo: Geometry,
+    lib: Any,
+    epsilon: float,
+) -> torch.Tensor:
+    """The C inference pass (``geo.native`` set, ``lib`` loaded); through the autograd
+    node only when something needs a gradient."""
+    if not _needs_grad(x, gamma, beta):
         pdt = _PARAM_DTYPE[x.dtype]
         m, v, g, b = vector(mean, pdt), vector(var, pdt), vector(gamma, pdt), vector(beta, pdt)
         y = torch.empty_like(x)
@@ -522,9 +549,4 @@ def infer(
             _native.threads(),
         )
         return y
-    plan = Plan(geo, epsilon, lib=lib)
-    if lib is not None:
-        return NativeAffineNorm.apply(x, gamma, beta, mean, var, plan)
-    xc = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    stat = [None if t is None else plan.stat(t) for t in (gamma, beta, mean, var)]
-    return TorchAffineNorm.apply(xc, *stat, plan)
+    return NativeAffineNorm.apply(x, gamma, beta, mean, var, Plan(geo, epsilon, lib=lib))

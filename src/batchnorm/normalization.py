@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import distributed
+from . import _shortcut, distributed
 from . import functional as F
 from ._arguments import (
     broadcasts_to,
@@ -159,6 +159,7 @@ class BatchNormalization(Layer):
         self._input_rank = 0
         self._channel_sizes: dict[int, int] = {}
         self._bessel = False
+        self._short_entries = _shortcut.Entries()  # the short call's per-layout entries
         # Absent variables read as None (``layer.gamma is None`` with scale=False).
         for name in ("gamma", "beta"):
             self.register_parameter(name, None)
@@ -331,6 +332,13 @@ class BatchNormalization(Layer):
             )
 
     # ------------------------------------------------------------------ call
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        if not args and type(inputs) is torch.Tensor:
+            y = _shortcut.call(self, inputs, kwargs)
+            if y is not None:
+                return y
+        return super().__call__(inputs, *args, **kwargs)
+
     def _prepare(self, inputs: Any) -> tuple[torch.Tensor, torch.dtype]:
         """Validate the input; return it in the dtype the passes read (16-bit input
         stays 16-bit, the math runs in float32) and the output dtype."""
@@ -486,8 +494,14 @@ class BatchNormalization(Layer):
         y = self._train(x, weights)
         return y if y.dtype == out_dtype else y.to(out_dtype)
 
-    def _train(self, x: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-        """Training step: every check first, then the output, then all updates at once."""
+    def _train(
+        self,
+        x: torch.Tensor,
+        weights: torch.Tensor | None,
+        adjustment: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Training step: every check first, then the output, then all updates at once.
+        ``adjustment``: the values this call's ``adjustment(shape)`` already returned."""
         group = distributed.active_group(self.process_group) if self.synchronized else None
         dims = F.reduction_dims(x.dim(), self._axes)
         if group is None and 0 in [x.shape[d] for d in dims]:  # synchronized: decided globally
@@ -514,7 +528,8 @@ class BatchNormalization(Layer):
                 f"Layer {self.name}: the training batch holds NaN or Inf (check_numerics=True); "
                 "nothing was updated."
             )
-        adjustment = self._adjustment_values(x) if self.adjustment is not None else None
+        if adjustment is None and self.adjustment is not None:
+            adjustment = self._adjustment_values(x)
         gamma, beta = self._param(self.gamma, x), self._param(self.beta, x)
         y, _ = F.train_forward(
             x,
