@@ -423,7 +423,7 @@ def test_short_call_matches_general_path(name, route):
         grouping=config.get("ghost_grouping", "strided"),
     )
     eps = 1e-5 if dtype != torch.float16 else 4 * float(torch.finfo(dtype).eps)
-    for step in range(2):
+    for _ in range(2):  # the second step reuses the layout entry
         x = torch.tensor(rng.normal(4.0, 2.0, shape)).to(dtype).requires_grad_()
         dy = torch.tensor(rng.normal(size=shape)).to(dtype)
         state = reference.state_of(layer)

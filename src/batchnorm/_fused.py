@@ -203,7 +203,7 @@ def _param_grad(
     """An output buffer for a parameter's gradient, when one is wanted."""
     if not _wants(ctx, index, param):
         return None
-    return torch.empty(param.shape, dtype=dtype)
+    return torch.empty_like(param, dtype=dtype, memory_format=torch.contiguous_format)
 
 
 # ---------------------------------------------------------------------- PyTorch passes

@@ -186,7 +186,7 @@ def like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- the plan
-@dataclass
+@dataclass(slots=True)
 class Plan:
     """Everything a pass needs besides the tensors.
 

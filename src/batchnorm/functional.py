@@ -248,7 +248,7 @@ class BatchStatistics:
         return self._unbiased
 
 
-@dataclass
+@dataclass(slots=True)
 class MovingStatistics:
     """The variables a training step updates in place (parameter layout).
 

@@ -564,19 +564,20 @@ class BatchNormalization(Layer):
 
     def _moving(self) -> F.MovingStatistics:
         """The variables a training step updates, and TF's rules for them."""
+        buffers = self._buffers  # direct reads: this runs on every training call
         if self.renorm:
             return F.MovingStatistics(
-                self.moving_mean,
-                self.moving_variance,
+                buffers["moving_mean"],
+                buffers["moving_variance"],
                 self.momentum,
                 self._bessel,
-                self.moving_stddev,
-                self.renorm_mean,
-                self.renorm_stddev,
+                buffers["moving_stddev"],
+                buffers["renorm_mean"],
+                buffers["renorm_stddev"],
                 self.renorm_momentum,
             )
         return F.MovingStatistics(
-            self.moving_mean, self.moving_variance, self.momentum, self._bessel
+            buffers["moving_mean"], buffers["moving_variance"], self.momentum, self._bessel
         )
 
     # ------------------------------------------------------------------ config
