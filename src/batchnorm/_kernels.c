@@ -262,6 +262,14 @@ static void sum_partials(const double *part, int nt, i64 P, double *a, double *b
 #define ROWS_END                                                                                \
         }                                                                                       \
     }
+/* the same rows as runs of consecutive m (one a): nr_ rows from offset off_, stride v.sm */    \
+#define ROW_RUNS_BEGIN(first_row, end_row)                                                      \
+    for (i64 r_ = (first_row), ra_ = (first_row) / v.M, m0_ = (first_row) % v.M;                \
+         r_ < (end_row); ++ra_, m0_ = 0) {                                                      \
+        const i64 m1_ = m0_ + ((end_row) - r_) < v.M ? m0_ + ((end_row) - r_) : v.M;            \
+        const i64 off_ = ra_ * v.sa + g * v.sg + m0_ * v.sm, nr_ = m1_ - m0_;                   \
+        r_ += nr_;
+#define ROW_RUNS_END }
 /* plane/generic modes: run r = flattened (a, g, m, c) */
 /* plane/generic modes: work item = (a, g, m, chunk of up to RUN_CSTEP channels), so the
  * index divisions happen once per item, not once per run */
@@ -354,6 +362,29 @@ static inline void affine_row_##SUFFIX(const S *restrict p, S *restrict q, i64 n
                                        const T *restrict o) {                                   \
     for (i64 c = 0; c < n; ++c) q[c] = (p[c] - mu[c]) * s[c] + o[c];                            \
 }                                                                                               \
+/* four rows at once (p + j·st, q + j·st): the coefficients are loaded once per channel */      \
+static inline void affine_row4_##SUFFIX(const S *restrict p0, const S *restrict p1,             \
+                                        const S *restrict p2, const S *restrict p3,             \
+                                        S *restrict q0, S *restrict q1, S *restrict q2,         \
+                                        S *restrict q3, i64 n, const T *restrict mu,            \
+                                        const T *restrict s, const T *restrict o) {             \
+    for (i64 c = 0; c < n; ++c) {                                                               \
+        const T m = mu[c], k = s[c], b = o[c];                                                  \
+        q0[c] = (p0[c] - m) * k + b;                                                            \
+        q1[c] = (p1[c] - m) * k + b;                                                            \
+        q2[c] = (p2[c] - m) * k + b;                                                            \
+        q3[c] = (p3[c] - m) * k + b;                                                            \
+    }                                                                                           \
+}                                                                                               \
+static inline void affine_rows_##SUFFIX(const S *p, S *q, i64 n, i64 rows, i64 st,              \
+                                        const T *restrict mu, const T *restrict s,              \
+                                        const T *restrict o) {                                  \
+    i64 r = 0;                                                                                  \
+    for (; r + 4 <= rows; r += 4, p += 4 * st, q += 4 * st)                                     \
+        affine_row4_##SUFFIX(p, p + st, p + 2 * st, p + 3 * st, q, q + st, q + 2 * st,          \
+                             q + 3 * st, n, mu, s, o);                                          \
+    for (; r < rows; ++r, p += st, q += st) affine_row_##SUFFIX(p, q, n, mu, s, o);             \
+}                                                                                               \
 static inline void dx_run_##SUFFIX(const S *restrict dy, const S *restrict x, S *restrict q,    \
                                    i64 n, T mu, T b1, T b2, T b3) {                             \
     for (i64 i = 0; i < n; ++i) q[i] = (dy[i] - b1 - (x[i] - mu) * b2) * b3;                    \
@@ -410,6 +441,29 @@ static inline void affine_row_##SUFFIX(const uint16_t *restrict p, uint16_t *res
             v16_st_##SUFFIX(q + c, _mm512_add_ps(t, _mm512_loadu_ps(o + c)));                   \
         })                                                                                      \
     for (; c < n; ++c) q[c] = ST((LD(p[c]) - mu[c]) * s[c] + o[c]);                             \
+}                                                                                               \
+/* four rows at once (p + j·st, q + j·st): the coefficients are loaded once per 16 channels */  \
+static inline void affine_rows_##SUFFIX(const uint16_t *p, uint16_t *q, i64 n, i64 rows,        \
+                                        i64 st, const float *restrict mu,                       \
+                                        const float *restrict s,                                \
+                                        const float *restrict o) {                              \
+    i64 r = 0;                                                                                  \
+    V16(for (; r + 4 <= rows; r += 4, p += 4 * st, q += 4 * st) {                               \
+            i64 c = 0;                                                                          \
+            for (; c + 16 <= n; c += 16) {                                                      \
+                const __m512 m = _mm512_loadu_ps(mu + c), k = _mm512_loadu_ps(s + c);           \
+                const __m512 b = _mm512_loadu_ps(o + c);                                        \
+                for (i64 j = 0; j < 4 * st; j += st) {                                          \
+                    const __m512 d = _mm512_sub_ps(v16_ld_##SUFFIX(p + j + c), m);              \
+                    const __m512 t = _mm512_mul_ps(d, k);                                       \
+                    v16_st_##SUFFIX(q + j + c, _mm512_add_ps(t, b));                            \
+                }                                                                               \
+            }                                                                                   \
+            for (i64 j = 0; j < 4 * st; j += st)                                                \
+                for (i64 t = c; t < n; ++t)                                                     \
+                    q[j + t] = ST((LD(p[j + t]) - mu[t]) * s[t] + o[t]);                        \
+        })                                                                                      \
+    for (; r < rows; ++r, p += st, q += st) affine_row_##SUFFIX(p, q, n, mu, s, o);             \
 }                                                                                               \
 static inline void dx_run_##SUFFIX(const uint16_t *restrict dy, const uint16_t *restrict x,     \
                                    uint16_t *restrict q, i64 n, float mu, float b1, float b2,   \
@@ -782,9 +836,10 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
             if (mean != NULL) { /* kept for the backward */                                     \
                 for (i64 c = 0; c < cn; ++c) { mean[k0 + c] = mu[c]; inv[k0 + c] = ti[c]; }     \
             }                                                                                   \
-            ROWS_BEGIN(seg0, seg1)                                                              \
-                affine_row_##SUFFIX(x + ROW_OFFSET + c0, out + ROW_OFFSET + c0, cn, mu, cs, co); \
-            ROWS_END                                                                            \
+            ROW_RUNS_BEGIN(seg0, seg1)                                                          \
+                affine_rows_##SUFFIX(x + off_ + c0, out + off_ + c0, cn, nr_, v.sm,             \
+                                     mu, cs, co);                                               \
+            ROW_RUNS_END                                                                        \
         }                                                                                       \
     }                                                                                           \
     sum_partials(part, nt, P, pm, pv);                                                          \
@@ -804,10 +859,10 @@ static void affine_##SUFFIX(const S *x, S *out, view_t v, const T *mean, const T
                 ITEM_RANGE                                                                      \
                 const i64 k0 = g * v.C + c0, len = cn * v.I;                                    \
                 SPREAD(me, mean) SPREAD(se, scale) SPREAD(oe, shift)                            \
-                ROWS_BEGIN(seg0, seg1)                                                          \
-                    affine_row_##SUFFIX(x + ROW_OFFSET + c0 * v.I, out + ROW_OFFSET + c0 * v.I, len, \
-                                        me, se, oe);                                            \
-                ROWS_END                                                                        \
+                ROW_RUNS_BEGIN(seg0, seg1)                                                      \
+                    affine_rows_##SUFFIX(x + off_ + c0 * v.I, out + off_ + c0 * v.I, len,       \
+                                         nr_, v.sm, me, se, oe);                                \
+                ROW_RUNS_END                                                                    \
             }                                                                                   \
         }                                                                                       \
     } else if (v.si == 1 && v.I > 1) {                                                          \
@@ -831,9 +886,10 @@ static void affine_##SUFFIX(const S *x, S *out, view_t v, const T *mean, const T
                 const T *restrict mu = mean + g * v.C + c0;                                     \
                 const T *restrict s = scale + g * v.C + c0;                                     \
                 const T *restrict o = shift + g * v.C + c0;                                     \
-                ROWS_BEGIN(seg0, seg1)                                                          \
-                    affine_row_##SUFFIX(x + ROW_OFFSET + c0, out + ROW_OFFSET + c0, cn, mu, s, o); \
-                ROWS_END                                                                        \
+                ROW_RUNS_BEGIN(seg0, seg1)                                                      \
+                    affine_rows_##SUFFIX(x + off_ + c0, out + off_ + c0, cn, nr_, v.sm,         \
+                                         mu, s, o);                                             \
+                ROW_RUNS_END                                                                    \
             }                                                                                   \
         }                                                                                       \
     } else {                                                                                    \
@@ -1245,6 +1301,23 @@ int bn_train_backward_##SUFFIX(                                                 
 }                                                                                               \
                                                                                                 \
 /* inference: y = (x − mean[p])·γ[p]/√(var[p] + ε) + β[p], with K == P */                       \
+/* inference coefficients per parameter: the mean, γ/√(var + ε) (double, then T) and β;         \
+   separate loops without branches, so each vectorizes */                                       \
+static void infer_coefficients_##SUFFIX(i64 P, const T *restrict mean, const T *restrict var,   \
+                                        const T *restrict gamma, const T *restrict beta,        \
+                                        double eps, T *restrict cm, T *restrict cs,             \
+                                        T *restrict co) {                                       \
+    for (i64 p = 0; p < P; ++p) cm[p] = mean[p];                                                \
+    if (gamma)                                                                                  \
+        for (i64 p = 0; p < P; ++p) cs[p] = (T)((double)gamma[p] / sqrt((double)var[p] + eps)); \
+    else                                                                                        \
+        for (i64 p = 0; p < P; ++p) cs[p] = (T)(1.0 / sqrt((double)var[p] + eps));              \
+    if (beta)                                                                                   \
+        for (i64 p = 0; p < P; ++p) co[p] = beta[p];                                            \
+    else                                                                                        \
+        for (i64 p = 0; p < P; ++p) co[p] = (T)0;                                               \
+}                                                                                               \
+                                                                                                \
 int bn_infer_forward_##SUFFIX(                                                                  \
     const S *x, S *y, const i64 *dims, const i64 *strides, i64 P, const T *mean,                \
     const T *var, const T *gamma, const T *beta, double eps, int threads) {                     \
@@ -1252,10 +1325,11 @@ int bn_infer_forward_##SUFFIX(                                                  
     const i64 K = v.G * v.C;                                                                    \
     T *coef = scratch(2, (size_t)(3 * K) * sizeof(T));                                          \
     T *cm = coef, *cs = coef + K, *co = coef + 2 * K;                                           \
-    FOR_KP {                                                                                    \
-        cm[k] = mean[p];                                                                        \
-        cs[k] = (T)((gamma ? (double)gamma[p] : 1.0) / sqrt((double)var[p] + eps));             \
-        co[k] = beta ? beta[p] : (T)0;                                                          \
+    infer_coefficients_##SUFFIX(P, mean, var, gamma, beta, eps, cm, cs, co);                    \
+    for (i64 k = P; k < K; k += P) { /* further channel groups repeat the parameters */         \
+        memcpy(cm + k, cm, (size_t)P * sizeof(T));                                              \
+        memcpy(cs + k, cs, (size_t)P * sizeof(T));                                              \
+        memcpy(co + k, co, (size_t)P * sizeof(T));                                              \
     }                                                                                           \
     affine_##SUFFIX(x, y, v, cm, cs, co, thread_count(threads));                                \
     return 0;                                                                                   \
