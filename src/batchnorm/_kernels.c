@@ -547,10 +547,205 @@ static inline void reduce_row_##SUFFIX(const uint16_t *restrict dy, const uint16
     }                                                                                           \
 }                                                                                               \
 
+/* Four rows at a time (row j at p + j·st): per-channel coefficients are loaded and
+   accumulators updated once per four rows; each row's values enter in row order, as in
+   the one-row loops. *_rows(..., rows, st, ...) walk a run of rows this way. */
+#define DEFINE_ROWS_PLAIN(S, T, SUFFIX)                                                         \
+static inline void acc_shift_row4_##SUFFIX(const S *restrict p0, const S *restrict p1,          \
+                                           const S *restrict p2, const S *restrict p3, i64 n,   \
+                                           const T *restrict sh, T *restrict acc) {             \
+    for (i64 c = 0; c < n; ++c) {                                                               \
+        const T v = sh[c];                                                                      \
+        T t = acc[c];                                                                           \
+        t += p0[c] - v;                                                                         \
+        t += p1[c] - v;                                                                         \
+        t += p2[c] - v;                                                                         \
+        t += p3[c] - v;                                                                         \
+        acc[c] = t;                                                                             \
+    }                                                                                           \
+}                                                                                               \
+static inline void acc_sq_row4_##SUFFIX(const S *restrict p0, const S *restrict p1,             \
+                                        const S *restrict p2, const S *restrict p3, i64 n,      \
+                                        const T *restrict mu, T *restrict acc) {                \
+    for (i64 c = 0; c < n; ++c) {                                                               \
+        const T m = mu[c], d0 = p0[c] - m, d1 = p1[c] - m, d2 = p2[c] - m, d3 = p3[c] - m;      \
+        T t = acc[c];                                                                           \
+        t += d0 * d0;                                                                           \
+        t += d1 * d1;                                                                           \
+        t += d2 * d2;                                                                           \
+        t += d3 * d3;                                                                           \
+        acc[c] = t;                                                                             \
+    }                                                                                           \
+}                                                                                               \
+static inline void reduce_row4_##SUFFIX(const S *restrict g0, const S *restrict g1,             \
+                                        const S *restrict g2, const S *restrict g3,             \
+                                        const S *restrict x0, const S *restrict x1,             \
+                                        const S *restrict x2, const S *restrict x3, i64 n,      \
+                                        const T *restrict mu, T *restrict bs, T *restrict bp) { \
+    for (i64 c = 0; c < n; ++c) {                                                               \
+        const T m = mu[c];                                                                      \
+        T a = bs[c], b = bp[c];                                                                 \
+        a += g0[c];                                                                             \
+        b += g0[c] * (x0[c] - m);                                                               \
+        a += g1[c];                                                                             \
+        b += g1[c] * (x1[c] - m);                                                               \
+        a += g2[c];                                                                             \
+        b += g2[c] * (x2[c] - m);                                                               \
+        a += g3[c];                                                                             \
+        b += g3[c] * (x3[c] - m);                                                               \
+        bs[c] = a;                                                                              \
+        bp[c] = b;                                                                              \
+    }                                                                                           \
+}                                                                                               \
+static inline void dx_row4_##SUFFIX(const S *restrict g0, const S *restrict g1,                 \
+                                    const S *restrict g2, const S *restrict g3,                 \
+                                    const S *restrict x0, const S *restrict x1,                 \
+                                    const S *restrict x2, const S *restrict x3, S *restrict q0, \
+                                    S *restrict q1, S *restrict q2, S *restrict q3, i64 n,      \
+                                    const T *restrict mu, const T *restrict a1,                 \
+                                    const T *restrict a2, const T *restrict a3) {               \
+    for (i64 c = 0; c < n; ++c) {                                                               \
+        const T m = mu[c], b1 = a1[c], b2 = a2[c], b3 = a3[c];                                  \
+        q0[c] = (g0[c] - b1 - (x0[c] - m) * b2) * b3;                                           \
+        q1[c] = (g1[c] - b1 - (x1[c] - m) * b2) * b3;                                           \
+        q2[c] = (g2[c] - b1 - (x2[c] - m) * b2) * b3;                                           \
+        q3[c] = (g3[c] - b1 - (x3[c] - m) * b2) * b3;                                           \
+    }                                                                                           \
+}                                                                                               \
+static inline void acc_shift_rows_##SUFFIX(const S *p, i64 n, i64 rows, i64 st,                 \
+                                           const T *restrict sh, T *restrict acc) {             \
+    i64 r = 0;                                                                                  \
+    for (; r + 4 <= rows; r += 4, p += 4 * st)                                                  \
+        acc_shift_row4_##SUFFIX(p, p + st, p + 2 * st, p + 3 * st, n, sh, acc);                 \
+    for (; r < rows; ++r, p += st) acc_shift_row_##SUFFIX(p, n, sh, acc);                       \
+}                                                                                               \
+static inline void acc_sq_rows_##SUFFIX(const S *p, i64 n, i64 rows, i64 st,                    \
+                                        const T *restrict mu, T *restrict acc) {                \
+    i64 r = 0;                                                                                  \
+    for (; r + 4 <= rows; r += 4, p += 4 * st)                                                  \
+        acc_sq_row4_##SUFFIX(p, p + st, p + 2 * st, p + 3 * st, n, mu, acc);                    \
+    for (; r < rows; ++r, p += st) acc_sq_row_##SUFFIX(p, n, mu, acc);                          \
+}                                                                                               \
+static inline void reduce_rows_##SUFFIX(const S *dy, const S *x, i64 n, i64 rows, i64 st,       \
+                                        const T *restrict mu, T *restrict bs, T *restrict bp) { \
+    i64 r = 0;                                                                                  \
+    for (; r + 4 <= rows; r += 4, dy += 4 * st, x += 4 * st)                                    \
+        reduce_row4_##SUFFIX(dy, dy + st, dy + 2 * st, dy + 3 * st, x, x + st, x + 2 * st,      \
+                             x + 3 * st, n, mu, bs, bp);                                        \
+    for (; r < rows; ++r, dy += st, x += st) reduce_row_##SUFFIX(dy, x, n, mu, bs, bp);         \
+}                                                                                               \
+static inline void dx_rows_##SUFFIX(const S *dy, const S *x, S *q, i64 n, i64 rows, i64 st,     \
+                                    const T *restrict mu, const T *restrict a1,                 \
+                                    const T *restrict a2, const T *restrict a3) {               \
+    i64 r = 0;                                                                                  \
+    for (; r + 4 <= rows; r += 4, dy += 4 * st, x += 4 * st, q += 4 * st)                       \
+        dx_row4_##SUFFIX(dy, dy + st, dy + 2 * st, dy + 3 * st, x, x + st, x + 2 * st,          \
+                         x + 3 * st, q, q + st, q + 2 * st, q + 3 * st, n, mu, a1, a2, a3);     \
+    for (; r < rows; ++r, dy += st, x += st, q += st)                                           \
+        dx_row_##SUFFIX(dy, x, q, n, mu, a1, a2, a3);                                           \
+}                                                                                               \
+
+#define DEFINE_ROWS_16(SUFFIX, LD, ST)                                                          \
+static inline void acc_shift_rows_##SUFFIX(const uint16_t *p, i64 n, i64 rows, i64 st,          \
+                                           const float *restrict sh, float *restrict acc) {     \
+    i64 r = 0;                                                                                  \
+    V16(for (; r + 4 <= rows; r += 4, p += 4 * st) {                                            \
+            i64 c = 0;                                                                          \
+            for (; c + 16 <= n; c += 16) {                                                      \
+                const __m512 v = _mm512_loadu_ps(sh + c);                                       \
+                __m512 t = _mm512_loadu_ps(acc + c);                                            \
+                for (i64 j = 0; j < 4 * st; j += st)                                            \
+                    t = _mm512_add_ps(t, _mm512_sub_ps(v16_ld_##SUFFIX(p + j + c), v));         \
+                _mm512_storeu_ps(acc + c, t);                                                   \
+            }                                                                                   \
+            for (i64 j = 0; j < 4 * st; j += st)                                                \
+                for (i64 e = c; e < n; ++e) acc[e] += LD(p[j + e]) - sh[e];                     \
+        })                                                                                      \
+    for (; r < rows; ++r, p += st) acc_shift_row_##SUFFIX(p, n, sh, acc);                       \
+}                                                                                               \
+static inline void acc_sq_rows_##SUFFIX(const uint16_t *p, i64 n, i64 rows, i64 st,             \
+                                        const float *restrict mu, float *restrict acc) {        \
+    i64 r = 0;                                                                                  \
+    V16(for (; r + 4 <= rows; r += 4, p += 4 * st) {                                            \
+            i64 c = 0;                                                                          \
+            for (; c + 16 <= n; c += 16) {                                                      \
+                const __m512 m = _mm512_loadu_ps(mu + c);                                       \
+                __m512 t = _mm512_loadu_ps(acc + c);                                            \
+                for (i64 j = 0; j < 4 * st; j += st) {                                          \
+                    const __m512 d = _mm512_sub_ps(v16_ld_##SUFFIX(p + j + c), m);              \
+                    t = _mm512_add_ps(t, _mm512_mul_ps(d, d));                                  \
+                }                                                                               \
+                _mm512_storeu_ps(acc + c, t);                                                   \
+            }                                                                                   \
+            for (i64 j = 0; j < 4 * st; j += st)                                                \
+                for (i64 e = c; e < n; ++e) {                                                   \
+                    const float d = LD(p[j + e]) - mu[e];                                       \
+                    acc[e] += d * d;                                                            \
+                }                                                                               \
+        })                                                                                      \
+    for (; r < rows; ++r, p += st) acc_sq_row_##SUFFIX(p, n, mu, acc);                          \
+}                                                                                               \
+static inline void reduce_rows_##SUFFIX(const uint16_t *dy, const uint16_t *x, i64 n, i64 rows, \
+                                        i64 st, const float *restrict mu, float *restrict bs,   \
+                                        float *restrict bp) {                                   \
+    i64 r = 0;                                                                                  \
+    V16(for (; r + 4 <= rows; r += 4, dy += 4 * st, x += 4 * st) {                              \
+            i64 c = 0;                                                                          \
+            for (; c + 16 <= n; c += 16) {                                                      \
+                const __m512 m = _mm512_loadu_ps(mu + c);                                       \
+                __m512 a = _mm512_loadu_ps(bs + c), b = _mm512_loadu_ps(bp + c);                \
+                for (i64 j = 0; j < 4 * st; j += st) {                                          \
+                    const __m512 g = v16_ld_##SUFFIX(dy + j + c);                               \
+                    const __m512 d = _mm512_sub_ps(v16_ld_##SUFFIX(x + j + c), m);              \
+                    a = _mm512_add_ps(a, g);                                                    \
+                    b = _mm512_add_ps(b, _mm512_mul_ps(g, d));                                  \
+                }                                                                               \
+                _mm512_storeu_ps(bs + c, a);                                                    \
+                _mm512_storeu_ps(bp + c, b);                                                    \
+            }                                                                                   \
+            for (i64 j = 0; j < 4 * st; j += st)                                                \
+                for (i64 e = c; e < n; ++e) {                                                   \
+                    const float g = LD(dy[j + e]);                                              \
+                    bs[e] += g;                                                                 \
+                    bp[e] += g * (LD(x[j + e]) - mu[e]);                                        \
+                }                                                                               \
+        })                                                                                      \
+    for (; r < rows; ++r, dy += st, x += st) reduce_row_##SUFFIX(dy, x, n, mu, bs, bp);         \
+}                                                                                               \
+static inline void dx_rows_##SUFFIX(const uint16_t *dy, const uint16_t *x, uint16_t *q, i64 n,  \
+                                    i64 rows, i64 st, const float *restrict mu,                 \
+                                    const float *restrict a1, const float *restrict a2,         \
+                                    const float *restrict a3) {                                 \
+    i64 r = 0;                                                                                  \
+    V16(for (; r + 4 <= rows; r += 4, dy += 4 * st, x += 4 * st, q += 4 * st) {                 \
+            i64 c = 0;                                                                          \
+            for (; c + 16 <= n; c += 16) {                                                      \
+                const __m512 m = _mm512_loadu_ps(mu + c), b1 = _mm512_loadu_ps(a1 + c);         \
+                const __m512 b2 = _mm512_loadu_ps(a2 + c), b3 = _mm512_loadu_ps(a3 + c);        \
+                for (i64 j = 0; j < 4 * st; j += st) {                                          \
+                    const __m512 d = _mm512_sub_ps(v16_ld_##SUFFIX(x + j + c), m);              \
+                    const __m512 xc = _mm512_mul_ps(d, b2);                                     \
+                    const __m512 g = _mm512_sub_ps(v16_ld_##SUFFIX(dy + j + c), b1);            \
+                    v16_st_##SUFFIX(q + j + c, _mm512_mul_ps(_mm512_sub_ps(g, xc), b3));        \
+                }                                                                               \
+            }                                                                                   \
+            for (i64 j = 0; j < 4 * st; j += st)                                                \
+                for (i64 e = c; e < n; ++e)                                                     \
+                    q[j + e] = ST((LD(dy[j + e]) - a1[e] - (LD(x[j + e]) - mu[e]) * a2[e]) *    \
+                                  a3[e]);                                                       \
+        })                                                                                      \
+    for (; r < rows; ++r, dy += st, x += st, q += st)                                           \
+        dx_row_##SUFFIX(dy, x, q, n, mu, a1, a2, a3);                                           \
+}                                                                                               \
+
 DEFINE_LOOPS_PLAIN(float, float, f32)
 DEFINE_LOOPS_PLAIN(double, double, f64)
 DEFINE_LOOPS_16(bf16, bf16_load, bf16_store)
 DEFINE_LOOPS_16(f16, f16_load, f16_store)
+DEFINE_ROWS_PLAIN(float, float, f32)
+DEFINE_ROWS_PLAIN(double, double, f64)
+DEFINE_ROWS_16(bf16, bf16_load, bf16_store)
+DEFINE_ROWS_16(f16, f16_load, f16_store)
 
 /*
  * DEFINE_PRIMITIVES: S storage type, T compute type, LD/ST element conversions (generic
@@ -566,14 +761,14 @@ static void block_moments_##SUFFIX(const S *x, view_t v, i64 g, i64 c0, i64 cn, 
     T fb[BUF];                                                                                  \
     const T *restrict first = ROW(x + (r0 / v.M) * v.sa + g * v.sg + (r0 % v.M) * v.sm + c0, cn, fb); \
     for (i64 c = 0; c < cn; ++c) { mu[c] = 0; m2[c] = 0; }                                      \
-    ROWS_BEGIN(r0, r1)                                                                          \
-        acc_shift_row_##SUFFIX(x + ROW_OFFSET + c0, cn, first, mu);                             \
-    ROWS_END                                                                                    \
+    ROW_RUNS_BEGIN(r0, r1)                                                                      \
+        acc_shift_rows_##SUFFIX(x + off_ + c0, cn, nr_, v.sm, first, mu);                       \
+    ROW_RUNS_END                                                                                \
     const T inv_n = (T)1 / (T)(r1 - r0);                                                        \
     for (i64 c = 0; c < cn; ++c) mu[c] = first[c] + mu[c] * inv_n;                              \
-    ROWS_BEGIN(r0, r1)                                                                          \
-        acc_sq_row_##SUFFIX(x + ROW_OFFSET + c0, cn, mu, m2);                                   \
-    ROWS_END                                                                                    \
+    ROW_RUNS_BEGIN(r0, r1)                                                                      \
+        acc_sq_rows_##SUFFIX(x + off_ + c0, cn, nr_, v.sm, mu, m2);                             \
+    ROW_RUNS_END                                                                                \
 }                                                                                               \
                                                                                                 \
 /* mean and biased variance per channel (K = G*C outputs, double) */                            \
@@ -804,9 +999,9 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
                 for (i64 r0 = seg0; r0 < seg1; r0 += SUB_ROWS) {                                \
                     const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;                 \
                     for (i64 c = 0; c < cn; ++c) bs[c] = 0;                                     \
-                    ROWS_BEGIN(r0, r1)                                                          \
-                        acc_shift_row_##SUFFIX(x + ROW_OFFSET + c0, cn, first, bs);             \
-                    ROWS_END                                                                    \
+                    ROW_RUNS_BEGIN(r0, r1)                                                      \
+                        acc_shift_rows_##SUFFIX(x + off_ + c0, cn, nr_, v.sm, first, bs);       \
+                    ROW_RUNS_END                                                                \
                     for (i64 c = 0; c < cn; ++c) ds[c] += (double)bs[c];                        \
                 }                                                                               \
                 const double inv_cnt = 1.0 / (double)(seg1 - seg0);                             \
@@ -817,9 +1012,9 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
                 for (i64 r0 = seg0; r0 < seg1; r0 += SUB_ROWS) {                                \
                     const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;                 \
                     for (i64 c = 0; c < cn; ++c) bs[c] = 0;                                     \
-                    ROWS_BEGIN(r0, r1)                                                          \
-                        acc_sq_row_##SUFFIX(x + ROW_OFFSET + c0, cn, mu, bs);                   \
-                    ROWS_END                                                                    \
+                    ROW_RUNS_BEGIN(r0, r1)                                                      \
+                        acc_sq_rows_##SUFFIX(x + off_ + c0, cn, nr_, v.sm, mu, bs);             \
+                    ROW_RUNS_END                                                                \
                     for (i64 c = 0; c < cn; ++c) dv[c] += (double)bs[c];                        \
                 }                                                                               \
             }                                                                                   \
@@ -930,18 +1125,20 @@ static int reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i64 P,  
             const double inv_n = 1.0 / (double)(seg1 - seg0);                                   \
             if (seg1 - seg0 <= SUB_ROWS) { /* one sub-block: the sums stay in T */              \
                 for (i64 c = 0; c < cn; ++c) { mu[c] = mean[k0 + c]; bs[c] = 0; bp[c] = 0; }    \
-                ROWS_BEGIN(seg0, seg1)                                                          \
-                    reduce_row_##SUFFIX(dy + ROW_OFFSET + c0, x + ROW_OFFSET + c0, cn, mu, bs, bp); \
-                ROWS_END                                                                        \
+                ROW_RUNS_BEGIN(seg0, seg1)                                                      \
+                    reduce_rows_##SUFFIX(dy + off_ + c0, x + off_ + c0, cn, nr_, v.sm, mu, bs,  \
+                                         bp);                                                   \
+                ROW_RUNS_END                                                                    \
                 for (i64 c = 0; c < cn; ++c) { ss[c] = (double)bs[c]; sp[c] = (double)bp[c]; }  \
             } else { /* T sums over SUB_ROWS rows, then double */                               \
                 for (i64 c = 0; c < cn; ++c) { mu[c] = mean[k0 + c]; ss[c] = 0; sp[c] = 0; }    \
                 for (i64 r0 = seg0; r0 < seg1; r0 += SUB_ROWS) {                                \
                     const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;                 \
                     for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bp[c] = 0; }                      \
-                    ROWS_BEGIN(r0, r1)                                                          \
-                        reduce_row_##SUFFIX(dy + ROW_OFFSET + c0, x + ROW_OFFSET + c0, cn, mu, bs, bp); \
-                    ROWS_END                                                                    \
+                    ROW_RUNS_BEGIN(r0, r1)                                                      \
+                        reduce_rows_##SUFFIX(dy + off_ + c0, x + off_ + c0, cn, nr_, v.sm, mu,  \
+                                             bs, bp);                                           \
+                    ROW_RUNS_END                                                                \
                     for (i64 c = 0; c < cn; ++c) { ss[c] += (double)bs[c]; sp[c] += (double)bp[c]; } \
                 }                                                                               \
             }                                                                                   \
@@ -954,10 +1151,10 @@ static int reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i64 P,  
                 tb[p] += ss[c];                                                                 \
             PARAM_RUNS_END                                                                      \
             if (dx != NULL) {                                                                   \
-                ROWS_BEGIN(seg0, seg1)                                                          \
-                    dx_row_##SUFFIX(dy + ROW_OFFSET + c0, x + ROW_OFFSET + c0, dx + ROW_OFFSET + c0, \
-                                    cn, mu, a1, a2, a3);                                        \
-                ROWS_END                                                                        \
+                ROW_RUNS_BEGIN(seg0, seg1)                                                      \
+                    dx_rows_##SUFFIX(dy + off_ + c0, x + off_ + c0, dx + off_ + c0, cn, nr_,    \
+                                     v.sm, mu, a1, a2, a3);                                     \
+                ROW_RUNS_END                                                                    \
             }                                                                                   \
         }                                                                                       \
     }                                                                                           \
@@ -986,9 +1183,10 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
                 for (i64 r0 = seg0; r0 < seg1; r0 += SUB_ROWS) { /* T sums, then double */      \
                     const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;                 \
                     for (i64 e = 0; e < len; ++e) { bs[e] = 0; bp[e] = 0; }                     \
-                    ROWS_BEGIN(r0, r1)                                                          \
-                        reduce_row_##SUFFIX(dy + ROW_OFFSET + o0, x + ROW_OFFSET + o0, len, me, bs, bp); \
-                    ROWS_END                                                                    \
+                    ROW_RUNS_BEGIN(r0, r1)                                                      \
+                        reduce_rows_##SUFFIX(dy + off_ + o0, x + off_ + o0, len, nr_, v.sm, me, \
+                                             bs, bp);                                           \
+                    ROW_RUNS_END                                                                \
                     for (i64 c = 0; c < cn; ++c) {                                              \
                         T a = 0, b = 0;                                                         \
                         for (i64 i = 0; i < v.I; ++i) { a += bs[c * v.I + i]; b += bp[c * v.I + i]; } \
@@ -1009,9 +1207,10 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
                     ITEM_RANGE                                                                  \
                     const T *restrict mu = mean + g * v.C + c0;                                 \
                     for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bp[c] = 0; }                      \
-                    ROWS_BEGIN(seg0, seg1)                                                      \
-                        reduce_row_##SUFFIX(dy + ROW_OFFSET + c0, x + ROW_OFFSET + c0, cn, mu, bs, bp); \
-                    ROWS_END                                                                    \
+                    ROW_RUNS_BEGIN(seg0, seg1)                                                  \
+                        reduce_rows_##SUFFIX(dy + off_ + c0, x + off_ + c0, cn, nr_, v.sm, mu,  \
+                                             bs, bp);                                           \
+                    ROW_RUNS_END                                                                \
                     double *os = sum_dy + g * v.C + c0, *op = sum_dyxc + g * v.C + c0;          \
                     for (i64 c = 0; c < cn; ++c) { os[c] = (double)bs[c]; op[c] = (double)bp[c]; } \
                 }                                                                               \
@@ -1030,9 +1229,10 @@ static void reduce_##SUFFIX(const S *dy, const S *x, view_t v, const T *mean, do
                 const T *restrict mu = mean + g * v.C + c0;                                     \
                 BLOCKS_BEGIN                                                                    \
                     for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bp[c] = 0; }                      \
-                    ROWS_BEGIN(r0, r1)                                                          \
-                        reduce_row_##SUFFIX(dy + ROW_OFFSET + c0, x + ROW_OFFSET + c0, cn, mu, bs, bp); \
-                    ROWS_END                                                                    \
+                    ROW_RUNS_BEGIN(r0, r1)                                                      \
+                        reduce_rows_##SUFFIX(dy + off_ + c0, x + off_ + c0, cn, nr_, v.sm, mu,  \
+                                             bs, bp);                                           \
+                    ROW_RUNS_END                                                                \
                     for (i64 c = 0; c < cn; ++c) {                                              \
                         ts[c] += (double)bs[c];                                                 \
                         tp[c] += (double)bp[c];                                                 \
@@ -1093,10 +1293,10 @@ static void dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, const T *mean,
                 ITEM_RANGE                                                                      \
                 const i64 k0 = g * v.C + c0, len = cn * v.I, o0 = c0 * v.I;                     \
                 SPREAD(me, mean) SPREAD(e1, k1) SPREAD(e2, k2) SPREAD(e3, k3)                   \
-                ROWS_BEGIN(seg0, seg1)                                                          \
-                    dx_row_##SUFFIX(dy + ROW_OFFSET + o0, x + ROW_OFFSET + o0, dx + ROW_OFFSET + o0, \
-                                    len, me, e1, e2, e3);                                       \
-                ROWS_END                                                                        \
+                ROW_RUNS_BEGIN(seg0, seg1)                                                      \
+                    dx_rows_##SUFFIX(dy + off_ + o0, x + off_ + o0, dx + off_ + o0, len, nr_,   \
+                                     v.sm, me, e1, e2, e3);                                     \
+                ROW_RUNS_END                                                                    \
             }                                                                                   \
         }                                                                                       \
     } else if (v.I == 1 && v.sc == 1) {                                                         \
@@ -1110,10 +1310,10 @@ static void dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, const T *mean,
                 const T *restrict a1 = k1 + g * v.C + c0;                                       \
                 const T *restrict a2 = k2 + g * v.C + c0;                                       \
                 const T *restrict a3 = k3 + g * v.C + c0;                                       \
-                ROWS_BEGIN(seg0, seg1)                                                          \
-                    dx_row_##SUFFIX(dy + ROW_OFFSET + c0, x + ROW_OFFSET + c0, dx + ROW_OFFSET + c0, \
-                                    cn, mu, a1, a2, a3);                                        \
-                ROWS_END                                                                        \
+                ROW_RUNS_BEGIN(seg0, seg1)                                                      \
+                    dx_rows_##SUFFIX(dy + off_ + c0, x + off_ + c0, dx + off_ + c0, cn, nr_,    \
+                                     v.sm, mu, a1, a2, a3);                                     \
+                ROW_RUNS_END                                                                    \
             }                                                                                   \
         }                                                                                       \
     } else {                                                                                    \
