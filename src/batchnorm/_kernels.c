@@ -747,6 +747,26 @@ DEFINE_ROWS_PLAIN(double, double, f64)
 DEFINE_ROWS_16(bf16, bf16_load, bf16_store)
 DEFINE_ROWS_16(f16, f16_load, f16_store)
 
+/* Per-channel coefficients of the one-sweep passes (stats_affine, reduce_dx), for channel c
+   of an item with parameter p; M/V (G/B) receive the parameter's partial sums. Items made of
+   whole parameter groups sum them per item first (fm/fv, fg/fb), then once into the
+   thread's partials. */
+#define SWEEP_COEFFICIENTS(T, SQRT, c, p, M, V)                                                 \
+    const double vr = dv[c] * inv_cnt;                                                          \
+    const T iv = (T)1 / SQRT((T)vr + (T)eps); /* in T like TensorFlow */                        \
+    ti[c] = iv;                                                                                 \
+    M += (double)mu[c];                                                                         \
+    V += vr;                                                                                    \
+    cs[c] = (T)((double)iv * gs[p]);                                                            \
+    co[c] = (T)go[p];
+#define DX_COEFFICIENTS(T, c, p, G, B)                                                          \
+    const double iv = (double)inv[k0 + c];                                                      \
+    a1[c] = (T)(ss[c] * inv_n);                                                                 \
+    a2[c] = (T)(iv * iv * sp[c] * inv_n);                                                       \
+    a3[c] = (T)(iv * gs[p]);                                                                    \
+    G += slope[p] * iv * sp[c] + intercept[p] * ss[c];                                          \
+    B += ss[c];
+
 /*
  * DEFINE_PRIMITIVES: S storage type, T compute type, LD/ST element conversions (generic
  * layouts), ROW(p, n, buf) -> const T* of n values, SQRT the square root in T.
@@ -984,7 +1004,7 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
     _Pragma("omp parallel num_threads(nt)")                                                     \
     {                                                                                           \
         T bs[BUF], fb[BUF], cs[BUF], co[BUF], mu[BUF], ti[BUF];                                 \
-        double ds[BUF], dv[BUF];                                                                \
+        double ds[BUF], dv[BUF], fm[BUF], fv[BUF];                                              \
         double *tm = part + 2 * thread_id() * P, *tv = tm + P;                                  \
         _Pragma("omp for schedule(static)")                                                     \
         for (i64 it = 0; it < items; ++it) {                                                    \
@@ -1019,15 +1039,14 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
                 }                                                                               \
             }                                                                                   \
             const double inv_cnt = 1.0 / (double)(seg1 - seg0); /* dv: Σ(x − μ)² per channel */ \
-            PARAM_RUNS_BEGIN                                                                    \
-                const double vr = dv[c] * inv_cnt;                                              \
-                const T iv = (T)1 / SQRT((T)vr + (T)eps); /* in T like TensorFlow */            \
-                ti[c] = iv;                                                                     \
-                tm[p] += (double)mu[c];                                                         \
-                tv[p] += vr;                                                                    \
-                cs[c] = (T)((double)iv * gs[p]);                                                \
-                co[c] = (T)go[p];                                                               \
-            PARAM_RUNS_END                                                                      \
+            if (P <= BUF && cn % P == 0 && k0 % P == 0) { /* whole parameter groups: */         \
+                for (i64 q = 0; q < P; ++q) { fm[q] = 0; fv[q] = 0; } /* summed per item */     \
+                for (i64 j = 0; j < cn; j += P)                                                 \
+                    for (i64 q = 0; q < P; ++q) { SWEEP_COEFFICIENTS(T, SQRT, j + q, q, fm[q], fv[q]) }  \
+                for (i64 q = 0; q < P; ++q) { tm[q] += fm[q]; tv[q] += fv[q]; }                 \
+            } else {                                                                            \
+                PARAM_RUNS_BEGIN SWEEP_COEFFICIENTS(T, SQRT, c, p, tm[p], tv[p]) PARAM_RUNS_END          \
+            }                                                                                   \
             if (mean != NULL) { /* kept for the backward */                                     \
                 for (i64 c = 0; c < cn; ++c) { mean[k0 + c] = mu[c]; inv[k0 + c] = ti[c]; }     \
             }                                                                                   \
@@ -1116,7 +1135,7 @@ static int reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i64 P,  
     _Pragma("omp parallel num_threads(nt)")                                                     \
     {                                                                                           \
         T mu[BUF], bs[BUF], bp[BUF], a1[BUF], a2[BUF], a3[BUF];                                 \
-        double ss[BUF], sp[BUF];                                                                \
+        double ss[BUF], sp[BUF], fg[BUF], fb[BUF];                                              \
         double *tg = part + 2 * thread_id() * P, *tb = tg + P;                                  \
         _Pragma("omp for schedule(static)")                                                     \
         for (i64 it = 0; it < items; ++it) {                                                    \
@@ -1142,14 +1161,15 @@ static int reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i64 P,  
                     for (i64 c = 0; c < cn; ++c) { ss[c] += (double)bs[c]; sp[c] += (double)bp[c]; } \
                 }                                                                               \
             }                                                                                   \
-            PARAM_RUNS_BEGIN /* ss: Σdy, sp: Σdy·(x − μ) per channel */                         \
-                const double iv = (double)inv[k0 + c];                                          \
-                a1[c] = (T)(ss[c] * inv_n);                                                     \
-                a2[c] = (T)(iv * iv * sp[c] * inv_n);                                           \
-                a3[c] = (T)(iv * gs[p]);                                                        \
-                tg[p] += slope[p] * iv * sp[c] + intercept[p] * ss[c];                          \
-                tb[p] += ss[c];                                                                 \
-            PARAM_RUNS_END                                                                      \
+            /* ss: Σdy, sp: Σdy·(x − μ) per channel; dγ/dβ partials per parameter */            \
+            if (P <= BUF && cn % P == 0 && k0 % P == 0) { /* whole parameter groups: */         \
+                for (i64 q = 0; q < P; ++q) { fg[q] = 0; fb[q] = 0; } /* summed per item */     \
+                for (i64 j = 0; j < cn; j += P)                                                 \
+                    for (i64 q = 0; q < P; ++q) { DX_COEFFICIENTS(T, j + q, q, fg[q], fb[q]) }     \
+                for (i64 q = 0; q < P; ++q) { tg[q] += fg[q]; tb[q] += fb[q]; }                 \
+            } else {                                                                            \
+                PARAM_RUNS_BEGIN DX_COEFFICIENTS(T, c, p, tg[p], tb[p]) PARAM_RUNS_END             \
+            }                                                                                   \
             if (dx != NULL) {                                                                   \
                 ROW_RUNS_BEGIN(seg0, seg1)                                                      \
                     dx_rows_##SUFFIX(dy + off_ + c0, x + off_ + c0, dx + off_ + c0, cn, nr_,    \
