@@ -19,6 +19,7 @@ Moving statistics follow TensorFlow's update ``m ← m − (m − v)·(1 − mom
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -507,16 +508,29 @@ def _parameter_layout(
     ``axes`` of ``shape``), or None when one varies over a reduced dimension or needs a
     gradient (the composite path handles those). A tensor whose sizes other than 1 all
     lie on ``axes`` already holds them in that order when it has one value per entry."""
-    params = math.prod(shape[a] for a in axes)
     out = []
     for a in adjustment:
-        offset = len(shape) - a.dim()
-        if a.requires_grad or any(n != 1 and offset + i not in axes for i, n in enumerate(a.shape)):
+        if a.requires_grad:
             return None
-        if a.numel() != params:
-            a = torch.broadcast_to(a, [n if d in axes else 1 for d, n in enumerate(shape)])
-        out.append(a)
+        fits, expand = _per_channel(tuple(a.shape), tuple(shape), tuple(axes))
+        if not fits:
+            return None
+        out.append(a if expand is None else torch.broadcast_to(a, expand))
     return out[0], out[1]
+
+
+@functools.lru_cache(maxsize=256)  # asked on every call of a layer with an adjustment
+def _per_channel(
+    a_shape: tuple[int, ...], shape: tuple[int, ...], axes: tuple[int, ...]
+) -> tuple[bool, list[int] | None]:
+    """Whether an adjustment of ``a_shape`` varies only over ``axes`` of ``shape``, and the
+    shape to broadcast it to when it does not hold one value per parameter entry."""
+    offset = len(shape) - len(a_shape)
+    if any(n != 1 and offset + i not in axes for i, n in enumerate(a_shape)):
+        return False, None
+    if math.prod(a_shape) == math.prod(shape[a] for a in axes):
+        return True, None
+    return True, [n if d in axes else 1 for d, n in enumerate(shape)]
 
 
 def _composite_train(
