@@ -100,10 +100,13 @@ class NativeTrainNorm(torch.autograd.Function):
         ctx.save_for_backward(x, gamma, beta)
         ctx.plan, ctx.state = plan, state
         ctx.mark_non_differentiable(state)
+        ctx.set_materialize_grads(False)  # no zeros for the state's (absent) gradient
         return y, state
 
     @staticmethod
     def backward(ctx: Any, dy, _dstate):  # type: ignore[override]
+        if dy is None:  # y did not reach the loss
+            return None, None, None, None
         x, gamma, beta = ctx.saved_tensors
         plan, state = ctx.plan, ctx.state
         geo = plan.geo
@@ -426,6 +429,10 @@ class _NoGradContext:
 
     @staticmethod
     def mark_non_differentiable(*tensors: Any) -> None:
+        pass
+
+    @staticmethod
+    def set_materialize_grads(value: bool) -> None:
         pass
 
 
