@@ -411,7 +411,7 @@ def _composite_backward(
 
 
 # ---------------------------------------------------------------------- entry points
-def _needs_grad(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None) -> bool:
+def needs_grad(x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None) -> bool:
     """Whether autograd records this call: grad mode on and some input requires grad."""
     return torch.is_grad_enabled() and (
         x.requires_grad
@@ -489,7 +489,7 @@ def train_native(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The C training pass for a plan with a library: y and the state vector; through
     the autograd node only when something needs a gradient."""
-    if _needs_grad(x, gamma, beta):
+    if needs_grad(x, gamma, beta):
         return NativeTrainNorm.apply(x, gamma, beta, plan)
     return NativeTrainNorm.forward(_NO_GRAD, x, gamma, beta, plan)
 
@@ -538,22 +538,37 @@ def infer_native(
 ) -> torch.Tensor:
     """The C inference pass (``geo.native`` set, ``lib`` loaded); through the autograd
     node only when something needs a gradient."""
-    if not _needs_grad(x, gamma, beta):
+    if not needs_grad(x, gamma, beta):
         pdt = _PARAM_DTYPE[x.dtype]
         m, v, g, b = vector(mean, pdt), vector(var, pdt), vector(gamma, pdt), vector(beta, pdt)
-        y = torch.empty_like(x)
-        function(lib, "infer_forward", x.dtype)(
-            x.data_ptr(),
-            y.data_ptr(),
-            geo.native.dims,
-            geo.native.strides,
-            geo.params,
-            m.data_ptr(),
-            v.data_ptr(),
-            _addr(g),
-            _addr(b),
-            epsilon,
-            _native.threads(),
-        )
-        return y
+        return infer_pass(function(lib, "infer_forward", x.dtype), x, g, b, m, v, geo, epsilon)
     return NativeAffineNorm.apply(x, gamma, beta, mean, var, Plan(geo, epsilon, lib=lib))
+
+
+def infer_pass(
+    fn: Any,
+    x: torch.Tensor,
+    gamma: torch.Tensor | None,
+    beta: torch.Tensor | None,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    geo: Geometry,
+    epsilon: float,
+) -> torch.Tensor:
+    """``fn`` (the library's ``infer_forward`` for x's dtype) on variables that are
+    already contiguous CPU tensors of the parameter dtype; no autograd node."""
+    y = torch.empty_like(x)
+    fn(
+        x.data_ptr(),
+        y.data_ptr(),
+        geo.native.dims,
+        geo.native.strides,
+        geo.params,
+        mean.data_ptr(),
+        var.data_ptr(),
+        None if gamma is None else gamma.data_ptr(),
+        None if beta is None else beta.data_ptr(),
+        epsilon,
+        _native.threads(),
+    )
+    return y

@@ -24,7 +24,16 @@ from torch.nn.modules import module as _module
 from . import _fused
 from . import functional as F
 from ._checks import check_clipping_values
-from ._layout import PARAM_DTYPE, Geometry, Plan, dense, geometry, ghost_layout, native_library
+from ._layout import (
+    PARAM_DTYPE,
+    Geometry,
+    Plan,
+    dense,
+    function,
+    geometry,
+    ghost_layout,
+    native_library,
+)
 
 _MISSING = object()
 _MAX_ENTRIES = 64  # layouts kept per layer; beyond that the cache starts over
@@ -33,12 +42,14 @@ _MAX_ENTRIES = 64  # layouts kept per layer; beyond that the cache starts over
 class Entry:
     """What a layer's passes need of one input layout (shape, strides, dtype, mode)."""
 
-    __slots__ = ("axes", "geo", "lib", "pdt", "vshape")
+    __slots__ = ("axes", "geo", "infer", "lib", "pdt", "vshape")
 
     def __init__(
-        self, geo: Geometry, lib: Any, pdt: torch.dtype, vshape: tuple[int, ...], axes: list[int]
+        self, geo: Geometry, lib: Any, dtype: torch.dtype, vshape: tuple[int, ...], axes: list[int]
     ) -> None:
-        self.geo, self.lib, self.pdt, self.vshape, self.axes = geo, lib, pdt, vshape, axes
+        self.geo, self.lib, self.vshape, self.axes = geo, lib, vshape, axes
+        self.pdt = PARAM_DTYPE[dtype]
+        self.infer = function(lib, "infer_forward", dtype)  # the inference pass for dtype
 
 
 class Entries(dict):
@@ -94,7 +105,7 @@ def _entry(layer: Any, x: torch.Tensor, training: bool) -> Entry | None:
     lib = native_library(x, geo)
     if lib is None:
         return None
-    return Entry(geo, lib, PARAM_DTYPE[x.dtype], vshape, axes)
+    return Entry(geo, lib, x.dtype, vshape, axes)
 
 
 def _hooked(layer: Any) -> bool:
@@ -167,8 +178,12 @@ def call(layer: Any, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor | 
     if layer._call_losses:
         layer._call_losses.clear()
     if not training:
-        return _fused.infer_native(
-            x, gamma, beta, mean, variance, entry.geo, entry.lib, layer.epsilon
+        if _fused.needs_grad(x, gamma, beta):
+            return _fused.infer_native(
+                x, gamma, beta, mean, variance, entry.geo, entry.lib, layer.epsilon
+            )
+        return _fused.infer_pass(
+            entry.infer, x, gamma, beta, mean, variance, entry.geo, layer.epsilon
         )
     renorm = None
     if layer.renorm:
