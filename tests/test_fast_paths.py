@@ -312,8 +312,9 @@ def _step_against_reference(x, dy, config, rng):
         ((6, 5, 12, 12), {"axis": 1}),  # planes: runs of 144
         ((64, 40), {"axis": -1, "virtual_batch_size": 8}),  # one-sweep ghost batches
         ((5000, 40), {"axis": -1}),  # rows over several cache blocks
+        ((67, 37), {"axis": -1}),  # rows in fours and three more; 16-wide vectors and a tail
     ],
-    ids=["rows", "planes", "ghost", "blocks"],
+    ids=["rows", "planes", "ghost", "blocks", "odd-rows"],
 )
 def test_16bit_training_step_matches_float64(dtype, shape, config, backend):
     """Forward and backward of 16-bit input against the float64 reference on the same
