@@ -1,4 +1,4 @@
-"""Build and load the optional C kernels (``_kernels.c``) on first use.
+"""Build and load the optional C kernels (``_kernels.c`` with ``_kernels_loops.h``) on first use.
 
 The library is compiled once per machine with the system C compiler into a
 cache directory (``$BATCHNORM_CACHE_DIR``, else ``~/.cache/batchnorm``) and
@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 _SOURCE = Path(__file__).with_name("_kernels.c")
+_HEADERS = [Path(__file__).with_name("_kernels_loops.h")]  # included by _kernels.c
 _ABI_VERSION = 9
 _FLAGS = [
     "-O3",
@@ -120,7 +121,7 @@ def _load() -> ctypes.CDLL | None:
     if compiler is None:
         _status = "no C compiler found; using PyTorch operations"
         return None
-    source = _SOURCE.read_bytes()
+    source = b"".join(path.read_bytes() for path in (_SOURCE, *_HEADERS))  # any edit rebuilds
     flags = list(_FLAGS)
     if platform.machine() in ("x86_64", "AMD64"):  # compiled on the machine that runs it
         flags += ["-march=native", "-mprefer-vector-width=512"]
