@@ -459,6 +459,33 @@ def test_short_call_matches_general_path(name, route):
         assert len(calls) == 3 and not layer._short_entries
 
 
+@pytest.mark.default_grain
+@pytest.mark.parametrize("shape", [(40, 24), (300, 200)], ids=["one-thread", "threads"])
+def test_small_inputs_run_on_one_thread(shape, backend):
+    """Inputs below _native.GRAIN elements run on one thread, larger ones on PyTorch's
+    thread count; a training step and an inference call match float64 either way."""
+    numel = shape[0] * shape[1]
+    expected = 1 if numel < _native.GRAIN else torch.get_num_threads()
+    assert _native.threads(numel) == expected
+    rng = np.random.default_rng(6)
+    x = torch.tensor(rng.normal(2.0, 3.0, shape), dtype=torch.float32, requires_grad=True)
+    dy = torch.tensor(rng.normal(size=shape), dtype=torch.float32)
+    layer, y, _, (y_ref, dx_ref, dg_ref, db_ref, new) = _step_against_reference(
+        x, dy, {"axis": -1}, rng
+    )
+    np.testing.assert_allclose(y.detach().numpy(), y_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(x.grad.numpy(), dx_ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(layer.gamma.grad.numpy(), dg_ref, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(layer.beta.grad.numpy(), db_ref, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), new.moving_variance, rtol=1e-5)
+    with torch.no_grad():
+        y = layer(x, training=False)
+    state = reference.state_of(layer)
+    np.testing.assert_allclose(
+        y.numpy(), reference.inference(x.detach().numpy(), [1], state, 1e-3), rtol=1e-5, atol=1e-5
+    )
+
+
 @pytest.mark.parametrize("ghost", [None, 2], ids=["plain", "ghost"])
 def test_train_forward_batch_statistics(ghost, backend):
     """functional.train_forward's BatchStatistics (unpacked from the C pass's state on

@@ -95,7 +95,7 @@ class NativeTrainNorm(torch.autograd.Function):
             renorm_momentum,
             bessel,
             int(keep),
-            _native.threads(),
+            _native.threads(x.numel()),
         )
         ctx.save_for_backward(x, gamma, beta)
         ctx.plan, ctx.state = plan, state
@@ -134,7 +134,7 @@ class NativeTrainNorm(torch.autograd.Function):
             state.data_ptr(),
             _addr(dgamma),
             _addr(dbeta),
-            _native.threads(),
+            _native.threads(x.numel()),
         )
         return dx, dgamma, dbeta, None
 
@@ -157,7 +157,7 @@ class NativeAffineNorm(torch.autograd.Function):
             geo.params,
             *(_addr(v) for v in vec),
             plan.epsilon,
-            _native.threads(),
+            _native.threads(x.numel()),
         )
         ctx.save_for_backward(x, gamma, beta, mean, var)
         ctx.plan = plan
@@ -191,7 +191,7 @@ class NativeAffineNorm(torch.autograd.Function):
             plan.epsilon,
             _addr(dgamma),
             _addr(dbeta),
-            _native.threads(),
+            _native.threads(x.numel()),
         )
         return dx, dgamma, dbeta, None, None, None
 
@@ -569,6 +569,6 @@ def infer_pass(
         None if gamma is None else gamma.data_ptr(),
         None if beta is None else beta.data_ptr(),
         epsilon,
-        _native.threads(),
+        _native.threads(x.numel()),
     )
     return y

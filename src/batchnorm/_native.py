@@ -162,6 +162,13 @@ def status() -> str:
     return _status
 
 
-def threads() -> int:
-    """Threads for the kernels: PyTorch's intra-op setting."""
+GRAIN = 32768  # elements below which a pass runs on one thread (PyTorch's grain size)
+
+
+def threads(numel: int | None = None) -> int:
+    """Threads for a pass over ``numel`` elements: one below ``GRAIN`` (waking a team
+    costs more than such a pass, most of all when the host preempts a worker), else
+    PyTorch's intra-op setting."""
+    if numel is not None and numel < GRAIN:
+        return 1
     return torch.get_num_threads()

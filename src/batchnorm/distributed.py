@@ -136,7 +136,7 @@ def _local_moments(
         geo.native.strides,
         mean.data_ptr(),
         var.data_ptr(),
-        _native.threads(),
+        _native.threads(x.numel()),
     )
     n = torch.full(shape, float(geo.count), dtype=torch.float64)
     return n, mean.reshape(shape), var.reshape(shape) * n
@@ -340,7 +340,7 @@ class SyncTrainNorm(torch.autograd.Function):
                 geo.native.dims,
                 geo.native.strides,
                 *(v.data_ptr() for v in vec),
-                _native.threads(),
+                _native.threads(x.numel()),
             )
         else:
             dt = xs.dtype
@@ -386,7 +386,7 @@ class SyncTrainNorm(torch.autograd.Function):
                 mean_v.data_ptr(),
                 sdy.data_ptr(),
                 sdx.data_ptr(),
-                _native.threads(),
+                _native.threads(x.numel()),
             )
             sdy, sdx = sdy.reshape(stat), sdx.reshape(stat)
             sdy_g, sdx_g = exchange.sum(torch.stack([sdy, sdx]))
@@ -401,7 +401,7 @@ class SyncTrainNorm(torch.autograd.Function):
                     geo.native.dims,
                     geo.native.strides,
                     *(v.data_ptr() for v in vec),
-                    _native.threads(),
+                    _native.threads(x.numel()),
                 )
             dgamma = slope * inv * sdx + intercept * sdy
             dbeta = sdy
