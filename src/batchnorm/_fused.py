@@ -14,10 +14,11 @@ Two implementations share that algebra:
 
 - ``Native*``: whole passes in C (``_kernels.c``) for CPU tensors of 32/64-bit
   and (with float32 parameters) 16-bit floats, when the library could be built;
-- ``Torch*``: the same passes as PyTorch operations (CUDA, anything else).
+- ``Torch*`` (``_torch_passes.py``): the same passes as PyTorch operations (CUDA,
+  anything else).
 
 A double backward (``create_graph=True``) differentiates the composite formula
-instead, so ``gradgradcheck`` holds on every path.
+instead (``_torch_passes.composite``), so ``gradgradcheck`` holds on every path.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ from . import _native
 from ._layout import PARAM_DTYPE as _PARAM_DTYPE
 from ._layout import Geometry, Plan, function, geometry, like, native_library, vector
 from ._layout import addr as _addr
+from ._torch_passes import (
+    TorchAffineNorm,
+    TorchTrainNorm,
+    composite_backward,
+    wants_grad,
+)
 
 _INF = float("inf")
 
@@ -116,7 +123,7 @@ class NativeTrainNorm(torch.autograd.Function):
             intercept = plan.stat(state[3 * p : 4 * p])
             view = x.shape != geo.shape  # through the (ghost) view the pass used
             dy = dy.reshape(geo.shape) if view else dy
-            return _composite_backward(ctx, dy, x, gamma, beta, plan, slope, intercept, view=view)
+            return composite_backward(ctx, dy, x, gamma, beta, plan, slope, intercept, view=view)
         dy = like(dy, x)
         pdt = _PARAM_DTYPE[x.dtype]
         dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
@@ -170,7 +177,7 @@ class NativeAffineNorm(torch.autograd.Function):
         geo = plan.geo
         if torch.is_grad_enabled():
             one = torch.ones((), dtype=torch.float64)
-            grads = _composite_backward(
+            grads = composite_backward(
                 ctx, dy, x, gamma, beta, plan, one, 0 * one, plan.stat(mean), plan.stat(var)
             )
             return (*grads[:3], None, None, None)
@@ -196,218 +203,13 @@ class NativeAffineNorm(torch.autograd.Function):
         return dx, dgamma, dbeta, None, None, None
 
 
-def _wants(ctx: Any, index: int, t: torch.Tensor | None) -> bool:
-    return t is not None and ctx.needs_input_grad[index]
-
-
 def _param_grad(
     ctx: Any, index: int, param: torch.Tensor | None, dtype: torch.dtype
 ) -> torch.Tensor | None:
     """An output buffer for a parameter's gradient, when one is wanted."""
-    if not _wants(ctx, index, param):
+    if not wants_grad(ctx, index, param):
         return None
     return torch.empty_like(param, dtype=dtype, memory_format=torch.contiguous_format)
-
-
-# ---------------------------------------------------------------------- PyTorch passes
-def channel_sample(x: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
-    """One value of ``x`` per channel (reduced ``dims`` kept as size 1, detached): the
-    shift ``s`` of the two-pass statistics ``μ = s + mean(x − s)``, whose sums then see
-    the spread of the data rather than its mean (float32 data with mean 1e4 and std 1
-    keeps its precision). Zeros where a reduced dimension is empty."""
-    shift = x.detach()
-    for d in dims:
-        shift = shift.narrow(d, 0, 1) if x.shape[d] else shift.sum(dim=d, keepdim=True)
-    return shift
-
-
-def _stats(x: torch.Tensor, geo: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
-    dims = geo.reduce_dims
-    if not dims:
-        return x.double(), torch.zeros_like(x, dtype=torch.float64)
-    shift = channel_sample(x, dims)
-    centered = x - shift
-    delta = centered.mean(dim=dims, keepdim=True)
-    var = (centered - delta).square().mean(dim=dims, keepdim=True)
-    return shift.double() + delta.double(), var.double()
-
-
-# An opaque operator: under torch.compile, AOTAutograd's partitioner could otherwise
-# recompute r and d in the backward from the renorm buffers after the step updated them
-# in place (silently wrong gradients, pytorch#197039); custom operators are never
-# recomputed, so r and d are saved.
-@torch.library.custom_op("batchnorm::renorm_rd", mutates_args=())
-def renorm_rd(
-    mean: torch.Tensor,
-    variance: torch.Tensor,
-    renorm_mean: torch.Tensor,
-    renorm_stddev: torch.Tensor,
-    epsilon: float,
-    rmin: float,
-    rmax: float,
-    dmax: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """r = clip(√(σ² + ε)/max(s_renorm, √ε)), d = clip((μ − μ_renorm)/max(s_renorm, √ε))."""
-    stddev = torch.sqrt(variance + epsilon)
-    denom = torch.clamp(renorm_stddev.to(stddev.dtype), min=epsilon**0.5)
-    r = torch.clamp(stddev / denom, rmin, rmax)
-    d = torch.clamp((mean - renorm_mean.to(mean.dtype)) / denom, -dmax, dmax)
-    return r, d
-
-
-@renorm_rd.register_fake
-def _(mean, variance, renorm_mean, renorm_stddev, epsilon, rmin, rmax, dmax):
-    shape = torch.broadcast_shapes(mean.shape, renorm_mean.shape)
-    return mean.new_empty(shape), mean.new_empty(shape)
-
-
-def _slope_intercept(plan: Plan, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(x̂·r + d)·a_s + a_b = x̂·slope + intercept, per channel (float64)."""
-    slope = torch.ones_like(var)
-    intercept = torch.zeros_like(var)
-    if plan.adjustment is not None:  # per parameter entry, or broadcastable to the input
-        a_s, a_b = (
-            (plan.stat(a) if a.numel() == plan.geo.params else a).double() for a in plan.adjustment
-        )
-        slope, intercept = slope * a_s, intercept + a_b
-    if plan.renorm is not None:
-        ghost = plan.geo.ghost_dim
-        pooled = [t if ghost is None else t.mean(dim=ghost, keepdim=True) for t in (mean, var)]
-        renorm_mean, renorm_stddev, clipping = plan.renorm
-        inf = float("inf")
-        r, d = renorm_rd(
-            *pooled,
-            plan.stat(renorm_mean).double(),
-            plan.stat(renorm_stddev).double(),
-            plan.epsilon,
-            float(clipping.get("rmin", -inf)),
-            float(clipping.get("rmax", inf)),
-            float(clipping.get("dmax", inf)),
-        )
-        slope, intercept = slope * r, d * slope + intercept
-    return slope, intercept
-
-
-class TorchTrainNorm(torch.autograd.Function):
-    """Training-mode normalization as PyTorch operations; same outputs as
-    ``NativeTrainNorm`` (the state rows are stat-shaped tensors here)."""
-
-    @staticmethod
-    def forward(ctx: Any, x, gamma, beta, plan: Plan):  # type: ignore[override]
-        mean, var = _stats(x, plan.geo)
-        slope, intercept = _slope_intercept(plan, mean, var)
-        inv = torch.rsqrt(var + plan.epsilon)
-        g = gamma.detach().double() if gamma is not None else 1.0
-        b = beta.detach().double() if beta is not None else 0.0
-        dt = x.dtype
-        y = (x - mean.to(dt)) * (inv * slope * g).to(dt) + (intercept * g + b).to(dt)
-        state = torch.stack(torch.broadcast_tensors(mean, var, inv, slope, intercept))
-        ctx.save_for_backward(x, gamma, beta)
-        ctx.plan, ctx.state = plan, state
-        ctx.mark_non_differentiable(state)
-        return y, state
-
-    @staticmethod
-    def backward(ctx: Any, dy, _dstate):  # type: ignore[override]
-        x, gamma, beta = ctx.saved_tensors
-        plan, state = ctx.plan, ctx.state
-        mean, _, inv, slope, intercept = state
-        if torch.is_grad_enabled():
-            return _composite_backward(ctx, dy, x, gamma, beta, plan, slope, intercept)
-        dims, n, dt = plan.geo.reduce_dims, plan.geo.count, x.dtype
-        centered = x - mean.to(dt)
-        sdy = dy.sum(dim=dims, keepdim=True, dtype=torch.float64) if dims else dy.double()
-        sdx = (
-            (dy * centered).sum(dim=dims, keepdim=True, dtype=torch.float64)
-            if dims
-            else (dy * centered).double()
-        )
-        dx = None
-        if ctx.needs_input_grad[0]:
-            g = gamma.detach().double() if gamma is not None else 1.0
-            k1, k2, k3 = sdy / n, inv.square() * sdx / n, inv * slope * g
-            dx = (dy - k1.to(dt) - centered * k2.to(dt)) * k3.to(dt)
-        dgamma = dbeta = None
-        if _wants(ctx, 1, gamma):
-            dgamma = (slope * inv * sdx + intercept * sdy).sum_to_size(gamma.shape).to(gamma.dtype)
-        if _wants(ctx, 2, beta):
-            dbeta = sdy.sum_to_size(beta.shape).to(beta.dtype)
-        return dx, dgamma, dbeta, None
-
-
-class TorchAffineNorm(torch.autograd.Function):
-    """Inference-mode normalization as PyTorch operations (double backward included)."""
-
-    @staticmethod
-    def forward(ctx: Any, x, gamma, beta, mean, var, plan: Plan):  # type: ignore[override]
-        inv = torch.rsqrt(var.double() + plan.epsilon)
-        g = gamma.detach().double() if gamma is not None else 1.0
-        b = beta.detach().double() if beta is not None else 0.0
-        dt = x.dtype
-        ctx.save_for_backward(x, gamma, beta, mean, var)
-        ctx.plan = plan
-        return (x - mean.to(dt)) * (inv * g).to(dt) + torch.as_tensor(b).to(dt)
-
-    @staticmethod
-    def backward(ctx: Any, dy):  # type: ignore[override]
-        x, gamma, beta, mean, var = ctx.saved_tensors
-        plan = ctx.plan
-        one = torch.ones((), dtype=torch.float64)
-        if torch.is_grad_enabled():
-            grads = _composite_backward(ctx, dy, x, gamma, beta, plan, one, 0 * one, mean, var)
-            return (*grads[:3], None, None, None)
-        dims, dt = plan.geo.reduce_dims, x.dtype
-        inv = torch.rsqrt(var.double() + plan.epsilon)
-        g = gamma.detach().double() if gamma is not None else 1.0
-        dx = dy * (inv * g).to(dt) if ctx.needs_input_grad[0] else None
-        dgamma = dbeta = None
-        if _wants(ctx, 1, gamma):
-            xhat = (x - mean.to(dt)) * inv.to(dt)
-            dgamma = (dy * xhat).sum(dim=dims, keepdim=True, dtype=torch.float64)
-            dgamma = dgamma.sum_to_size(gamma.shape).to(gamma.dtype)
-        if _wants(ctx, 2, beta):
-            dbeta = dy.sum(dim=dims, keepdim=True, dtype=torch.float64)
-            dbeta = dbeta.sum_to_size(beta.shape).to(beta.dtype)
-        return dx, dgamma, dbeta, None, None, None
-
-
-# ---------------------------------------------------------------------- double backward
-def composite(
-    x: torch.Tensor,
-    gamma: torch.Tensor | None,
-    beta: torch.Tensor | None,
-    plan: Plan,
-    slope: torch.Tensor,
-    intercept: torch.Tensor,
-    mean: torch.Tensor | None = None,
-    var: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The output as differentiable PyTorch operations, with ``slope``/``intercept``
-    (r, d, adjustment) held constant; ``mean``/``var`` given means inference."""
-    dt = x.dtype
-    if mean is None:
-        dims = plan.geo.reduce_dims
-        mean = x.mean(dim=dims, keepdim=True) if dims else x
-        var = (x - mean).square().mean(dim=dims, keepdim=True) if dims else torch.zeros_like(x)
-    y = (x - mean.to(dt)) * torch.rsqrt(var.to(dt) + plan.epsilon) * slope.to(dt)
-    y = y + intercept.to(dt)
-    if gamma is not None:  # parameter layout or already broadcastable: same elements
-        y = y * plan.stat(gamma).to(dt)
-    if beta is not None:
-        y = y + plan.stat(beta).to(dt)
-    return y
-
-
-def _composite_backward(
-    ctx, dy, x, gamma, beta, plan, slope, intercept, mean=None, var=None, view=False
-):
-    wanted = list(zip((x, gamma, beta), ctx.needs_input_grad[:3], strict=True))
-    inputs = [t for t, need in wanted if need and t is not None]
-    with torch.enable_grad():
-        xv = x.reshape(plan.geo.shape) if view else x
-        y = composite(xv, gamma, beta, plan, slope, intercept, mean, var)
-        grads = iter(torch.autograd.grad(y, inputs, dy, create_graph=True))
-    return (*(next(grads) if need and t is not None else None for t, need in wanted), None)
 
 
 # ---------------------------------------------------------------------- entry points

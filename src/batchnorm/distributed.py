@@ -35,7 +35,7 @@ import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
 from torch import nn
 
-from . import _fused, _layout, _native
+from . import _layout, _native, _torch_passes
 
 __all__ = ["active_group", "check_batches", "convert_sync_batchnorm", "sync_train"]
 
@@ -325,7 +325,7 @@ class SyncTrainNorm(torch.autograd.Function):
                 f"{exchange.world} processes; batch statistics are undefined."
             )
         var = torch.where(n > 0, m2 / torch.where(n > 0, n, 1), 0)
-        slope, intercept = _fused._slope_intercept(plan, mean, var)
+        slope, intercept = _torch_passes.slope_intercept(plan, mean, var)
         inv = torch.rsqrt(var + plan.epsilon)
         g = plan.stat(gamma.detach()).double() if gamma is not None else 1.0
         b = plan.stat(beta.detach()).double() if beta is not None else 0.0

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from . import _fused, _layout
+from . import _fused, _layout, _torch_passes
 
 __all__ = [
     "BatchStatistics",
@@ -76,7 +76,7 @@ def moments(
             return x, torch.zeros_like(x)
         w = torch.broadcast_to(weights, x.shape)
         return torch.where(w > 0, x, 0.0), torch.zeros_like(x)
-    shift = _fused.channel_sample(x, dims)
+    shift = _torch_passes.channel_sample(x, dims)
     centered = x - shift
     if weights is None:
         delta = centered.mean(dim=dims, keepdim=True)
@@ -164,7 +164,7 @@ def renorm_correction(
         float(clipping.get("dmax", inf)),
     )
     args = (mean.detach(), variance.detach(), renorm_mean.detach(), renorm_stddev.detach())
-    return _fused.renorm_rd(*args, float(epsilon), *bounds)
+    return _torch_passes.renorm_rd(*args, float(epsilon), *bounds)
 
 
 def _compose(
