@@ -459,6 +459,61 @@ def test_short_call_matches_general_path(name, route):
         assert len(calls) == 3 and not layer._short_entries
 
 
+def test_short_call_follows_changes_to_the_layer():
+    """What the short call keeps per layout never outlives a change to the layer: new
+    variable values, a dtype change, a hook registered later, freezing, eval mode."""
+    rng = np.random.default_rng(7)
+    layer = BatchNormalization(momentum=0.5)
+    x = torch.tensor(rng.normal(1.0, 2.0, (32, 6)), dtype=torch.float32)
+    layer(x, training=True)
+    layer(x, training=True)  # a layout entry now exists
+    assert any(entry is not None for entry in layer._short_entries.values())
+
+    def expect_inference(y, x):
+        state = reference.state_of(layer)
+        ref = reference.inference(x.double().numpy(), [1], state, 1e-3)
+        np.testing.assert_allclose(y.detach().double().numpy(), ref, rtol=1e-5, atol=1e-5)
+
+    # new values in place (load_state_dict copies into the same tensors)
+    values = {
+        k: torch.tensor(rng.uniform(0.5, 1.5, v.shape)) for k, v in layer.state_dict().items()
+    }
+    layer.load_state_dict(values)
+    expect_inference(layer(x, training=False), x)
+    # a dtype change: float64 input runs in float64; float32 input is computed in float64
+    # and returned in its own dtype (the general path's rule)
+    layer.double()
+    y64 = layer(x.double(), training=False)
+    assert y64.dtype == torch.float64
+    expect_inference(y64, x)
+    y32 = layer(x, training=False)
+    assert y32.dtype == torch.float32
+    expect_inference(y32, x)
+    # a hook registered after the entries exist is called
+    calls = []
+    handle = layer.register_forward_hook(lambda *args: calls.append(1))
+    layer(x.double(), training=False)
+    assert calls == [1]
+    handle.remove()
+    # frozen: training=True runs the inference arithmetic and updates nothing
+    layer.trainable = False
+    before = layer.moving_mean.clone()
+    expect_inference(layer(x.double(), training=True), x)
+    assert torch.equal(layer.moving_mean, before)
+    # eval mode with training=None is inference; train mode with None trains
+    layer.trainable = True
+    layer.eval()
+    expect_inference(layer(x.double()), x)
+    layer.train()
+    state = reference.state_of(layer)
+    y = layer(x.double())
+    options = reference.Options(momentum=0.5, bessel=layer._bessel)
+    dy = np.zeros(x.shape)
+    y_ref, _, _, _, new = reference.train_step(x.double().numpy(), dy, [1], state, options)
+    np.testing.assert_allclose(y.detach().numpy(), y_ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), new.moving_mean, rtol=1e-10)
+
+
 @pytest.mark.default_grain
 @pytest.mark.parametrize("shape", [(40, 24), (300, 200)], ids=["one-thread", "threads"])
 def test_small_inputs_run_on_one_thread(shape, backend):
