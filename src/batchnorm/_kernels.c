@@ -247,9 +247,7 @@ static void sum_partials(const double *part, int nt, i64 P, double *a, double *b
     }
 
 /* Per-channel coefficients of the one-sweep passes (stats_affine, reduce_dx), for channel c
-   of an item with parameter p; M/V (G/B) receive the parameter's partial sums. Items made of
-   whole parameter groups sum them per item first (fm/fv, fg/fb), then once into the
-   thread's partials. */
+   of an item with parameter p; M/V (G/B) receive the parameter's partial sums. */
 #define SWEEP_COEFFICIENTS(T, SQRT, c, p, M, V)                                                 \
     const double vr = dv[c] * inv_cnt;                                                          \
     const T iv = (T)1 / SQRT((T)vr + (T)eps); /* in T like TensorFlow */                        \
@@ -258,13 +256,25 @@ static void sum_partials(const double *part, int nt, i64 P, double *a, double *b
     V += vr;                                                                                    \
     cs[c] = (T)((double)iv * gs[p]);                                                            \
     co[c] = (T)go[p];
-#define DX_COEFFICIENTS(T, c, p, G, B)                                                          \
+#define DX_COEFFICIENTS(T, SQRT, c, p, G, B)                                                    \
     const double iv = (double)inv[k0 + c];                                                      \
     a1[c] = (T)(ss[c] * inv_n);                                                                 \
     a2[c] = (T)(iv * iv * sp[c] * inv_n);                                                       \
     a3[c] = (T)(iv * gs[p]);                                                                    \
     G += slope[p] * iv * sp[c] + intercept[p] * ss[c];                                          \
     B += ss[c];
+/* COEF(T, SQRT, c, p, A, B) over an item's channels k0 .. k0 + cn − 1, adding the parameter
+   partials A, B into ta[p], tb[p]. An item made of whole parameter groups (ghost batches)
+   sums them per item first, in fa and fb, then adds each parameter's once. */
+#define FOLDED_PARAM_RUNS(COEF, T, SQRT, fa, fb, ta, tb)                                        \
+    if (P <= BUF && cn % P == 0 && k0 % P == 0) {                                               \
+        for (i64 q = 0; q < P; ++q) { fa[q] = 0; fb[q] = 0; }                                   \
+        for (i64 j = 0; j < cn; j += P)                                                         \
+            for (i64 q = 0; q < P; ++q) { COEF(T, SQRT, j + q, q, fa[q], fb[q]) }               \
+        for (i64 q = 0; q < P; ++q) { ta[q] += fa[q]; tb[q] += fb[q]; }                         \
+    } else {                                                                                    \
+        PARAM_RUNS_BEGIN COEF(T, SQRT, c, p, ta[p], tb[p]) PARAM_RUNS_END                       \
+    }
 
 /*
  * DEFINE_PRIMITIVES: S storage type, T compute type, LD/ST element conversions (generic
@@ -538,14 +548,7 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
                 }                                                                               \
             }                                                                                   \
             const double inv_cnt = 1.0 / (double)(seg1 - seg0); /* dv: Σ(x − μ)² per channel */ \
-            if (P <= BUF && cn % P == 0 && k0 % P == 0) { /* whole parameter groups: */         \
-                for (i64 q = 0; q < P; ++q) { fm[q] = 0; fv[q] = 0; } /* summed per item */     \
-                for (i64 j = 0; j < cn; j += P)                                                 \
-                    for (i64 q = 0; q < P; ++q) { SWEEP_COEFFICIENTS(T, SQRT, j + q, q, fm[q], fv[q]) }  \
-                for (i64 q = 0; q < P; ++q) { tm[q] += fm[q]; tv[q] += fv[q]; }                 \
-            } else {                                                                            \
-                PARAM_RUNS_BEGIN SWEEP_COEFFICIENTS(T, SQRT, c, p, tm[p], tv[p]) PARAM_RUNS_END          \
-            }                                                                                   \
+            FOLDED_PARAM_RUNS(SWEEP_COEFFICIENTS, T, SQRT, fm, fv, tm, tv)                      \
             if (mean != NULL) { /* kept for the backward */                                     \
                 for (i64 c = 0; c < cn; ++c) { mean[k0 + c] = mu[c]; inv[k0 + c] = ti[c]; }     \
             }                                                                                   \
@@ -661,14 +664,7 @@ static int reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i64 P,  
                 }                                                                               \
             }                                                                                   \
             /* ss: Σdy, sp: Σdy·(x − μ) per channel; dγ/dβ partials per parameter */            \
-            if (P <= BUF && cn % P == 0 && k0 % P == 0) { /* whole parameter groups: */         \
-                for (i64 q = 0; q < P; ++q) { fg[q] = 0; fb[q] = 0; } /* summed per item */     \
-                for (i64 j = 0; j < cn; j += P)                                                 \
-                    for (i64 q = 0; q < P; ++q) { DX_COEFFICIENTS(T, j + q, q, fg[q], fb[q]) }     \
-                for (i64 q = 0; q < P; ++q) { tg[q] += fg[q]; tb[q] += fb[q]; }                 \
-            } else {                                                                            \
-                PARAM_RUNS_BEGIN DX_COEFFICIENTS(T, c, p, tg[p], tb[p]) PARAM_RUNS_END             \
-            }                                                                                   \
+            FOLDED_PARAM_RUNS(DX_COEFFICIENTS, T, SQRT, fg, fb, tg, tb)                         \
             if (dx != NULL) {                                                                   \
                 ROW_RUNS_BEGIN(seg0, seg1)                                                      \
                     dx_rows_##SUFFIX(dy + off_ + c0, x + off_ + c0, dx + off_ + c0, cn, nr_,    \
