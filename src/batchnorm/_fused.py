@@ -30,7 +30,7 @@ import torch
 
 from . import _native
 from ._layout import PARAM_DTYPE as _PARAM_DTYPE
-from ._layout import Geometry, Plan, function, geometry, like, native_library, vector
+from ._layout import Geometry, Plan, function, geometry, in_place, like, native_library, vector
 from ._layout import addr as _addr
 from ._torch_passes import (
     TorchAffineNorm,
@@ -297,15 +297,11 @@ def train_native(
 
 
 def _writable(moving: Any, dtype: torch.dtype) -> bool:
-    """Whether the C pass can update these variables in place (right dtype, dense)."""
-    tensors = [
-        moving.mean,
-        moving.variance,
-        moving.stddev,
-        moving.renorm_mean,
-        moving.renorm_stddev,
-    ]
-    return all(t is None or (t.dtype == dtype and t.is_contiguous()) for t in tensors)
+    """Whether the C pass can update these variables in place."""
+    return in_place(
+        (moving.mean, moving.variance, moving.stddev, moving.renorm_mean, moving.renorm_stddev),
+        dtype,
+    )
 
 
 def infer(

@@ -210,6 +210,15 @@ class Plan:
         return t.reshape(view)
 
 
+def in_place(tensors: Sequence[torch.Tensor | None], dtype: torch.dtype) -> bool:
+    """Whether the C passes can read and write these tensors (None: absent) through their
+    data pointers as they are: ``dtype``, on the CPU, contiguous."""
+    for t in tensors:
+        if t is not None and (t.dtype != dtype or not t.is_cpu or not t.is_contiguous()):
+            return False
+    return True
+
+
 def vector(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     """``t`` as a contiguous tensor of ``dtype`` (itself when it already is one)."""
     if t is None or (t.dtype == dtype and t.is_contiguous()):

@@ -32,6 +32,7 @@ from ._layout import (
     function,
     geometry,
     ghost_layout,
+    in_place,
     native_library,
 )
 
@@ -127,14 +128,6 @@ def _variable(layer: Any, name: str) -> torch.Tensor | None:
     return value if value is not None else layer._buffers.get(name)
 
 
-def _ready(tensors: tuple[torch.Tensor | None, ...], pdt: torch.dtype) -> bool:
-    """Whether the variables are what the C passes read in place: ``pdt``, CPU, dense."""
-    for t in tensors:
-        if t is not None and (t.dtype != pdt or not t.is_cpu or not t.is_contiguous()):
-            return False
-    return True
-
-
 def call(layer: Any, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor | None:
     """``layer(x, **kwargs)`` through the C passes, or None (nothing done) when the
     call needs the general path."""
@@ -173,7 +166,7 @@ def call(layer: Any, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor | 
     buffers = layer._buffers
     mean, variance = buffers["moving_mean"], buffers["moving_variance"]
     pdt = entry.pdt
-    if not _ready((gamma, beta, mean, variance), pdt):
+    if not in_place((gamma, beta, mean, variance), pdt):
         return None
     if layer._call_losses:
         layer._call_losses.clear()
@@ -190,7 +183,7 @@ def call(layer: Any, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor | 
         stddev, rmean, rstd = (
             buffers[n] for n in ("moving_stddev", "renorm_mean", "renorm_stddev")
         )
-        if not _ready((stddev, rmean, rstd), pdt):
+        if not in_place((stddev, rmean, rstd), pdt):
             return None
         check_clipping_values(layer.renorm_clipping)  # a schedule may have changed them
         renorm = (rmean, rstd, layer.renorm_clipping)
