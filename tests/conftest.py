@@ -44,6 +44,34 @@ def backend(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _built_once():
+    """Build (or load) the C kernels and the C++ autograd node before the first test, so
+    that every test runs on what a user gets once both are built; the C++ build runs in
+    the background while the C one runs."""
+    from batchnorm import _cxx, _native
+
+    _cxx.module()
+    _native.library()
+    _cxx.wait(timeout=600)
+
+
+@pytest.fixture(params=["cpp", "python"])
+def node(request, monkeypatch):
+    """Run a test with the C++ autograd node of the C training pass and again with the
+    Python one (``torch.autograd.Function``)."""
+    from batchnorm import _cxx
+
+    if request.param == "cpp":
+        if os.environ.get("BATCHNORM_CPP", "1") == "0":
+            pytest.skip("C++ node disabled by BATCHNORM_CPP=0")
+        if _cxx.wait() is None:  # a missing compiler must not pass silently
+            pytest.fail(f"the C++ autograd node did not build here: {_cxx.status()}")
+    else:
+        monkeypatch.setattr(_cxx, "_module", None)
+    return request.param
+
+
 @pytest.fixture(autouse=True)
 def _small_inputs_on_all_threads(request, monkeypatch):
     """The kernels run inputs below ``_native.GRAIN`` elements on one thread; most tests

@@ -402,10 +402,11 @@ SHORT_CALLS = {
 
 @pytest.mark.parametrize("route", ["short", "general"])
 @pytest.mark.parametrize("name", list(SHORT_CALLS))
-def test_short_call_matches_general_path(name, route):
+def test_short_call_matches_general_path(name, route, node):
     """A built layer's later calls skip the general path (_shortcut); a forward hook sends
-    them through it. Both routes, two training steps (the second reuses what the first
-    worked out for the layout) and an inference call, against the float64 reference."""
+    them through it. Both routes, with either autograd node, two training steps (the
+    second reuses what the first worked out for the layout) and an inference call,
+    against the float64 reference."""
     shape, config, dtype = SHORT_CALLS[name]
     rng = np.random.default_rng(5)
     layer = BatchNormalization(momentum=0.5, **config)
@@ -429,6 +430,9 @@ def test_short_call_matches_general_path(name, route):
         dy = torch.tensor(rng.normal(size=shape)).to(dtype)
         state = reference.state_of(layer)
         y = layer(x, training=True)
+        if not frozen:
+            cpp = y.grad_fn.name() == "BatchNormTrainBackward"
+            assert cpp == (node == "cpp"), y.grad_fn.name()
         y.backward(dy)
         xd, dyd = x.detach().double().numpy(), dy.double().numpy()
         if frozen:  # inference arithmetic; nothing updated

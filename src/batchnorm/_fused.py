@@ -23,12 +23,14 @@ instead (``_torch_passes.composite``), so ``gradgradcheck`` holds on every path.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from . import _native
+from . import _cxx, _native
 from ._layout import PARAM_DTYPE as _PARAM_DTYPE
 from ._layout import Geometry, Plan, function, geometry, in_place, like, native_library, vector
 from ._layout import addr as _addr
@@ -53,54 +55,30 @@ class NativeTrainNorm(torch.autograd.Function):
     def forward(ctx: Any, x, gamma, beta, plan: Plan):  # type: ignore[override]
         geo = plan.geo
         pdt = _PARAM_DTYPE[x.dtype]
-        rm = rs = a_s = a_b = None
-        rmin, rmax, dmax = -_INF, _INF, _INF
-        if plan.renorm is not None:
-            rm, rs = vector(plan.renorm[0], pdt), vector(plan.renorm[1], pdt)
-            clip = plan.renorm[2]
-            rmin = float(clip.get("rmin", -_INF))
-            rmax = float(clip.get("rmax", _INF))
-            dmax = float(clip.get("dmax", _INF))
-        if plan.adjustment is not None:
-            a_s, a_b = vector(plan.adjustment[0], pdt), vector(plan.adjustment[1], pdt)
-        mv = plan.moving
-        if mv is None:
-            mm = mvar = msd = None
-            momentum = renorm_momentum = 1.0
-            bessel = 0
-        else:
-            mm, mvar, msd = mv.mean.data_ptr(), mv.variance.data_ptr(), _addr(mv.stddev)
-            momentum, renorm_momentum = float(mv.momentum), float(mv.renorm_momentum)
-            bessel = int(mv.unbiased)
-            if msd is not None:  # the renorm statistics are updated too
-                rm, rs = mv.renorm_mean, mv.renorm_stddev
+        args = _forward_arguments(plan, pdt)
+        g, b = vector(gamma, pdt), vector(beta, pdt)
         y = torch.empty_like(x)
         keep = ctx is not _NO_GRAD  # a backward will read the per-channel part (2K in T)
-        per_channel = 0 if not keep else geo.channels * (1 if pdt == torch.float32 else 2)
-        state = torch.empty(4 * geo.params + per_channel, dtype=torch.float64)
+        state = torch.empty(4 * geo.params + (_kept(geo, pdt) if keep else 0), dtype=torch.float64)
         plan.fn("train_forward", x.dtype)(
             x.data_ptr(),
             y.data_ptr(),
             geo.native.dims,
             geo.native.strides,
             geo.params,
-            None if gamma is None else vector(gamma, pdt).data_ptr(),
-            None if beta is None else vector(beta, pdt).data_ptr(),
+            _addr(g),
+            _addr(b),
             plan.epsilon,
-            _addr(rm),
-            _addr(rs),
-            rmin,
-            rmax,
-            dmax,
-            _addr(a_s),
-            _addr(a_b),
+            _addr(args[0]),
+            _addr(args[1]),
+            *args[2:5],
+            _addr(args[5]),
+            _addr(args[6]),
             state.data_ptr(),
-            mm,
-            mvar,
-            msd,
-            momentum,
-            renorm_momentum,
-            bessel,
+            _addr(args[7]),
+            _addr(args[8]),
+            _addr(args[9]),
+            *args[10:],
             int(keep),
             _native.threads(x.numel()),
         )
@@ -118,12 +96,7 @@ class NativeTrainNorm(torch.autograd.Function):
         plan, state = ctx.plan, ctx.state
         geo = plan.geo
         if torch.is_grad_enabled():  # double backward: differentiate the composite formula
-            p = geo.params
-            slope = plan.stat(state[2 * p : 3 * p])
-            intercept = plan.stat(state[3 * p : 4 * p])
-            view = x.shape != geo.shape  # through the (ghost) view the pass used
-            dy = dy.reshape(geo.shape) if view else dy
-            return composite_backward(ctx, dy, x, gamma, beta, plan, slope, intercept, view=view)
+            return _composite_gradients(ctx, plan, state, dy, x, gamma, beta)
         dy = like(dy, x)
         pdt = _PARAM_DTYPE[x.dtype]
         dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
@@ -144,6 +117,90 @@ class NativeTrainNorm(torch.autograd.Function):
             _native.threads(x.numel()),
         )
         return dx, dgamma, dbeta, None
+
+
+def _forward_arguments(plan: Plan, pdt: torch.dtype) -> tuple[Any, ...]:
+    """The C forward's renorm, adjustment and moving-statistics arguments, tensors as
+    tensors: (r_mean, r_stddev, rmin, rmax, dmax, a_s, a_b, moving mean, variance,
+    stddev, momentum, renorm momentum, Bessel)."""
+    rm = rs = a_s = a_b = None
+    rmin, rmax, dmax = -_INF, _INF, _INF
+    if plan.renorm is not None:
+        rm, rs = vector(plan.renorm[0], pdt), vector(plan.renorm[1], pdt)
+        clip = plan.renorm[2]
+        rmin = float(clip.get("rmin", -_INF))
+        rmax = float(clip.get("rmax", _INF))
+        dmax = float(clip.get("dmax", _INF))
+    if plan.adjustment is not None:
+        a_s, a_b = vector(plan.adjustment[0], pdt), vector(plan.adjustment[1], pdt)
+    mv = plan.moving
+    if mv is None:
+        return rm, rs, rmin, rmax, dmax, a_s, a_b, None, None, None, 1.0, 1.0, 0
+    if mv.stddev is not None:  # the renorm statistics are updated too
+        rm, rs = mv.renorm_mean, mv.renorm_stddev
+    return (
+        rm,
+        rs,
+        rmin,
+        rmax,
+        dmax,
+        a_s,
+        a_b,
+        mv.mean,
+        mv.variance,
+        mv.stddev,
+        float(mv.momentum),
+        float(mv.renorm_momentum),
+        int(mv.unbiased),
+    )
+
+
+def _kept(geo: Geometry, pdt: torch.dtype) -> int:
+    """float64 words of per-channel state (mean and 1/√(σ² + ε) in the compute type)
+    that a backward reads."""
+    return geo.channels * (1 if pdt == torch.float32 else 2)
+
+
+def _composite_gradients(ctx: Any, plan: Plan, state: torch.Tensor, dy, x, gamma, beta):
+    """The gradients of a training pass as a differentiable composite (double backward)."""
+    geo = plan.geo
+    p = geo.params
+    slope = plan.stat(state[2 * p : 3 * p])
+    intercept = plan.stat(state[3 * p : 4 * p])
+    view = x.shape != geo.shape  # through the (ghost) view the pass used
+    dy = dy.reshape(geo.shape) if view else dy
+    return composite_backward(ctx, dy, x, gamma, beta, plan, slope, intercept, view=view)
+
+
+class _Wanted:
+    """The ``needs_input_grad`` of a C++ node's inputs, for ``composite_backward``."""
+
+    __slots__ = ("needs_input_grad",)
+
+    def __init__(self, wanted: tuple[bool, ...]) -> None:
+        self.needs_input_grad = wanted
+
+
+def double_backward(plan: Plan, dy, x, gamma, beta, state, need_x, need_g, need_b):
+    """What the C++ node (``_autograd.cpp``) calls for a backward with
+    ``create_graph=True``: the Python node's double-backward formula."""
+    ctx = _Wanted((need_x, need_g, need_b, False))
+    return _composite_gradients(ctx, plan, state, dy, x, gamma, beta)[:3]
+
+
+@functools.lru_cache(maxsize=256)
+def _cxx_kernels(module: Any, geo: Geometry, lib: Any, dtype: torch.dtype) -> Any:
+    """The C++ module's description of one layout's passes (made once per layout)."""
+    pdt = _PARAM_DTYPE[dtype]
+    return module.Kernels(
+        ctypes.cast(function(lib, "train_forward", dtype), ctypes.c_void_p).value,
+        ctypes.cast(function(lib, "train_backward", dtype), ctypes.c_void_p).value,
+        list(geo.native.dims),
+        list(geo.native.strides),
+        geo.params,
+        _kept(geo, pdt),
+        pdt == torch.float64,
+    )
 
 
 class NativeAffineNorm(torch.autograd.Function):
@@ -292,6 +349,21 @@ def train_native(
     """The C training pass for a plan with a library: y and the state vector; through
     the autograd node only when something needs a gradient."""
     if needs_grad(x, gamma, beta):
+        module = _cxx.module()
+        if module is not None:
+            kernels = _cxx_kernels(module, plan.geo, plan.lib, x.dtype)
+            out = module.train(
+                kernels,
+                plan,
+                x,
+                gamma,
+                beta,
+                plan.epsilon,
+                *_forward_arguments(plan, _PARAM_DTYPE[x.dtype]),
+                _native.threads(x.numel()),
+            )
+            if out is not None:  # None: an input carries a forward-mode tangent
+                return out
         return NativeTrainNorm.apply(x, gamma, beta, plan)
     return NativeTrainNorm.forward(_NO_GRAD, x, gamma, beta, plan)
 

@@ -1,0 +1,180 @@
+"""The optional C++ autograd node of the C training pass (``_autograd.cpp``).
+
+A training step's autograd node costs Python time on every call: a
+``torch.autograd.Function`` takes about 6 µs to apply and its Python backward is
+called from the engine under the GIL. ``_autograd.cpp`` makes the same node in C++
+(the forward and backward still run the C kernels, through the addresses of the
+library ``_native`` loaded), which matters on small tensors, where that time is a
+good part of a step.
+
+It is compiled against the installed PyTorch's headers with the system C++ compiler,
+once per machine and PyTorch version, into the kernels' cache directory. The build
+takes 10–20 s, so it runs in a background thread: calls made before it finishes use
+the Python node (same kernels, same numbers) and later calls the C++ one. No C++
+compiler, a PyTorch without headers, ``BATCHNORM_CPP=0``, or any failure leave the
+Python node in use; ``status()`` says which happened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from . import _native
+
+_SOURCE = Path(__file__).with_name("_autograd.cpp")
+_NAME = "_batchnorm_autograd"
+_ABI_VERSION = 1
+_FLAGS = ["-O2", "-shared", "-fPIC", "-std=c++17", "-w"]
+
+_lock = threading.Lock()
+_module: ModuleType | None = None
+_thread: threading.Thread | None = None
+_status = "not loaded yet"
+
+
+def _disabled() -> bool:
+    return os.environ.get("BATCHNORM_CPP", "1").lower() in ("0", "false", "no", "off")
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _target(compiler: str) -> Path:
+    versions = [torch.__version__, str(torch.version.git_version), sys.version]
+    settings = " ".join([compiler, *_FLAGS, *versions, platform.machine()])
+    key = hashlib.sha256(_SOURCE.read_bytes() + settings.encode()).hexdigest()[:16]
+    return _native._cache_dir() / f"autograd-{key}.so"
+
+
+def _build(compiler: str, target: Path) -> None:
+    from torch.utils import cpp_extension
+
+    torch_lib = Path(torch.__file__).parent / "lib"
+    includes = [*cpp_extension.include_paths(), sysconfig.get_paths()["include"]]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        subprocess.run(
+            [
+                compiler,
+                *_FLAGS,
+                f"-DTORCH_EXTENSION_NAME={_NAME}",
+                "-DTORCH_API_INCLUDE_EXTENSION_H",
+                *(f"-I{path}" for path in includes),
+                str(_SOURCE),
+                "-o",
+                tmp,
+                f"-L{torch_lib}",
+                "-lc10",
+                "-ltorch_cpu",
+                "-ltorch",
+                "-ltorch_python",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+        os.replace(tmp, target)  # atomic: concurrent processes never see half a file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _import(target: Path) -> ModuleType:
+    loader = importlib.machinery.ExtensionFileLoader(_NAME, str(target))
+    spec = importlib.util.spec_from_file_location(_NAME, target, loader=loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    if module.abi_version() != _ABI_VERSION:
+        raise ImportError("stale autograd module")
+    from . import _fused
+
+    module.set_double_backward(_fused.double_backward)
+    return module
+
+
+def _load(compiler: str, target: Path) -> None:
+    """Build if needed and import (runs in the background thread)."""
+    global _module, _status
+    try:
+        if not target.exists():
+            _build(compiler, target)
+        module = _import(target)
+    except (OSError, ImportError, subprocess.SubprocessError) as exc:
+        detail = (getattr(exc, "stderr", b"") or b"").decode(errors="replace")[-300:]
+        _status = f"build or load failed ({exc}; {detail}); using the Python node"
+        return
+    _module = module
+    _status = f"C++ autograd node loaded from {target}"
+
+
+def _start() -> None:
+    global _thread, _status
+    if _disabled():
+        _status = "disabled by BATCHNORM_CPP=0; using the Python node"
+        return
+    compiler = _compiler()
+    if compiler is None:
+        _status = "no C++ compiler found; using the Python node"
+        return
+    try:
+        target = _target(compiler)
+    except OSError as exc:
+        _status = f"source not readable ({exc}); using the Python node"
+        return
+    if target.exists():  # built before: load now
+        _load(compiler, target)
+        return
+    _status = "building in the background; using the Python node until it is ready"
+    _thread = threading.Thread(
+        target=_load, args=(compiler, target), name="batchnorm-cpp-build", daemon=True
+    )
+    _thread.start()
+
+
+def module() -> Any:
+    """The C++ module when it is ready, else None; the first call starts loading it."""
+    if _module is not None:
+        return _module
+    if _status == "not loaded yet":
+        with _lock:
+            if _status == "not loaded yet":
+                _start()
+    return _module
+
+
+def wait(timeout: float | None = None) -> Any:
+    """The C++ module, waiting up to ``timeout`` seconds for a background build; None
+    when it is unavailable (``status()`` says why)."""
+    module()
+    thread = _thread
+    if thread is not None:
+        thread.join(timeout)
+    return _module
+
+
+def status() -> str:
+    """Whether the C++ autograd node is in use, and why not if it is not."""
+    module()
+    return _status

@@ -1,0 +1,240 @@
+"""The training pass's autograd node: the C++ one (``_autograd.cpp``) and the Python
+``torch.autograd.Function`` it replaces behave the same way towards autograd."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch.autograd import gradcheck, gradgradcheck
+
+import reference
+from batchnorm import BatchNormalization, _cxx, _native
+from batchnorm import functional as F
+
+CLIP = {"rmin": 0.9, "rmax": 1.1, "dmax": 0.05}
+CPP_NAME = "BatchNormTrainBackward"
+
+
+def _layer(shape, rng, **config):
+    layer = BatchNormalization(momentum=0.5, **config)
+    layer(torch.zeros((2, *shape[1:])), training=False)
+    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
+    return layer
+
+
+def _options(layer, config):
+    return reference.Options(
+        momentum=0.5,
+        bessel=layer._bessel,
+        renorm=layer.renorm,
+        clipping=CLIP,
+        virtual_batch_size=config.get("virtual_batch_size"),
+    )
+
+
+STEPS = {
+    "rows": ((48, 20), {}),
+    "nchw": ((4, 6, 5, 3), {"axis": 1}),
+    "renorm-ghost": ((32, 6), {"renorm": True, "renorm_clipping": CLIP, "virtual_batch_size": 8}),
+    "no-gamma-beta": ((24, 5), {"center": False, "scale": False}),
+}
+
+
+@pytest.mark.parametrize("name", list(STEPS))
+def test_partial_gradients_match_float64(name, node):
+    """Only some inputs want a gradient (x alone, γ alone, a subset through
+    ``autograd.grad``): the node computes exactly those, each against float64."""
+    shape, config = STEPS[name]
+    rng = np.random.default_rng(3)
+    layer = _layer(shape, rng, **config)
+    options = _options(layer, config)
+    params = [p for p in (layer.gamma, layer.beta) if p is not None]
+    for wanted in ("x", "gamma", "grad-x"):
+        x = torch.tensor(rng.normal(2.0, 3.0, shape), dtype=torch.float32)
+        dy = torch.tensor(rng.normal(size=shape), dtype=torch.float32)
+        state = reference.state_of(layer)
+        for p in params:
+            p.requires_grad_(wanted != "x")
+            p.grad = None
+        x.requires_grad_(wanted != "gamma")
+        if wanted == "gamma" and not params:
+            continue  # nothing requires a gradient: no node at all
+        y = layer(x, training=True)
+        assert (y.grad_fn.name() == CPP_NAME) == (node == "cpp")
+        ref = reference.train_step(
+            x.detach().double().numpy(), dy.double().numpy(), layer.axis, state, options
+        )
+        if wanted == "grad-x":
+            (dx,) = torch.autograd.grad(y, [x], dy)
+            assert all(p.grad is None for p in params)
+        else:
+            y.backward(dy)
+            dx = x.grad
+        if wanted == "gamma":
+            assert dx is None
+        else:
+            scale = np.abs(ref[1]).max()
+            np.testing.assert_allclose(dx.double().numpy(), ref[1], rtol=1e-5, atol=1e-5 * scale)
+        if wanted == "gamma":
+            np.testing.assert_allclose(layer.gamma.grad.double().numpy(), ref[2], rtol=1e-4)
+            np.testing.assert_allclose(layer.beta.grad.double().numpy(), ref[3], rtol=1e-4)
+    for p in params:
+        p.requires_grad_(True)
+
+
+PATHS = {
+    "plain": ({}, (6, 3), [1]),
+    "renorm-ghost": ({"renorm": True, "virtual_batch_size": 2}, (6, 2, 2), [2]),
+    "adjustment": ({"adjustment": True}, (5, 3), [1]),
+    "multi-axis": ({}, (3, 2, 3, 2), [1, 3]),
+}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_gradgradcheck_on_either_node(path, node):
+    """Finite differences agree with the first and second derivatives; the C++ node's
+    double backward goes through the Python composite formula."""
+    config, shape, axes = PATHS[path]
+    g = torch.Generator().manual_seed(0)
+    vbs = config.get("virtual_batch_size")
+    pshape = [n if d in axes else 1 for d, n in enumerate(shape)]
+    if vbs:
+        pshape.insert(1, 1)
+    kwargs = {}
+    if config.get("renorm"):
+        far = -5 + 0.3 * torch.randn(pshape, generator=g, dtype=torch.float64)
+        kwargs["renorm"] = (far, 0.2 + 0.1 * torch.rand(pshape, generator=g, dtype=torch.float64))
+        kwargs["renorm"] += (CLIP,)
+        kwargs["virtual_batch_size"] = vbs
+    if config.get("adjustment"):
+        kwargs["adjustment"] = (
+            0.9 + 0.2 * torch.rand(pshape, generator=g, dtype=torch.float64),
+            0.1 * torch.randn(pshape, generator=g, dtype=torch.float64),
+        )
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 2 + 1).requires_grad_()
+    gamma = (0.5 + torch.rand(pshape, generator=g, dtype=torch.float64)).requires_grad_()
+    beta = torch.randn(pshape, generator=g, dtype=torch.float64).requires_grad_()
+
+    def f(x, gamma, beta):
+        return F.train_forward(x, axes, gamma, beta, 1e-3, **kwargs)[0]
+
+    assert (f(x, gamma, beta).grad_fn.name() == CPP_NAME) == (node == "cpp")
+    assert gradcheck(f, (x, gamma, beta), eps=1e-6, atol=1e-6)
+    assert gradgradcheck(f, (x, gamma, beta), eps=1e-6, atol=1e-6)
+
+
+def test_autograd_bookkeeping(node):
+    """What autograd promises of any node: a saved input modified in place is an error,
+    a second backward needs ``retain_graph`` (and then accumulates), saved-tensor hooks
+    see the saved tensors, gradients of any strides (``sum()``'s expanded one) work, and
+    a forward-mode tangent is refused rather than silently dropped."""
+    layer = _layer((16, 4), np.random.default_rng(0))
+    x = torch.randn(16, 4, requires_grad=True)
+    xc = x.detach().clone().requires_grad_()
+    y = layer(xc, training=True)
+    y.sum().backward(retain_graph=True)
+    first = xc.grad.clone()
+    y.sum().backward()
+    torch.testing.assert_close(xc.grad, 2 * first)
+    with pytest.raises(RuntimeError, match="second time"):
+        y.sum().backward()
+
+    z = x * 1.0
+    y = layer(z, training=True)
+    z.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+    packed = []
+
+    def pack(t):
+        packed.append(t.shape)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = layer(x, training=True)
+    assert (16, 4) in packed
+    dy = torch.randn(4).expand(16, 4)  # stride 0 along the batch
+    (dx,) = torch.autograd.grad(y, [x], dy)
+    (dx_dense,) = torch.autograd.grad(layer(x, training=True), [x], dy.contiguous())
+    assert torch.isfinite(dx).all() and dx.abs().max() > 0
+    ref = reference.train_step(
+        x.detach().double().numpy(),
+        dy.double().numpy(),
+        [1],
+        reference.state_of(layer),
+        reference.Options(momentum=0.5, bessel=layer._bessel),
+    )[1]
+    np.testing.assert_allclose(dx.double().numpy(), ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx_dense.double().numpy(), ref, rtol=1e-5, atol=1e-5)
+
+    with fwAD.dual_level(), pytest.raises(RuntimeError, match="jvp"):
+        layer(fwAD.make_dual(x.detach(), torch.ones(16, 4)).requires_grad_(), training=True)
+
+
+def test_cpp_node_status_is_reported():
+    assert isinstance(_cxx.status(), str) and _cxx.status()
+
+
+def _run(code: str, env: dict[str, str], tmp_path: Path) -> str:
+    """``code`` in a fresh interpreter with its own cache directory holding this
+    machine's C kernels (so only the C++ node is built there)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    kernels = Path(_native._status.removeprefix("C kernels loaded from "))
+    if kernels.exists():
+        shutil.copy(kernels, cache / kernels.name)
+    full = {**os.environ, "BATCHNORM_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1", **env}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+STEP = """
+import torch, batchnorm
+from batchnorm import _cxx
+layer = batchnorm.BatchNormalization()
+x = torch.randn(8, 3, requires_grad=True)
+y = layer(x, training=True)
+y.square().sum().backward()
+ok = bool(torch.isfinite(x.grad).all()) and float(x.grad.abs().sum()) > 0
+print(y.grad_fn.name(), ok, _cxx.status().split(";")[0], sep="|")
+"""
+
+
+@pytest.mark.parametrize("case", ["disabled", "no-compiler"])
+def test_training_works_without_the_cpp_node(case, tmp_path):
+    """``BATCHNORM_CPP=0`` or a compiler that fails: the Python node trains, and the
+    status says why."""
+    env = {"BATCHNORM_CPP": "0"} if case == "disabled" else {"CXX": "false"}
+    if case == "no-compiler" and shutil.which("false") is None:
+        pytest.skip("no `false` command to stand in for a failing compiler")
+    code = STEP.replace("print(", "_cxx.wait()\nprint(")  # the build's outcome
+    name, ok, status = _run(code, env, tmp_path).strip().split("|")
+    assert name == "NativeTrainNormBackward" and ok == "True"
+    expected = "disabled by BATCHNORM_CPP=0" if case == "disabled" else "build or load failed"
+    assert status.startswith(expected), status
+
+
+@pytest.mark.skipif(os.environ.get("BATCHNORM_CPP", "1") == "0", reason="C++ node disabled")
+def test_first_build_runs_in_the_background(tmp_path):
+    """The first training call does not wait for the C++ build: it takes the Python node
+    while the build runs; once ``wait()`` returns, calls take the C++ node."""
+    if _cxx.wait() is None:
+        pytest.fail(f"the C++ autograd node did not build here: {_cxx.status()}")
+    code = STEP + "_cxx.wait(); " + STEP.split("from batchnorm import _cxx")[1]
+    first, second = _run(code, {}, tmp_path).strip().splitlines()
+    assert first.split("|")[:2] == ["NativeTrainNormBackward", "True"]
+    assert first.split("|")[2].startswith("building in the background")
+    assert second.split("|")[:2] == [CPP_NAME, "True"]
+    assert second.split("|")[2].startswith("C++ autograd node loaded")
