@@ -10,7 +10,8 @@ good part of a step.
 It is compiled against the installed PyTorch's headers with the system C++ compiler,
 once per machine and PyTorch version, into the kernels' cache directory. The build
 takes 10–20 s, so it runs in a background thread: calls made before it finishes use
-the Python node (same kernels, same numbers) and later calls the C++ one. No C++
+the Python node (same kernels, same numbers) and later calls the C++ one; a
+program that ends first leaves the build to finish for the next one. No C++
 compiler, a PyTorch without headers, ``BATCHNORM_CPP=0``, or any failure leave the
 Python node in use; ``status()`` says which happened.
 """
@@ -22,11 +23,11 @@ import importlib.machinery
 import importlib.util
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -65,39 +66,46 @@ def _target(compiler: str) -> Path:
     return _native._cache_dir() / f"autograd-{key}.so"
 
 
-def _build(compiler: str, target: Path) -> None:
-    from torch.utils import cpp_extension
-
-    torch_lib = Path(torch.__file__).parent / "lib"
-    includes = [*cpp_extension.include_paths(), sysconfig.get_paths()["include"]]
+def _spawn(compiler: str, target: Path) -> subprocess.Popen[bytes]:
+    """Start compiling into a temporary file that the same shell renames onto
+    ``target`` (an atomic rename: concurrent processes never see half a file). The
+    shell runs in its own session and writes to a log file, so a program that exits
+    before the build ends leaves it to finish, and the next program loads the result."""
+    root = Path(torch.__file__).parent
+    includes = [root / "include", root / "include/torch/csrc/api/include"]
+    includes.append(Path(sysconfig.get_paths()["include"]))
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        subprocess.run(
-            [
-                compiler,
-                *_FLAGS,
-                f"-DTORCH_EXTENSION_NAME={_NAME}",
-                "-DTORCH_API_INCLUDE_EXTENSION_H",
-                *(f"-I{path}" for path in includes),
-                str(_SOURCE),
-                "-o",
-                tmp,
-                f"-L{torch_lib}",
-                "-lc10",
-                "-ltorch_cpu",
-                "-ltorch",
-                "-ltorch_python",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=600,
+    tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp")
+    command = [
+        compiler,
+        *_FLAGS,
+        f"-DTORCH_EXTENSION_NAME={_NAME}",
+        "-DTORCH_API_INCLUDE_EXTENSION_H",
+        *(f"-I{path}" for path in includes),
+        str(_SOURCE),
+        "-o",
+        str(tmp),
+        f"-L{root / 'lib'}",
+        "-lc10",
+        "-ltorch_cpu",
+        "-ltorch",
+        "-ltorch_python",
+    ]
+    tmp_, target_, log_ = (shlex.quote(str(p)) for p in (tmp, target, _log(target)))
+    script = f"{shlex.join(command)} && mv -f {tmp_} {target_} && rm -f {log_}"
+    script += f" || {{ rm -f {tmp_}; exit 1; }}"
+    with open(_log(target), "wb") as out:
+        return subprocess.Popen(
+            ["/bin/sh", "-c", script],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-        os.replace(tmp, target)  # atomic: concurrent processes never see half a file
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+
+def _log(target: Path) -> Path:
+    return target.with_suffix(".log")
 
 
 def _import(target: Path) -> ModuleType:
@@ -114,16 +122,18 @@ def _import(target: Path) -> ModuleType:
     return module
 
 
-def _load(compiler: str, target: Path) -> None:
-    """Build if needed and import (runs in the background thread)."""
+def _load(target: Path, build: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait for ``build`` if there is one, then import."""
     global _module, _status
     try:
-        if not target.exists():
-            _build(compiler, target)
+        if build is not None:
+            code = build.wait(timeout=600)
+            if code != 0:
+                detail = _log(target).read_text(errors="replace")[-300:]
+                raise OSError(f"the compiler exited with {code}: {detail}")
         module = _import(target)
     except (OSError, ImportError, subprocess.SubprocessError) as exc:
-        detail = (getattr(exc, "stderr", b"") or b"").decode(errors="replace")[-300:]
-        _status = f"build or load failed ({exc}; {detail}); using the Python node"
+        _status = f"build or load failed ({exc}); using the Python node"
         return
     _module = module
     _status = f"C++ autograd node loaded from {target}"
@@ -133,6 +143,9 @@ def _start() -> None:
     global _thread, _status
     if _disabled():
         _status = "disabled by BATCHNORM_CPP=0; using the Python node"
+        return
+    if sys.platform.startswith("win"):
+        _status = "not built on Windows; using the Python node"
         return
     compiler = _compiler()
     if compiler is None:
@@ -144,11 +157,16 @@ def _start() -> None:
         _status = f"source not readable ({exc}); using the Python node"
         return
     if target.exists():  # built before: load now
-        _load(compiler, target)
+        _load(target)
+        return
+    try:
+        build = _spawn(compiler, target)
+    except OSError as exc:
+        _status = f"build failed to start ({exc}); using the Python node"
         return
     _status = "building in the background; using the Python node until it is ready"
     _thread = threading.Thread(
-        target=_load, args=(compiler, target), name="batchnorm-cpp-build", daemon=True
+        target=_load, args=(target, build), name="batchnorm-cpp-build", daemon=True
     )
     _thread.start()
 

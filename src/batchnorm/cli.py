@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from . import __version__, _native
+from . import __version__, _cxx, _native
 from ._demo import DEFAULT_PLOT_NAME, demo, make_config, resolve_plot_path
 
 
@@ -59,6 +59,8 @@ def info_lines() -> list[str]:
     ]
     available = "yes" if _native.library() is not None else "no"
     lines.append(f"C kernels: {available} ({_native.status()})")
+    available = "yes" if _cxx.module() is not None else "no"
+    lines.append(f"C++ autograd node: {available} ({_cxx.status()})")
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         lines.append(f"CUDA: yes, CUDA {torch.version.cuda}, devices: {names}")
