@@ -131,6 +131,53 @@ def test_gradgradcheck_on_either_node(path, node):
     assert gradgradcheck(f, (x, gamma, beta), eps=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("frozen", [False, True], ids=["inference", "frozen-training"])
+def test_inference_node_gradients_match_float64(frozen, node):
+    """A layer in inference mode (or frozen, in a training call) inside a model that
+    trains: ``dx = dy·γ/√(σ² + ε)``, ``dγ = Σ dy·(x − μ)/√(σ² + ε)``, ``dβ = Σ dy`` with
+    the moving statistics, against float64, for all inputs and for x alone."""
+    rng = np.random.default_rng(4)
+    shape = (4, 5, 3, 3)
+    layer = _layer(shape, rng, axis=1, trainable=not frozen)
+    mean, var, gamma = (
+        getattr(layer, n).detach().double().reshape(1, 5, 1, 1)
+        for n in ("moving_mean", "moving_variance", "gamma")
+    )
+    x = torch.tensor(rng.normal(2.0, 3.0, shape), dtype=torch.float32, requires_grad=True)
+    dy = torch.tensor(rng.normal(size=shape), dtype=torch.float32)
+    y = layer(x, training=frozen)
+    assert (y.grad_fn.name() == "BatchNormAffineBackward") == (node == "cpp")
+    y.backward(dy)
+    xhat = (x.detach().double() - mean) / torch.sqrt(var + 1e-3)
+    dyd = dy.double()
+    torch.testing.assert_close(x.grad.double(), dyd * gamma / torch.sqrt(var + 1e-3))
+    if not frozen:
+        dg_ref, db_ref = (dyd * xhat).sum((0, 2, 3)), dyd.sum((0, 2, 3))
+        torch.testing.assert_close(layer.gamma.grad.double(), dg_ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(layer.beta.grad.double(), db_ref, rtol=1e-5, atol=1e-5)
+    (dx,) = torch.autograd.grad(layer(x, training=frozen), [x], dy)
+    torch.testing.assert_close(dx, x.grad)
+
+
+@pytest.mark.parametrize("shape, axes", [((5, 3), [1]), ((2, 2, 3), [1, 2])])
+def test_inference_gradgradcheck_on_either_node(shape, axes, node):
+    """First and second derivatives of the inference pass with given statistics."""
+    g = torch.Generator().manual_seed(2)
+    pshape = [n if d in axes else 1 for d, n in enumerate(shape)]
+    mean = torch.randn(pshape, generator=g, dtype=torch.float64)
+    var = 0.5 + torch.rand(pshape, generator=g, dtype=torch.float64)
+    x = torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True)
+    gamma = (0.5 + torch.rand(pshape, generator=g, dtype=torch.float64)).requires_grad_()
+    beta = torch.randn(pshape, generator=g, dtype=torch.float64).requires_grad_()
+
+    def f(x, gamma, beta):
+        return F.inference_forward(x, axes, gamma, beta, mean, var, 1e-3)
+
+    assert (f(x, gamma, beta).grad_fn.name() == "BatchNormAffineBackward") == (node == "cpp")
+    assert gradcheck(f, (x, gamma, beta), eps=1e-6, atol=1e-6)
+    assert gradgradcheck(f, (x, gamma, beta), eps=1e-6, atol=1e-6)
+
+
 def test_autograd_bookkeeping(node):
     """What autograd promises of any node: a saved input modified in place is an error,
     a second backward needs ``retain_graph`` (and then accumulates), saved-tensor hooks

@@ -1,16 +1,18 @@
-// The training pass's autograd node in C++ (optional; see _cxx.py).
+// The C passes' autograd nodes in C++ (optional; see _cxx.py).
 //
-// The C kernels (_kernels.c) compute the pass either way; this module only replaces
-// the Python autograd.Function around them: the forward builds a C++ node that saves
-// x, gamma and beta and the float64 state vector, and the node's backward calls the
-// C backward pass
+// The C kernels (_kernels.c) compute the passes either way; this module only replaces
+// the Python autograd.Functions around them (_fused.NativeTrainNorm and
+// NativeAffineNorm). A forward builds a C++ node that saves x, gamma and beta (and the
+// training pass's float64 state vector, or the inference pass's statistics), and the
+// node's backward calls the C backward pass from the autograd engine without the GIL:
 //
-//     dx = (dy - sum(dy)/n - (x - mean) * sum(dy * (x - mean)) / (n (var + eps))) * k
+//   training:  dx = (dy - sum(dy)/n - (x - mean) * sum(dy (x - mean)) / (n (var + eps))) k
+//   inference: dx = dy * gamma / sqrt(var + eps)
 //
-// directly from the autograd engine, without taking the GIL. A double backward
-// (create_graph=True) calls back into Python, which differentiates the composite
-// formula, exactly as the Python node does. The kernels are reached through the
-// function addresses of the already loaded C library, so nothing is compiled twice.
+// with dgamma and dbeta from the same sweep. A double backward (create_graph=True)
+// calls back into Python, which differentiates the composite formula exactly as the
+// Python nodes do. The kernels are reached through the function addresses of the C
+// library Python already loaded, so nothing is compiled twice.
 
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/function.h>
@@ -25,22 +27,31 @@ namespace py = pybind11;
 using torch::autograd::Node;
 using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
+using OptionalTensor = std::optional<at::Tensor>;
 
-typedef int (*forward_fn)(const void *, void *, const int64_t *, const int64_t *, int64_t,
-                          const void *, const void *, double, void *, void *, double, double,
-                          double, const void *, const void *, double *, void *, void *, void *,
-                          double, double, int, int, int);
-typedef int (*backward_fn)(const void *, const void *, void *, const int64_t *, const int64_t *,
-                           int64_t, const void *, const double *, void *, void *, int);
+// The exported C passes (_kernels.c; argument letters in _native._SIGNATURES).
+typedef int (*train_forward_fn)(const void *, void *, const int64_t *, const int64_t *, int64_t,
+                                const void *, const void *, double, void *, void *, double,
+                                double, double, const void *, const void *, double *, void *,
+                                void *, void *, double, double, int, int, int);
+typedef int (*train_backward_fn)(const void *, const void *, void *, const int64_t *,
+                                 const int64_t *, int64_t, const void *, const double *, void *,
+                                 void *, int);
+typedef int (*infer_forward_fn)(const void *, void *, const int64_t *, const int64_t *, int64_t,
+                                const void *, const void *, const void *, const void *, double,
+                                int);
+typedef int (*infer_backward_fn)(const void *, const void *, void *, const int64_t *,
+                                 const int64_t *, int64_t, const void *, const void *,
+                                 const void *, double, void *, void *, int);
 
-// What the passes need of one input layout and dtype (made once per layout in Python).
+// One layout's passes (made once per layout and dtype in Python): a forward and a
+// backward function, the kernels' 5-D view, P parameter entries, the float64 words of
+// per-channel state a training backward reads, and the parameters' dtype.
 struct Kernels {
-    forward_fn forward;
-    backward_fn backward;
+    void *forward, *backward;
     std::array<int64_t, 5> dims, strides;
-    int64_t params;    // parameter entries P
-    int64_t kept;      // float64 words of per-channel state a backward reads
-    at::ScalarType pdt;  // the parameters' dtype
+    int64_t params, kept;
+    at::ScalarType pdt;
 };
 
 // How this PyTorch holds autograd nodes: std::shared_ptr before 2.13, c10::intrusive_ptr
@@ -63,11 +74,12 @@ struct Nodes<N, c10::intrusive_ptr<Node>> {
     }
 };
 
-static PyObject *double_backward = nullptr;  // Python: the composite formula's gradient
+// Python: the composite formulas' gradients (_fused.double_backward, affine_double_backward).
+static PyObject *train_double_backward = nullptr, *affine_double_backward = nullptr;
 
-static void *address(const std::optional<at::Tensor> &t) {
-    return t && t->defined() ? t->data_ptr() : nullptr;
-}
+static void *address(const at::Tensor &t) { return t.defined() ? t.data_ptr() : nullptr; }
+
+static void *address(const OptionalTensor &t) { return t ? address(*t) : nullptr; }
 
 // A Python object held by a node, released under the GIL whatever thread frees the node.
 struct PyRef {
@@ -83,76 +95,157 @@ struct PyRef {
     }
 };
 
-struct TrainBackward : public Node {
+// What both nodes save and do: inputs x, gamma, beta (either may be absent), the
+// layout's kernels, the thread count and the Python plan (for a double backward).
+struct PassBackward : public Node {
     Kernels kernels;
     int threads = 1;
     SavedVariable x, gamma, beta;
-    at::Tensor state;
     PyRef plan;
-
-    std::string name() const override { return "BatchNormTrainBackward"; }
 
     void release_variables() override {
         x.reset_data();
         gamma.reset_data();
         beta.reset_data();
+    }
+
+  protected:
+    struct Inputs {
+        at::Tensor x, gamma, beta;
+        bool need_x, need_gamma, need_beta;
+    };
+
+    template <class N>
+    Inputs unpack(N *self) {
+        auto owner = Nodes<N>::self(self);
+        Inputs in{x.unpack(owner), gamma.unpack(owner), beta.unpack(owner), false, false, false};
+        in.need_x = should_compute_output(0);
+        in.need_gamma = in.gamma.defined() && should_compute_output(1);
+        in.need_beta = in.beta.defined() && should_compute_output(2);
+        return in;
+    }
+
+    // fn(plan, dy, x, gamma, beta, *extra, need_x, need_gamma, need_beta) in Python.
+    variable_list in_python(PyObject *fn, const at::Tensor &dy, const Inputs &in,
+                            std::initializer_list<at::Tensor> extra) {
+        py::gil_scoped_acquire gil;
+        py::list args;
+        args.append(py::handle(plan.object));
+        for (const at::Tensor &t : {dy, in.x, in.gamma, in.beta})
+            args.append(t.defined() ? py::cast(t) : py::none());
+        for (const at::Tensor &t : extra) args.append(py::cast(t));
+        args.append(in.need_x);
+        args.append(in.need_gamma);
+        args.append(in.need_beta);
+        py::tuple out = py::handle(fn)(*args);
+        variable_list result(3);
+        for (size_t i = 0; i < 3; ++i)
+            if (!out[i].is_none()) result[i] = out[i].cast<at::Tensor>();
+        return result;
+    }
+
+    // dy with x's strides (what the kernels expect), and the gradient buffers wanted.
+    std::array<at::Tensor, 4> buffers(const at::Tensor &dy, const Inputs &in) const {
+        const auto popts = at::TensorOptions().dtype(kernels.pdt);
+        return {dy.strides() == in.x.strides() ? dy : at::empty_like(in.x).copy_(dy),
+                in.need_x ? at::empty_like(in.x) : at::Tensor(),
+                in.need_gamma ? at::empty(in.gamma.sizes(), popts) : at::Tensor(),
+                in.need_beta ? at::empty(in.beta.sizes(), popts) : at::Tensor()};
+    }
+
+    at::Tensor vector(const at::Tensor &t) const {
+        return t.defined() ? t.to(kernels.pdt).contiguous() : at::Tensor();
+    }
+};
+
+struct TrainBackward : public PassBackward {
+    at::Tensor state;  // per parameter: mean, variance, slope, intercept; per channel: mean, inv
+
+    std::string name() const override { return "BatchNormTrainBackward"; }
+
+    void release_variables() override {
+        PassBackward::release_variables();
         state.reset();
     }
 
     variable_list apply(variable_list &&grads) override {
-        auto self = Nodes<TrainBackward>::self(this);
-        at::Tensor xv = x.unpack(self), gv = gamma.unpack(self), bv = beta.unpack(self);
+        const Inputs in = unpack(this);
         const at::Tensor &dy = grads[0];
         if (!dy.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
-        const bool need_x = should_compute_output(0);
-        const bool need_g = gv.defined() && should_compute_output(1);
-        const bool need_b = bv.defined() && should_compute_output(2);
-        if (at::GradMode::is_enabled()) {  // double backward: differentiate in Python
-            py::gil_scoped_acquire gil;
-            py::handle fn(double_backward);
-            py::object none = py::none();
-            py::object g = gv.defined() ? py::cast(gv) : none;
-            py::object b = bv.defined() ? py::cast(bv) : none;
-            py::tuple out =
-                fn(py::handle(plan.object), dy, xv, g, b, state, need_x, need_g, need_b);
-            variable_list result(3);
-            for (size_t i = 0; i < 3; ++i)
-                if (!out[i].is_none()) result[i] = out[i].cast<at::Tensor>();
-            return result;
-        }
-        at::Tensor d = dy.strides() == xv.strides() ? dy : at::empty_like(xv).copy_(dy);
-        const auto popts = at::TensorOptions().dtype(kernels.pdt);
-        at::Tensor dx = need_x ? at::empty_like(xv) : at::Tensor();
-        at::Tensor dg = need_g ? at::empty(gv.sizes(), popts) : at::Tensor();
-        at::Tensor db = need_b ? at::empty(bv.sizes(), popts) : at::Tensor();
-        at::Tensor g = gv.defined() ? gv.to(kernels.pdt).contiguous() : at::Tensor();
-        kernels.backward(d.data_ptr(), xv.data_ptr(), dx.defined() ? dx.data_ptr() : nullptr,
-                         kernels.dims.data(), kernels.strides.data(), kernels.params,
-                         g.defined() ? g.data_ptr() : nullptr, state.data_ptr<double>(),
-                         dg.defined() ? dg.data_ptr() : nullptr,
-                         db.defined() ? db.data_ptr() : nullptr, threads);
+        if (at::GradMode::is_enabled())
+            return in_python(train_double_backward, dy, in, {state});
+        auto [d, dx, dg, db] = buffers(dy, in);
+        const at::Tensor g = vector(in.gamma);
+        reinterpret_cast<train_backward_fn>(kernels.backward)(
+            d.data_ptr(), in.x.data_ptr(), address(dx), kernels.dims.data(),
+            kernels.strides.data(), kernels.params, address(g), state.data_ptr<double>(),
+            address(dg), address(db), threads);
         return {dx, dg, db};
     }
 };
 
-// y and the state vector of a training pass, with y's gradient edge on a C++ node; None
-// when an input carries a forward-mode tangent (the caller then takes the Python node,
-// which raises PyTorch's own error for that).
+struct AffineBackward : public PassBackward {
+    SavedVariable mean, var;
+    double eps = 0;
+
+    std::string name() const override { return "BatchNormAffineBackward"; }
+
+    void release_variables() override {
+        PassBackward::release_variables();
+        mean.reset_data();
+        var.reset_data();
+    }
+
+    variable_list apply(variable_list &&grads) override {
+        const Inputs in = unpack(this);
+        auto owner = Nodes<AffineBackward>::self(this);
+        const at::Tensor m = mean.unpack(owner), v = var.unpack(owner);
+        const at::Tensor &dy = grads[0];
+        if (!dy.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
+        if (at::GradMode::is_enabled())
+            return in_python(affine_double_backward, dy, in, {m, v});
+        auto [d, dx, dg, db] = buffers(dy, in);
+        const at::Tensor mv = vector(m), vv = vector(v), g = vector(in.gamma);
+        reinterpret_cast<infer_backward_fn>(kernels.backward)(
+            d.data_ptr(), in.x.data_ptr(), address(dx), kernels.dims.data(),
+            kernels.strides.data(), kernels.params, address(mv), address(vv), address(g), eps,
+            address(dg), address(db), threads);
+        return {dx, dg, db};
+    }
+};
+
+static bool tangent(const at::Tensor &x, const OptionalTensor &gamma, const OptionalTensor &beta) {
+    return torch::autograd::isFwGradDefined(x) || torch::autograd::isFwGradDefined(gamma) ||
+           torch::autograd::isFwGradDefined(beta);
+}
+
+// Saves the common inputs on a new node and makes it y's gradient function.
+template <class P>
+static void connect(const P &node, const Kernels &k, int threads, py::object plan,
+                    const at::Tensor &x, const at::Tensor &gamma, const at::Tensor &beta,
+                    const at::Tensor &y) {
+    node->set_next_edges(torch::autograd::collect_next_edges(x, gamma, beta));
+    node->kernels = k;
+    node->threads = threads;
+    node->x = SavedVariable(x, false);
+    node->gamma = SavedVariable(gamma, false);
+    node->beta = SavedVariable(beta, false);
+    node->plan.object = plan.release().ptr();
+    torch::autograd::set_history(y, node);
+}
+
+// y and the state vector of a training pass, y's gradient function a TrainBackward;
+// None when an input carries a forward-mode tangent (the caller then takes the Python
+// node, which raises PyTorch's own error for that).
 static py::object train(const Kernels &k, py::object plan, const at::Tensor &x,
-                        const std::optional<at::Tensor> &gamma,
-                        const std::optional<at::Tensor> &beta, double eps,
-                        const std::optional<at::Tensor> &renorm_mean,
-                        const std::optional<at::Tensor> &renorm_stddev, double rmin,
-                        double rmax, double dmax, const std::optional<at::Tensor> &adj_scale,
-                        const std::optional<at::Tensor> &adj_bias,
-                        const std::optional<at::Tensor> &moving_mean,
-                        const std::optional<at::Tensor> &moving_var,
-                        const std::optional<at::Tensor> &moving_stddev, double momentum,
-                        double renorm_momentum, int bessel, int threads) {
+                        const OptionalTensor &gamma, const OptionalTensor &beta, double eps,
+                        const OptionalTensor &renorm_mean, const OptionalTensor &renorm_stddev,
+                        double rmin, double rmax, double dmax, const OptionalTensor &adj_scale,
+                        const OptionalTensor &adj_bias, const OptionalTensor &moving_mean,
+                        const OptionalTensor &moving_var, const OptionalTensor &moving_stddev,
+                        double momentum, double renorm_momentum, int bessel, int threads) {
+    if (tangent(x, gamma, beta)) return py::none();
     const at::Tensor g_in = gamma.value_or(at::Tensor()), b_in = beta.value_or(at::Tensor());
-    if (torch::autograd::isFwGradDefined(x) || torch::autograd::isFwGradDefined(gamma) ||
-        torch::autograd::isFwGradDefined(beta))
-        return py::none();
     at::Tensor y, state;
     {
         at::NoGradGuard no_grad;
@@ -161,34 +254,56 @@ static py::object train(const Kernels &k, py::object plan, const at::Tensor &x,
         y = at::empty_like(x);
         state = at::empty({4 * k.params + k.kept}, at::TensorOptions().dtype(at::kDouble));
         py::gil_scoped_release nogil;
-        k.forward(x.data_ptr(), y.data_ptr(), k.dims.data(), k.strides.data(), k.params,
-                  g.defined() ? g.data_ptr() : nullptr, b.defined() ? b.data_ptr() : nullptr,
-                  eps, address(renorm_mean), address(renorm_stddev), rmin, rmax, dmax,
-                  address(adj_scale), address(adj_bias), state.data_ptr<double>(),
-                  address(moving_mean), address(moving_var), address(moving_stddev), momentum,
-                  renorm_momentum, bessel, 1, threads);
+        reinterpret_cast<train_forward_fn>(k.forward)(
+            x.data_ptr(), y.data_ptr(), k.dims.data(), k.strides.data(), k.params, address(g),
+            address(b), eps, address(renorm_mean), address(renorm_stddev), rmin, rmax, dmax,
+            address(adj_scale), address(adj_bias), state.data_ptr<double>(),
+            address(moving_mean), address(moving_var), address(moving_stddev), momentum,
+            renorm_momentum, bessel, 1, threads);
     }
     auto node = Nodes<TrainBackward>::make();
-    node->set_next_edges(torch::autograd::collect_next_edges(x, g_in, b_in));
-    node->kernels = k;
-    node->threads = threads;
-    node->x = SavedVariable(x, false);
-    node->gamma = SavedVariable(g_in, false);
-    node->beta = SavedVariable(b_in, false);
     node->state = state;
-    node->plan.object = plan.release().ptr();
-    torch::autograd::set_history(y, node);
+    connect(node, k, threads, std::move(plan), x, g_in, b_in, y);
     return py::make_tuple(y, state);
 }
 
+// y of an inference pass with given statistics, y's gradient function an
+// AffineBackward; None when an input carries a forward-mode tangent.
+static py::object affine(const Kernels &k, py::object plan, const at::Tensor &x,
+                         const OptionalTensor &gamma, const OptionalTensor &beta,
+                         const at::Tensor &mean, const at::Tensor &var, double eps,
+                         int threads) {
+    if (tangent(x, gamma, beta)) return py::none();
+    const at::Tensor g_in = gamma.value_or(at::Tensor()), b_in = beta.value_or(at::Tensor());
+    at::Tensor y;
+    {
+        at::NoGradGuard no_grad;
+        auto vec = [&](const at::Tensor &t) {
+            return t.defined() ? t.to(k.pdt).contiguous() : at::Tensor();
+        };
+        const at::Tensor m = vec(mean), v = vec(var), g = vec(g_in), b = vec(b_in);
+        y = at::empty_like(x);
+        py::gil_scoped_release nogil;
+        reinterpret_cast<infer_forward_fn>(k.forward)(
+            x.data_ptr(), y.data_ptr(), k.dims.data(), k.strides.data(), k.params, address(m),
+            address(v), address(g), address(b), eps, threads);
+    }
+    auto node = Nodes<AffineBackward>::make();
+    node->mean = SavedVariable(mean, false);
+    node->var = SavedVariable(var, false);
+    node->eps = eps;
+    connect(node, k, threads, std::move(plan), x, g_in, b_in, y);
+    return py::cast(y);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-    m.doc() = "batchnorm's training node in C++";
+    m.doc() = "batchnorm's autograd nodes in C++";
     py::class_<Kernels>(m, "Kernels")
         .def(py::init([](int64_t forward, int64_t backward, std::array<int64_t, 5> dims,
                          std::array<int64_t, 5> strides, int64_t params, int64_t kept,
                          bool double_params) {
-            return Kernels{reinterpret_cast<forward_fn>(forward),
-                           reinterpret_cast<backward_fn>(backward),
+            return Kernels{reinterpret_cast<void *>(forward),
+                           reinterpret_cast<void *>(backward),
                            dims,
                            strides,
                            params,
@@ -196,9 +311,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                            double_params ? at::kDouble : at::kFloat};
         }));
     m.def("train", &train);
-    m.def("set_double_backward", [](py::object fn) {
-        Py_XDECREF(double_backward);
-        double_backward = fn.release().ptr();
+    m.def("affine", &affine);
+    m.def("set_double_backward", [](py::object train_fn, py::object affine_fn) {
+        Py_XDECREF(train_double_backward);
+        Py_XDECREF(affine_double_backward);
+        train_double_backward = train_fn.release().ptr();
+        affine_double_backward = affine_fn.release().ptr();
     });
-    m.def("abi_version", []() { return 1; });
+    m.def("abi_version", []() { return 2; });
 }

@@ -39,7 +39,7 @@ from . import _native
 
 _SOURCE = Path(__file__).with_name("_autograd.cpp")
 _NAME = "_batchnorm_autograd"
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 _FLAGS = ["-O2", "-shared", "-fPIC", "-std=c++17", "-w"]
 
 _lock = threading.Lock()
@@ -118,7 +118,7 @@ def _import(target: Path) -> ModuleType:
         raise ImportError("stale autograd module")
     from . import _fused
 
-    module.set_double_backward(_fused.double_backward)
+    module.set_double_backward(_fused.double_backward, _fused.affine_double_backward)
     return module
 
 

@@ -19,6 +19,11 @@ Two implementations share that algebra:
 
 A double backward (``create_graph=True``) differentiates the composite formula
 instead (``_torch_passes.composite``), so ``gradgradcheck`` holds on every path.
+
+The training node of the C pass is C++ (``_autograd.cpp``, loaded by ``_cxx``) once
+that module is built: it calls the same kernels without Python in the step, and its
+double backward calls ``double_backward`` here. ``NativeTrainNorm`` is the Python node
+used until then and without a C++ compiler.
 """
 
 from __future__ import annotations
@@ -188,13 +193,27 @@ def double_backward(plan: Plan, dy, x, gamma, beta, state, need_x, need_g, need_
     return _composite_gradients(ctx, plan, state, dy, x, gamma, beta)[:3]
 
 
+def _affine_composite_gradients(ctx: Any, plan: Plan, dy, x, gamma, beta, mean, var):
+    """The gradients of an inference pass as a differentiable composite."""
+    one = torch.ones((), dtype=torch.float64)
+    stats = plan.stat(mean), plan.stat(var)
+    return composite_backward(ctx, dy, x, gamma, beta, plan, one, 0 * one, *stats)
+
+
+def affine_double_backward(plan: Plan, dy, x, gamma, beta, mean, var, need_x, need_g, need_b):
+    """The C++ inference node's backward with ``create_graph=True``."""
+    ctx = _Wanted((need_x, need_g, need_b, False))
+    return _affine_composite_gradients(ctx, plan, dy, x, gamma, beta, mean, var)[:3]
+
+
 @functools.lru_cache(maxsize=256)
-def _cxx_kernels(module: Any, geo: Geometry, lib: Any, dtype: torch.dtype) -> Any:
-    """The C++ module's description of one layout's passes (made once per layout)."""
+def _cxx_kernels(module: Any, geo: Geometry, lib: Any, dtype: torch.dtype, kind: str) -> Any:
+    """The C++ module's description of one layout's ``kind`` ("train" or "infer")
+    passes (made once per layout)."""
     pdt = _PARAM_DTYPE[dtype]
     return module.Kernels(
-        ctypes.cast(function(lib, "train_forward", dtype), ctypes.c_void_p).value,
-        ctypes.cast(function(lib, "train_backward", dtype), ctypes.c_void_p).value,
+        ctypes.cast(function(lib, f"{kind}_forward", dtype), ctypes.c_void_p).value,
+        ctypes.cast(function(lib, f"{kind}_backward", dtype), ctypes.c_void_p).value,
         list(geo.native.dims),
         list(geo.native.strides),
         geo.params,
@@ -233,10 +252,7 @@ class NativeAffineNorm(torch.autograd.Function):
         plan = ctx.plan
         geo = plan.geo
         if torch.is_grad_enabled():
-            one = torch.ones((), dtype=torch.float64)
-            grads = composite_backward(
-                ctx, dy, x, gamma, beta, plan, one, 0 * one, plan.stat(mean), plan.stat(var)
-            )
+            grads = _affine_composite_gradients(ctx, plan, dy, x, gamma, beta, mean, var)
             return (*grads[:3], None, None, None)
         dy = like(dy, x)
         pdt = _PARAM_DTYPE[x.dtype]
@@ -347,11 +363,13 @@ def train_native(
     x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None, plan: Plan
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The C training pass for a plan with a library: y and the state vector; through
-    the autograd node only when something needs a gradient."""
+    an autograd node only when something needs a gradient: the C++ one once it is
+    built (``_cxx``), else ``NativeTrainNorm`` (also under functorch transforms and
+    for forward-mode tangents, which it refuses with PyTorch's own error)."""
     if needs_grad(x, gamma, beta):
         module = _cxx.module()
-        if module is not None:
-            kernels = _cxx_kernels(module, plan.geo, plan.lib, x.dtype)
+        if module is not None and not torch._C._are_functorch_transforms_active():
+            kernels = _cxx_kernels(module, plan.geo, plan.lib, x.dtype, "train")
             out = module.train(
                 kernels,
                 plan,
@@ -412,7 +430,15 @@ def infer_native(
         pdt = _PARAM_DTYPE[x.dtype]
         m, v, g, b = vector(mean, pdt), vector(var, pdt), vector(gamma, pdt), vector(beta, pdt)
         return infer_pass(function(lib, "infer_forward", x.dtype), x, g, b, m, v, geo, epsilon)
-    return NativeAffineNorm.apply(x, gamma, beta, mean, var, Plan(geo, epsilon, lib=lib))
+    plan = Plan(geo, epsilon, lib=lib)
+    module = _cxx.module()
+    if module is not None and not torch._C._are_functorch_transforms_active():
+        kernels = _cxx_kernels(module, geo, lib, x.dtype, "infer")
+        threads = _native.threads(x.numel())
+        y = module.affine(kernels, plan, x, gamma, beta, mean, var, epsilon, threads)
+        if y is not None:  # None: an input carries a forward-mode tangent
+            return y
+    return NativeAffineNorm.apply(x, gamma, beta, mean, var, plan)
 
 
 def infer_pass(
