@@ -58,8 +58,8 @@ def _built_once():
 
 @pytest.fixture(params=["cpp", "python"])
 def node(request, monkeypatch):
-    """Run a test with the C++ autograd node of the C training pass and again with the
-    Python one (``torch.autograd.Function``)."""
+    """Run a test with the C++ autograd nodes of the C passes and again with the
+    Python ones (``torch.autograd.Function``)."""
     from batchnorm import _cxx
 
     if request.param == "cpp":

@@ -284,4 +284,4 @@ def test_first_build_runs_in_the_background(tmp_path):
     assert first[:2] == ["NativeTrainNormBackward", "True"]
     assert first[2].startswith("building in the background")
     assert second[:2] == [CPP_NAME, "True"]
-    assert second[2].startswith("C++ autograd node loaded")
+    assert second[2].startswith("C++ autograd nodes loaded")

@@ -109,7 +109,7 @@ def test_info_lists_versions_and_backends():
     assert re.search(r"^python 3\.\d+", result.stdout, re.MULTILINE)
     assert f"torch {torch.__version__}" in result.stdout
     assert lines["C kernels"].split(" ", 1)[0] in ("yes", "no")
-    assert lines["C++ autograd node"].split(" ", 1)[0] in ("yes", "no")
+    assert lines["C++ autograd nodes"].split(" ", 1)[0] in ("yes", "no")
     assert lines["CUDA"].startswith("yes" if torch.cuda.is_available() else "no")
     distributed = lines["torch.distributed"]
     assert distributed.startswith("yes" if torch.distributed.is_available() else "no")

@@ -1,19 +1,19 @@
-"""The optional C++ autograd node of the C training pass (``_autograd.cpp``).
+"""The optional C++ autograd nodes of the C passes (``_autograd.cpp``).
 
-A training step's autograd node costs Python time on every call: a
-``torch.autograd.Function`` takes about 6 µs to apply and its Python backward is
-called from the engine under the GIL. ``_autograd.cpp`` makes the same node in C++
-(the forward and backward still run the C kernels, through the addresses of the
-library ``_native`` loaded), which matters on small tensors, where that time is a
-good part of a step.
+A pass that autograd records needs a node, and a ``torch.autograd.Function`` costs
+Python time on every call: about 6 µs to apply, and a Python backward that the engine
+calls under the GIL. ``_autograd.cpp`` makes the same nodes in C++ (training and
+inference with gradients; the forward and backward still run the C kernels, through
+the addresses of the library ``_native`` loaded), which matters on small tensors,
+where that time is a good part of a step.
 
 It is compiled against the installed PyTorch's headers with the system C++ compiler,
 once per machine and PyTorch version, into the kernels' cache directory. The build
-takes 10–20 s, so it runs in a background thread: calls made before it finishes use
-the Python node (same kernels, same numbers) and later calls the C++ one; a
-program that ends first leaves the build to finish for the next one. No C++
-compiler, a PyTorch without headers, ``BATCHNORM_CPP=0``, or any failure leave the
-Python node in use; ``status()`` says which happened.
+takes 10–20 s, so it runs in the background: calls made before it finishes use the
+Python nodes (same kernels, same numbers) and later calls the C++ ones; a program that
+ends first leaves the build to finish for the next one. No C++ compiler, a PyTorch
+without headers, ``BATCHNORM_CPP=0``, or any failure leave the Python nodes in use;
+``status()`` says which happened.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def _load(target: Path, build: subprocess.Popen[bytes] | None = None) -> None:
         _status = f"build or load failed ({exc}); using the Python node"
         return
     _module = module
-    _status = f"C++ autograd node loaded from {target}"
+    _status = f"C++ autograd nodes loaded from {target}"
 
 
 def _start() -> None:
@@ -193,6 +193,6 @@ def wait(timeout: float | None = None) -> Any:
 
 
 def status() -> str:
-    """Whether the C++ autograd node is in use, and why not if it is not."""
+    """Whether the C++ autograd nodes are in use, and why not if they are not."""
     module()
     return _status

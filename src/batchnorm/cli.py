@@ -60,7 +60,7 @@ def info_lines() -> list[str]:
     available = "yes" if _native.library() is not None else "no"
     lines.append(f"C kernels: {available} ({_native.status()})")
     available = "yes" if _cxx.module() is not None else "no"
-    lines.append(f"C++ autograd node: {available} ({_cxx.status()})")
+    lines.append(f"C++ autograd nodes: {available} ({_cxx.status()})")
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         lines.append(f"CUDA: yes, CUDA {torch.version.cuda}, devices: {names}")
