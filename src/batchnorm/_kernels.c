@@ -360,9 +360,7 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
                     ROWS_BEGIN(r0, r1)                                                          \
                         for (i64 c = 0; c < cn; ++c) {                                          \
                             const T *restrict pv = ROW(x + ROW_OFFSET + (c0 + c) * v.sc, v.I, xb); \
-                            T s = 0;                                                            \
-                            for (i64 i = 0; i < v.I; ++i) s += pv[i] - sh[c];                   \
-                            bs[c] += s;                                                         \
+                            bs[c] += sum_dev_##SUFFIX(pv, v.I, sh[c]);                          \
                         }                                                                       \
                     ROWS_END                                                                    \
                     const T inv_n = (T)1 / (T)((r1 - r0) * v.I);                                \
@@ -371,9 +369,7 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
                         for (i64 c = 0; c < cn; ++c) {                                          \
                             const T *restrict pv = ROW(x + ROW_OFFSET + (c0 + c) * v.sc, v.I, xb); \
                             const T mu = bs[c];                                                 \
-                            T q = 0;                                                            \
-                            for (i64 i = 0; i < v.I; ++i) { T d = pv[i] - mu; q += d * d; }     \
-                            bq[c] += q;                                                         \
+                            bq[c] += sum_sq_dev_##SUFFIX(pv, v.I, mu);                          \
                         }                                                                       \
                     ROWS_END                                                                    \
                 }                                                                               \
@@ -409,14 +405,14 @@ static void stats_##SUFFIX(const S *x, view_t v, double *mean, double *var, int 
                         pr[j] = ROW(base + (a0 + j) * v.sa + i0, len, xb + j * len);            \
                         if (j == 0) shift = pr[0][0]; /* a large mean does not swamp the sum */ \
                         const T *restrict pv = pr[j];                                           \
-                        for (i64 i = 0; i < len; ++i) s += pv[i] - shift;                       \
+                        s += sum_dev_##SUFFIX(pv, len, shift);                                  \
                     }                                                                           \
                     const double count = (double)(runs * len);                                  \
                     const T mu = shift + s / (T)count;                                          \
                     T ss = 0;                                                                   \
                     for (i64 j = 0; j < runs; ++j) {                                            \
                         const T *restrict pv = pr[j];                                           \
-                        for (i64 i = 0; i < len; ++i) { T d = pv[i] - mu; ss += d * d; }        \
+                        ss += sum_sq_dev_##SUFFIX(pv, len, mu);                                 \
                     }                                                                           \
                     const double bm = (double)mu, bq = (double)ss;                              \
                     merge_block(tn + k, tm + k, tq + k, count, &bm, &bq, 1);                    \

@@ -501,6 +501,36 @@ static inline void dx_rows_##SUFFIX(const uint16_t *dy, const uint16_t *x, uint1
         dx_row_##SUFFIX(dy, x, q, n, mu, a1, a2, a3);                                           \
 }                                                                                               \
 
+/*
+ * Sums over one run of converted values: Σ (p[i] − shift) and Σ (p[i] − μ)², each kept
+ * in W partial sums (four 512-bit registers' worth) so that the additions overlap
+ * instead of waiting on one another; the partials are added in a fixed order, so
+ * results stay deterministic.
+ */
+#define DEFINE_SUMS(T, SUFFIX, W)                                                               \
+static inline T sum_dev_##SUFFIX(const T *restrict p, i64 n, T shift) {                         \
+    T acc[W] = {0}, t = 0;                                                                      \
+    i64 i = 0;                                                                                  \
+    for (; i + W <= n; i += W)                                                                  \
+        for (int j = 0; j < W; ++j) acc[j] += p[i + j] - shift;                                 \
+    for (; i < n; ++i) t += p[i] - shift;                                                       \
+    for (int j = 0; j < W; ++j) t += acc[j];                                                    \
+    return t;                                                                                   \
+}                                                                                               \
+static inline T sum_sq_dev_##SUFFIX(const T *restrict p, i64 n, T mu) {                         \
+    T acc[W] = {0}, t = 0;                                                                      \
+    i64 i = 0;                                                                                  \
+    for (; i + W <= n; i += W)                                                                  \
+        for (int j = 0; j < W; ++j) { const T d = p[i + j] - mu; acc[j] += d * d; }             \
+    for (; i < n; ++i) { const T d = p[i] - mu; t += d * d; }                                   \
+    for (int j = 0; j < W; ++j) t += acc[j];                                                    \
+    return t;                                                                                   \
+}                                                                                               \
+
+DEFINE_SUMS(float, f32, 64)
+DEFINE_SUMS(double, f64, 32)
+DEFINE_SUMS(float, bf16, 64)
+DEFINE_SUMS(float, f16, 64)
 DEFINE_LOOPS_PLAIN(float, float, f32)
 DEFINE_LOOPS_PLAIN(double, double, f64)
 DEFINE_LOOPS_16(bf16, bf16_load, bf16_store)
