@@ -264,10 +264,10 @@ static void sum_partials(const double *part, int nt, i64 P, double *a, double *b
     G += slope[p] * iv * sp[c] + intercept[p] * ss[c];                                          \
     B += ss[c];
 /* COEF(T, SQRT, c, p, A, B) over an item's channels k0 .. k0 + cn − 1, adding the parameter
-   partials A, B into ta[p], tb[p]. An item made of whole parameter groups (ghost batches)
-   sums them per item first, in fa and fb, then adds each parameter's once. */
+   partials A, B into ta[p], tb[p]. An item made of several whole parameter groups (ghost
+   batches) sums them per item first, in fa and fb, then adds each parameter's once. */
 #define FOLDED_PARAM_RUNS(COEF, T, SQRT, fa, fb, ta, tb)                                        \
-    if (P <= BUF && cn % P == 0 && k0 % P == 0) {                                               \
+    if (P <= BUF && cn % P == 0 && k0 % P == 0 && cn > P) {                                     \
         for (i64 q = 0; q < P; ++q) { fa[q] = 0; fb[q] = 0; }                                   \
         for (i64 j = 0; j < cn; j += P)                                                         \
             for (i64 q = 0; q < P; ++q) { COEF(T, SQRT, j + q, q, fa[q], fb[q]) }               \
