@@ -225,6 +225,100 @@ def test_autograd_bookkeeping(node):
 
     with fwAD.dual_level(), pytest.raises(RuntimeError, match="jvp"):
         layer(fwAD.make_dual(x.detach(), torch.ones(16, 4)).requires_grad_(), training=True)
+    mean, var = torch.zeros(4), torch.ones(4)
+    with fwAD.dual_level(), pytest.raises(RuntimeError, match="jvp"):  # a tangent on μ
+        F.inference_forward(x, [1], None, None, fwAD.make_dual(mean, torch.ones(4)), var, 1e-3)
+
+
+@pytest.mark.parametrize("frozen", [False, True], ids=["training", "frozen"])
+def test_saved_tensor_hooks_may_change_the_layout(frozen, node):
+    """A pack hook that saves a channels-last input as a contiguous copy: the backward
+    reads it with its forward strides and matches float64."""
+    rng = np.random.default_rng(6)
+    shape = (4, 6, 5, 3)
+    layer = _layer(shape, rng, axis=1, trainable=not frozen)
+    state = reference.state_of(layer)
+    x = torch.tensor(rng.normal(1.0, 2.0, shape), dtype=torch.float32)
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    dy = torch.tensor(rng.normal(size=shape), dtype=torch.float32)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t.contiguous(), lambda t: t):
+        y = layer(x, training=True)
+    y.backward(dy)
+    xd, dyd = x.detach().double().numpy(), dy.double().numpy()
+    if frozen:
+        inv = (state.gamma / np.sqrt(state.moving_variance + 1e-3)).reshape(1, 6, 1, 1)
+        dx_ref = dyd * inv
+    else:
+        dx_ref = reference.train_step(xd, dyd, [1], state, _options(layer, {}))[1]
+    np.testing.assert_allclose(x.grad.double().numpy(), dx_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_saved_tensors_keep_the_python_nodes_order(node):
+    """Both nodes save x, γ, β (then the statistics) in that order: a non-reentrant
+    checkpoint matches recomputed tensors by position, whichever node recomputes."""
+    x = torch.randn(8, 3, requires_grad=True)
+    gamma, beta = torch.rand(3, requires_grad=True), torch.randn(3, requires_grad=True)
+    mean, var = torch.randn(3), torch.rand(3) + 0.5
+    order = []
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: order.append(t.data_ptr()) or t, lambda t: t
+    ):
+        y = F.inference_forward(x, [1], gamma, beta, mean, var, 1e-3)
+        z = F.train_forward(x, [1], gamma, beta, 1e-3)[0]
+    assert (y.grad_fn.name() == "BatchNormAffineBackward") == (node == "cpp")
+    assert (z.grad_fn.name() == CPP_NAME) == (node == "cpp")
+    expected = [t.data_ptr() for t in (x, gamma, beta, mean, var, x, gamma, beta)]
+    assert order == expected
+
+
+def test_concurrent_backwards_on_one_graph(node):
+    """Two threads run backward on the same graph, one keeping it and one freeing it:
+    each gets the right gradient or PyTorch's "second time" error, never wrong numbers."""
+    import threading
+
+    layer = _layer((256, 4096), np.random.default_rng(0))
+    x = torch.randn(256, 4096, requires_grad=True)
+    dy = torch.randn(256, 4096)
+    (ref,) = torch.autograd.grad(layer(x, training=True), x, dy)
+    outcomes = []
+    for _ in range(10):
+        y = layer(x, training=True)
+        start = threading.Barrier(2)
+
+        def keep(y=y, start=start):
+            start.wait()
+            try:
+                (dx,) = torch.autograd.grad(y, x, dy, retain_graph=True)
+                outcomes.append(bool(torch.allclose(dx, ref, rtol=1e-4, atol=1e-4)))
+            except RuntimeError as exc:
+                outcomes.append("second time" in str(exc))
+
+        def free(y=y, start=start):
+            start.wait()
+            torch.autograd.grad(y, x, dy)
+
+        threads = [threading.Thread(target=keep), threading.Thread(target=free)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert outcomes == [True] * 10
+
+
+def test_compiled_autograd_takes_the_python_node():
+    """Compiled autograd traces Python nodes only: with it configured, the C++ node is
+    not used."""
+    import torch._dynamo.compiled_autograd
+    import torch._dynamo.config
+
+    if _cxx.wait() is None:
+        pytest.skip(f"no C++ node here: {_cxx.status()}")
+    layer = _layer((8, 3), np.random.default_rng(0))
+    x = torch.randn(8, 3, requires_grad=True)
+    assert layer(x, training=True).grad_fn.name() == CPP_NAME
+    with torch._dynamo.config.patch(compiled_autograd=True):
+        assert layer(x, training=True).grad_fn.name() == "NativeTrainNormBackward"
+    assert layer(x, training=True).grad_fn.name() == CPP_NAME
 
 
 def test_cpp_node_status_is_reported():

@@ -21,7 +21,9 @@
 #include <torch/csrc/utils/pybind.h>
 
 #include <array>
+#include <mutex>
 #include <optional>
+#include <vector>
 
 namespace py = pybind11;
 using torch::autograd::Node;
@@ -95,21 +97,30 @@ struct PyRef {
     }
 };
 
-// What both nodes save and do: inputs x, gamma, beta (either may be absent), the
-// layout's kernels, the thread count and the Python plan (for a double backward).
+// What both nodes save and do: inputs x, gamma, beta (either may be absent), x's strides
+// at the forward, the layout's kernels, the thread count and the Python plan (for a
+// double backward). `lock` guards the saved values: two threads may run backward on the
+// same graph, one of them releasing what the other still reads.
 struct PassBackward : public Node {
     Kernels kernels;
     int threads = 1;
     SavedVariable x, gamma, beta;
+    std::vector<int64_t> x_strides;
     PyRef plan;
+    std::mutex lock;
 
     void release_variables() override {
+        std::lock_guard<std::mutex> guard(lock);
+        release_saved();
+    }
+
+  protected:
+    virtual void release_saved() {
         x.reset_data();
         gamma.reset_data();
         beta.reset_data();
     }
 
-  protected:
     struct Inputs {
         at::Tensor x, gamma, beta;
         bool need_x, need_gamma, need_beta;
@@ -144,6 +155,13 @@ struct PassBackward : public Node {
         return result;
     }
 
+    // x as the kernels read it: with its forward strides (a saved-tensor hook may have
+    // returned another layout).
+    void restride(Inputs &in) const {
+        if (in.x.strides() != at::IntArrayRef(x_strides))
+            in.x = at::empty_strided(in.x.sizes(), x_strides, in.x.options()).copy_(in.x);
+    }
+
     // dy with x's strides (what the kernels expect), and the gradient buffers wanted.
     std::array<at::Tensor, 4> buffers(const at::Tensor &dy, const Inputs &in) const {
         const auto popts = at::TensorOptions().dtype(kernels.pdt);
@@ -163,22 +181,30 @@ struct TrainBackward : public PassBackward {
 
     std::string name() const override { return "BatchNormTrainBackward"; }
 
-    void release_variables() override {
-        PassBackward::release_variables();
+  protected:
+    void release_saved() override {
+        PassBackward::release_saved();
         state.reset();
     }
 
+  public:
     variable_list apply(variable_list &&grads) override {
-        const Inputs in = unpack(this);
+        Inputs in;
+        at::Tensor st;
+        {
+            std::lock_guard<std::mutex> guard(lock);
+            in = unpack(this);
+            st = state;
+        }
         const at::Tensor &dy = grads[0];
         if (!dy.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
-        if (at::GradMode::is_enabled())
-            return in_python(train_double_backward, dy, in, {state});
+        if (at::GradMode::is_enabled()) return in_python(train_double_backward, dy, in, {st});
+        restride(in);
         auto [d, dx, dg, db] = buffers(dy, in);
         const at::Tensor g = vector(in.gamma);
         reinterpret_cast<train_backward_fn>(kernels.backward)(
             d.data_ptr(), in.x.data_ptr(), address(dx), kernels.dims.data(),
-            kernels.strides.data(), kernels.params, address(g), state.data_ptr<double>(),
+            kernels.strides.data(), kernels.params, address(g), st.data_ptr<double>(),
             address(dg), address(db), threads);
         return {dx, dg, db};
     }
@@ -190,20 +216,28 @@ struct AffineBackward : public PassBackward {
 
     std::string name() const override { return "BatchNormAffineBackward"; }
 
-    void release_variables() override {
-        PassBackward::release_variables();
+  protected:
+    void release_saved() override {
+        PassBackward::release_saved();
         mean.reset_data();
         var.reset_data();
     }
 
+  public:
     variable_list apply(variable_list &&grads) override {
-        const Inputs in = unpack(this);
-        auto owner = Nodes<AffineBackward>::self(this);
-        const at::Tensor m = mean.unpack(owner), v = var.unpack(owner);
+        Inputs in;
+        at::Tensor m, v;
+        {
+            std::lock_guard<std::mutex> guard(lock);
+            in = unpack(this);
+            auto owner = Nodes<AffineBackward>::self(this);
+            m = mean.unpack(owner);
+            v = var.unpack(owner);
+        }
         const at::Tensor &dy = grads[0];
         if (!dy.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
-        if (at::GradMode::is_enabled())
-            return in_python(affine_double_backward, dy, in, {m, v});
+        if (at::GradMode::is_enabled()) return in_python(affine_double_backward, dy, in, {m, v});
+        restride(in);
         auto [d, dx, dg, db] = buffers(dy, in);
         const at::Tensor mv = vector(m), vv = vector(v), g = vector(in.gamma);
         reinterpret_cast<infer_backward_fn>(kernels.backward)(
@@ -228,6 +262,7 @@ static void connect(const P &node, const Kernels &k, int threads, py::object pla
     node->kernels = k;
     node->threads = threads;
     node->x = SavedVariable(x, false);
+    node->x_strides = x.strides().vec();
     node->gamma = SavedVariable(gamma, false);
     node->beta = SavedVariable(beta, false);
     node->plan.object = plan.release().ptr();
@@ -268,12 +303,15 @@ static py::object train(const Kernels &k, py::object plan, const at::Tensor &x,
 }
 
 // y of an inference pass with given statistics, y's gradient function an
-// AffineBackward; None when an input carries a forward-mode tangent.
+// AffineBackward; None when an input (statistics included) carries a forward-mode
+// tangent.
 static py::object affine(const Kernels &k, py::object plan, const at::Tensor &x,
                          const OptionalTensor &gamma, const OptionalTensor &beta,
                          const at::Tensor &mean, const at::Tensor &var, double eps,
                          int threads) {
-    if (tangent(x, gamma, beta)) return py::none();
+    if (tangent(x, gamma, beta) || torch::autograd::isFwGradDefined(mean) ||
+        torch::autograd::isFwGradDefined(var))
+        return py::none();
     const at::Tensor g_in = gamma.value_or(at::Tensor()), b_in = beta.value_or(at::Tensor());
     at::Tensor y;
     {
@@ -289,10 +327,12 @@ static py::object affine(const Kernels &k, py::object plan, const at::Tensor &x,
             address(v), address(g), address(b), eps, threads);
     }
     auto node = Nodes<AffineBackward>::make();
+    node->eps = eps;
+    // saved in the Python node's order (x, gamma, beta, mean, var): a non-reentrant
+    // checkpoint matches recomputed tensors by position, whichever node recomputes
+    connect(node, k, threads, std::move(plan), x, g_in, b_in, y);
     node->mean = SavedVariable(mean, false);
     node->var = SavedVariable(var, false);
-    node->eps = eps;
-    connect(node, k, threads, std::move(plan), x, g_in, b_in, y);
     return py::cast(y);
 }
 
@@ -318,5 +358,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         train_double_backward = train_fn.release().ptr();
         affine_double_backward = affine_fn.release().ptr();
     });
-    m.def("abi_version", []() { return 2; });
+    m.def("abi_version", []() { return 3; });
 }

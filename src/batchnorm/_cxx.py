@@ -39,7 +39,7 @@ from . import _native
 
 _SOURCE = Path(__file__).with_name("_autograd.cpp")
 _NAME = "_batchnorm_autograd"
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 _FLAGS = ["-O2", "-shared", "-fPIC", "-std=c++17", "-w"]
 
 _lock = threading.Lock()
@@ -105,7 +105,14 @@ def _spawn(compiler: str, target: Path) -> subprocess.Popen[bytes]:
 
 
 def _log(target: Path) -> Path:
-    return target.with_suffix(".log")
+    """This process's build log (per process: concurrent builds do not share one)."""
+    return target.with_name(f"{target.stem}.{os.getpid()}.log")
+
+
+def _failed(target: Path) -> Path:
+    """Where a failed build leaves the compiler's message, so that later programs do not
+    start the same doomed build; deleting it retries."""
+    return target.with_suffix(".failed")
 
 
 def _import(target: Path) -> ModuleType:
@@ -129,7 +136,10 @@ def _load(target: Path, build: subprocess.Popen[bytes] | None = None) -> None:
         if build is not None:
             code = build.wait(timeout=600)
             if code != 0:
-                detail = _log(target).read_text(errors="replace")[-300:]
+                log = _log(target)
+                detail = log.read_text(errors="replace")[-300:]
+                _failed(target).write_text(f"the compiler exited with {code}: {detail}")
+                log.unlink(missing_ok=True)
                 raise OSError(f"the compiler exited with {code}: {detail}")
         module = _import(target)
     except (OSError, ImportError, subprocess.SubprocessError) as exc:
@@ -159,6 +169,11 @@ def _start() -> None:
     if target.exists():  # built before: load now
         _load(target)
         return
+    failed = _failed(target)
+    if failed.exists():
+        detail = failed.read_text(errors="replace")
+        _status = f"build failed before ({detail}; delete {failed} to retry); using the Python node"
+        return
     try:
         build = _spawn(compiler, target)
     except OSError as exc:
@@ -186,10 +201,25 @@ def wait(timeout: float | None = None) -> Any:
     """The C++ module, waiting up to ``timeout`` seconds for a background build; None
     when it is unavailable (``status()`` says why)."""
     module()
-    thread = _thread
+    with _lock:  # _start runs under it: the thread, if any, is started
+        thread = _thread
     if thread is not None:
         thread.join(timeout)
     return _module
+
+
+def _after_fork_in_child() -> None:
+    """A child forked during a build has no build thread: it starts over on its next
+    call (and finds the parent's result once that is written)."""
+    global _lock, _thread, _status
+    _lock = threading.Lock()
+    if _module is None:
+        _thread = None
+        _status = "not loaded yet"
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def status() -> str:

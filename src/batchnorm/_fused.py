@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,7 +89,7 @@ class NativeTrainNorm(torch.autograd.Function):
             _native.threads(x.numel()),
         )
         ctx.save_for_backward(x, gamma, beta)
-        ctx.plan, ctx.state = plan, state
+        ctx.plan, ctx.state, ctx.x_stride = plan, state, x.stride()
         ctx.mark_non_differentiable(state)
         ctx.set_materialize_grads(False)  # no zeros for the state's (absent) gradient
         return y, state
@@ -102,6 +103,7 @@ class NativeTrainNorm(torch.autograd.Function):
         geo = plan.geo
         if torch.is_grad_enabled():  # double backward: differentiate the composite formula
             return _composite_gradients(ctx, plan, state, dy, x, gamma, beta)
+        x = _restrided(x, ctx.x_stride)
         dy = like(dy, x)
         pdt = _PARAM_DTYPE[x.dtype]
         dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
@@ -206,6 +208,23 @@ def affine_double_backward(plan: Plan, dy, x, gamma, beta, mean, var, need_x, ne
     return _affine_composite_gradients(ctx, plan, dy, x, gamma, beta, mean, var)[:3]
 
 
+def _cxx_node_allowed() -> bool:
+    """Whether the C++ node may record this pass: not under functorch transforms, and
+    not when compiled autograd is on or configured (it traces Python nodes only). A
+    backward that enables compiled autograd after a forward recorded a C++ node fails:
+    set ``BATCHNORM_CPP=0`` for that."""
+    if torch._C._are_functorch_transforms_active():
+        return False
+    compiled = sys.modules.get("torch._dynamo.compiled_autograd")
+    if compiled is None:
+        return True
+    config = sys.modules.get("torch._dynamo.config")
+    return not (
+        getattr(compiled, "compiled_autograd_enabled", False)
+        or getattr(config, "compiled_autograd", False)
+    )
+
+
 @functools.lru_cache(maxsize=256)
 def _cxx_kernels(module: Any, geo: Geometry, lib: Any, dtype: torch.dtype, kind: str) -> Any:
     """The C++ module's description of one layout's ``kind`` ("train" or "infer")
@@ -243,7 +262,7 @@ class NativeAffineNorm(torch.autograd.Function):
             _native.threads(x.numel()),
         )
         ctx.save_for_backward(x, gamma, beta, mean, var)
-        ctx.plan = plan
+        ctx.plan, ctx.x_stride = plan, x.stride()
         return y
 
     @staticmethod
@@ -254,6 +273,7 @@ class NativeAffineNorm(torch.autograd.Function):
         if torch.is_grad_enabled():
             grads = _affine_composite_gradients(ctx, plan, dy, x, gamma, beta, mean, var)
             return (*grads[:3], None, None, None)
+        x = _restrided(x, ctx.x_stride)
         dy = like(dy, x)
         pdt = _PARAM_DTYPE[x.dtype]
         dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
@@ -274,6 +294,14 @@ class NativeAffineNorm(torch.autograd.Function):
             _native.threads(x.numel()),
         )
         return dx, dgamma, dbeta, None, None, None
+
+
+def _restrided(x: torch.Tensor, stride: tuple[int, ...]) -> torch.Tensor:
+    """A saved x with its forward strides, which the kernels' view assumes (a
+    saved-tensor hook may have returned another layout)."""
+    if x.stride() == stride:
+        return x
+    return torch.empty_strided(x.shape, stride, dtype=x.dtype).copy_(x)
 
 
 def _param_grad(
@@ -368,7 +396,7 @@ def train_native(
     for forward-mode tangents, which it refuses with PyTorch's own error)."""
     if needs_grad(x, gamma, beta):
         module = _cxx.module()
-        if module is not None and not torch._C._are_functorch_transforms_active():
+        if module is not None and _cxx_node_allowed():
             kernels = _cxx_kernels(module, plan.geo, plan.lib, x.dtype, "train")
             out = module.train(
                 kernels,
@@ -432,7 +460,7 @@ def infer_native(
         return infer_pass(function(lib, "infer_forward", x.dtype), x, g, b, m, v, geo, epsilon)
     plan = Plan(geo, epsilon, lib=lib)
     module = _cxx.module()
-    if module is not None and not torch._C._are_functorch_transforms_active():
+    if module is not None and _cxx_node_allowed():
         kernels = _cxx_kernels(module, geo, lib, x.dtype, "infer")
         threads = _native.threads(x.numel())
         y = module.affine(kernels, plan, x, gamma, beta, mean, var, epsilon, threads)
