@@ -81,6 +81,12 @@ static PyObject *train_double_backward = nullptr, *affine_double_backward = null
 
 static void *address(const at::Tensor &t) { return t.defined() ? t.data_ptr() : nullptr; }
 
+// t as a contiguous tensor of the parameters' dtype (itself when it is one already);
+// undefined stays undefined, as _layout.vector does with None.
+static at::Tensor as_params(const at::Tensor &t, at::ScalarType pdt) {
+    return t.defined() ? t.to(pdt).contiguous() : at::Tensor();
+}
+
 static void *address(const OptionalTensor &t) { return t ? address(*t) : nullptr; }
 
 // A Python object held by a node, released under the GIL whatever thread frees the node.
@@ -170,10 +176,6 @@ struct PassBackward : public Node {
                 in.need_gamma ? at::empty(in.gamma.sizes(), popts) : at::Tensor(),
                 in.need_beta ? at::empty(in.beta.sizes(), popts) : at::Tensor()};
     }
-
-    at::Tensor vector(const at::Tensor &t) const {
-        return t.defined() ? t.to(kernels.pdt).contiguous() : at::Tensor();
-    }
 };
 
 struct TrainBackward : public PassBackward {
@@ -201,7 +203,7 @@ struct TrainBackward : public PassBackward {
         if (at::GradMode::is_enabled()) return in_python(train_double_backward, dy, in, {st});
         restride(in);
         auto [d, dx, dg, db] = buffers(dy, in);
-        const at::Tensor g = vector(in.gamma);
+        const at::Tensor g = as_params(in.gamma, kernels.pdt);
         reinterpret_cast<train_backward_fn>(kernels.backward)(
             d.data_ptr(), in.x.data_ptr(), address(dx), kernels.dims.data(),
             kernels.strides.data(), kernels.params, address(g), st.data_ptr<double>(),
@@ -239,7 +241,8 @@ struct AffineBackward : public PassBackward {
         if (at::GradMode::is_enabled()) return in_python(affine_double_backward, dy, in, {m, v});
         restride(in);
         auto [d, dx, dg, db] = buffers(dy, in);
-        const at::Tensor mv = vector(m), vv = vector(v), g = vector(in.gamma);
+        const at::Tensor mv = as_params(m, kernels.pdt), vv = as_params(v, kernels.pdt);
+        const at::Tensor g = as_params(in.gamma, kernels.pdt);
         reinterpret_cast<infer_backward_fn>(kernels.backward)(
             d.data_ptr(), in.x.data_ptr(), address(dx), kernels.dims.data(),
             kernels.strides.data(), kernels.params, address(mv), address(vv), address(g), eps,
@@ -284,8 +287,7 @@ static py::object train(const Kernels &k, py::object plan, const at::Tensor &x,
     at::Tensor y, state;
     {
         at::NoGradGuard no_grad;
-        const at::Tensor g = g_in.defined() ? g_in.to(k.pdt).contiguous() : at::Tensor();
-        const at::Tensor b = b_in.defined() ? b_in.to(k.pdt).contiguous() : at::Tensor();
+        const at::Tensor g = as_params(g_in, k.pdt), b = as_params(b_in, k.pdt);
         y = at::empty_like(x);
         state = at::empty({4 * k.params + k.kept}, at::TensorOptions().dtype(at::kDouble));
         py::gil_scoped_release nogil;
@@ -316,10 +318,8 @@ static py::object affine(const Kernels &k, py::object plan, const at::Tensor &x,
     at::Tensor y;
     {
         at::NoGradGuard no_grad;
-        auto vec = [&](const at::Tensor &t) {
-            return t.defined() ? t.to(k.pdt).contiguous() : at::Tensor();
-        };
-        const at::Tensor m = vec(mean), v = vec(var), g = vec(g_in), b = vec(b_in);
+        const at::Tensor m = as_params(mean, k.pdt), v = as_params(var, k.pdt);
+        const at::Tensor g = as_params(g_in, k.pdt), b = as_params(b_in, k.pdt);
         y = at::empty_like(x);
         py::gil_scoped_release nogil;
         reinterpret_cast<infer_forward_fn>(k.forward)(

@@ -208,21 +208,23 @@ def affine_double_backward(plan: Plan, dy, x, gamma, beta, mean, var, need_x, ne
     return _affine_composite_gradients(ctx, plan, dy, x, gamma, beta, mean, var)[:3]
 
 
-def _cxx_node_allowed() -> bool:
-    """Whether the C++ node may record this pass: not under functorch transforms, and
-    not when compiled autograd is on or configured (it traces Python nodes only). A
-    backward that enables compiled autograd after a forward recorded a C++ node fails:
-    set ``BATCHNORM_CPP=0`` for that."""
-    if torch._C._are_functorch_transforms_active():
-        return False
+def _cxx_nodes() -> Any:
+    """The C++ nodes' module when it is loaded and may record this pass, else None: not
+    under functorch transforms, and not when compiled autograd is on or configured (it
+    traces Python nodes only). A backward that enables compiled autograd after a
+    forward recorded a C++ node fails: set ``BATCHNORM_CPP=0`` for that."""
+    module = _cxx.module()
+    if module is None or torch._C._are_functorch_transforms_active():
+        return None
     compiled = sys.modules.get("torch._dynamo.compiled_autograd")
     if compiled is None:
-        return True
+        return module
     config = sys.modules.get("torch._dynamo.config")
-    return not (
-        getattr(compiled, "compiled_autograd_enabled", False)
-        or getattr(config, "compiled_autograd", False)
-    )
+    if getattr(compiled, "compiled_autograd_enabled", False) or getattr(
+        config, "compiled_autograd", False
+    ):
+        return None
+    return module
 
 
 @functools.lru_cache(maxsize=256)
@@ -395,8 +397,8 @@ def train_native(
     built (``_cxx``), else ``NativeTrainNorm`` (also under functorch transforms and
     for forward-mode tangents, which it refuses with PyTorch's own error)."""
     if needs_grad(x, gamma, beta):
-        module = _cxx.module()
-        if module is not None and _cxx_node_allowed():
+        module = _cxx_nodes()
+        if module is not None:
             kernels = _cxx_kernels(module, plan.geo, plan.lib, x.dtype, "train")
             out = module.train(
                 kernels,
@@ -459,8 +461,8 @@ def infer_native(
         m, v, g, b = vector(mean, pdt), vector(var, pdt), vector(gamma, pdt), vector(beta, pdt)
         return infer_pass(function(lib, "infer_forward", x.dtype), x, g, b, m, v, geo, epsilon)
     plan = Plan(geo, epsilon, lib=lib)
-    module = _cxx.module()
-    if module is not None and _cxx_node_allowed():
+    module = _cxx_nodes()
+    if module is not None:
         kernels = _cxx_kernels(module, geo, lib, x.dtype, "infer")
         threads = _native.threads(x.numel())
         y = module.affine(kernels, plan, x, gamma, beta, mean, var, epsilon, threads)
