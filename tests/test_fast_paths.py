@@ -313,8 +313,9 @@ def _step_against_reference(x, dy, config, rng):
         ((64, 40), {"axis": -1, "virtual_batch_size": 8}),  # one-sweep ghost batches
         ((5000, 40), {"axis": -1}),  # rows over several cache blocks
         ((67, 37), {"axis": -1}),  # rows in fours and three more; 16-wide vectors and a tail
+        ((16, 37), {"axis": -1}),  # few rows: one column of 32 channels and five single ones
     ],
-    ids=["rows", "planes", "ghost", "blocks", "odd-rows"],
+    ids=["rows", "planes", "ghost", "blocks", "odd-rows", "few-rows"],
 )
 def test_16bit_training_step_matches_float64(dtype, shape, config, backend):
     """Forward and backward of 16-bit input against the float64 reference on the same
@@ -332,6 +333,39 @@ def test_16bit_training_step_matches_float64(dtype, shape, config, backend):
     np.testing.assert_allclose(layer.beta.grad.double().numpy(), db_ref, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(layer.moving_mean.numpy(), new.moving_mean, rtol=1e-6)
     np.testing.assert_allclose(layer.moving_variance.numpy(), new.moving_variance, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "shape, config",
+    [
+        ((8, 1000), {"axis": -1}),  # a small batch: columns of channels and a tail of 8
+        ((64, 37), {"axis": -1, "virtual_batch_size": 8}),  # columns wrap around 37 parameters
+        ((96, 5), {"axis": -1, "virtual_batch_size": 32}),  # 32 rows, the most a column holds
+        ((4, 3, 2, 50), {"axis": -1}),  # 24 rows of a 4-D input
+        ((2, 70), {"axis": -1}),  # two rows
+        ((33, 40), {"axis": -1}),  # one row too many: the row loops
+    ],
+    ids=["small-batch", "ghost-wrap", "ghost-32", "4d", "two-rows", "33-rows"],
+)
+@pytest.mark.parametrize("input_grad", [True, False], ids=["dx", "no-dx"])
+def test_few_rows_match_float64(dtype, shape, config, input_grad, backend):
+    """A few rows per channel (small batches, ghost batches) take the column loops, which
+    hold a column of channels across all rows: statistics, output and gradients against
+    the float64 reference, with and without the input's gradient."""
+    rng = np.random.default_rng(2)
+    x = torch.tensor(rng.normal(3.0, 2.0, shape)).to(dtype).requires_grad_(input_grad)
+    dy = torch.tensor(rng.normal(size=shape)).to(dtype)
+    layer, y, _, (y_ref, dx_ref, dg_ref, db_ref, new) = _step_against_reference(x, dy, config, rng)
+    tol = 2e-5 if dtype == torch.float32 else 1e-10
+    np.testing.assert_allclose(y.detach().double().numpy(), y_ref, rtol=tol, atol=tol)
+    if input_grad:
+        scale = np.abs(dx_ref).max()
+        np.testing.assert_allclose(x.grad.double().numpy(), dx_ref, rtol=tol, atol=tol * scale)
+    np.testing.assert_allclose(layer.gamma.grad.double().numpy(), dg_ref, rtol=tol, atol=tol * 10)
+    np.testing.assert_allclose(layer.beta.grad.double().numpy(), db_ref, rtol=tol, atol=tol * 10)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), new.moving_mean, rtol=tol)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), new.moving_variance, rtol=tol)
 
 
 @pytest.mark.parametrize("grouping", ["strided", "contiguous"])

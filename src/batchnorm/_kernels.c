@@ -19,7 +19,9 @@
  * (at most 256 rows) is reduced with a shifted two-pass mean/M2 in T while it sits in
  * cache, and blocks are merged with Chan's parallel formula in double precision. When
  * all rows of a chunk fit in ROW_BLOCK_BYTES, statistics, coefficients and output (and in
- * the backward, sums and dx) come from one sweep that reads the input from memory once.
+ * the backward, sums and dx) come from one sweep that reads the input from memory once;
+ * with at most COL_ROWS rows (ghost batches, small batches) the sweep goes a column of
+ * channels at a time through all rows, each value loaded once.
  * 16-bit data is converted 16 values at a time in registers where AVX-512 is available.
  * The exported functions do a whole training or inference pass, including the
  * per-channel algebra (renorm r and d, adjustment, gamma, beta) in double.
@@ -263,6 +265,13 @@ static void sum_partials(const double *part, int nt, i64 P, double *a, double *b
     a3[c] = (T)(iv * gs[p]);                                                                    \
     G += slope[p] * iv * sp[c] + intercept[p] * ss[c];                                          \
     B += ss[c];
+/* the parameter partial sums alone, after the column loops computed the coefficients */
+#define SWEEP_SUMS(T, SQRT, c, p, M, V)                                                         \
+    M += (double)mo[c];                                                                         \
+    V += dv[c];
+#define DX_SUMS(T, SQRT, c, p, G, B)                                                            \
+    G += slope[p] * (double)inv[k0 + c] * sp[c] + intercept[p] * ss[c];                         \
+    B += ss[c];
 /* COEF(T, SQRT, c, p, A, B) over an item's channels k0 .. k0 + cn − 1, adding the parameter
    partials A, B into ta[p], tb[p]. An item made of several whole parameter groups (ghost
    batches) sums them per item first, in fa and fb, then adds each parameter's once. */
@@ -275,6 +284,144 @@ static void sum_partials(const double *part, int nt, i64 P, double *a, double *b
     } else {                                                                                    \
         PARAM_RUNS_BEGIN COEF(T, SQRT, c, p, ta[p], tb[p]) PARAM_RUNS_END                       \
     }
+
+/*
+ * Column loops for a few rows (ghost batches, small batches): NV vectors of channels at a
+ * time through all nr <= COL_ROWS rows (row r at + r·st), each value loaded once and kept
+ * in registers (or L1) from the statistics to the output. Same arithmetic, operation by
+ * operation and in the same order, as the row loops of the sweeps (block_moments,
+ * SWEEP_COEFFICIENTS, affine_row; reduce_row, DX_COEFFICIENTS, dx_row). NAME##_fwd does
+ * channels c .. c + NV·L − 1 of stats_affine: mu, ti = 1/√(σ² + ε), dv = σ² (double) per
+ * channel and out = (x − mu)·cs + co with cs = ti·gsx, co = gox. NAME##_bwd does those of
+ * reduce_dx: ss = Σdy, sp = Σdy·(x − μ) per channel and dx. Instantiated once with vectors
+ * and once with single values (NV = L = 1) for the channels left over.
+ */
+#define COL_ROWS 32 /* rows held per column; more rows take the row loops */
+#define COLS_OK(SUFFIX) COLS_OK_##SUFFIX
+#define COLS_OK_f32 1
+#define COLS_OK_f64 1
+#define COLS_OK_bf16 COLS_16
+#define COLS_OK_f16 COLS_16
+#define DEFINE_COL_STEPS(S, T, NAME, VT, NV, L, LDV, STV, TLD, TST, SQRT)                       \
+static inline void NAME##_fwd(const S *restrict x, S *restrict out, i64 c, i64 nr, i64 st,      \
+                              double eps, const double *restrict gsx,                           \
+                              const double *restrict gox, T *restrict mu, T *restrict ti,       \
+                              double *restrict dv) {                                            \
+    const VT zero = {0};                                                                        \
+    const T inv_n = (T)1 / (T)nr;                                                               \
+    const double inv_cnt = 1.0 / (double)nr;                                                    \
+    VT xr[COL_ROWS][NV], f[NV], s[NV], q[NV], cs[NV], co[NV];                                   \
+    T qa[NV * L], ca[NV * L], oa[NV * L];                                                       \
+    for (int u = 0; u < NV; ++u) {                                                              \
+        xr[0][u] = LDV(x + c + u * L);                                                          \
+        f[u] = xr[0][u];                                                                        \
+        s[u] = zero;                                                                            \
+        q[u] = zero;                                                                            \
+    }                                                                                           \
+    for (i64 r = 1; r < nr; ++r)                                                                \
+        for (int u = 0; u < NV; ++u) {                                                          \
+            xr[r][u] = LDV(x + r * st + c + u * L);                                             \
+            s[u] += xr[r][u] - f[u];                                                            \
+        }                                                                                       \
+    for (int u = 0; u < NV; ++u) s[u] = f[u] + s[u] * inv_n;                                    \
+    for (i64 r = 0; r < nr; ++r)                                                                \
+        for (int u = 0; u < NV; ++u) {                                                          \
+            const VT d = xr[r][u] - s[u];                                                       \
+            q[u] += d * d;                                                                      \
+        }                                                                                       \
+    for (int u = 0; u < NV; ++u) { TST(mu + c + u * L, s[u]); TST(qa + u * L, q[u]); }          \
+    for (int j = 0; j < NV * L; ++j) {                                                          \
+        const double vr = (double)qa[j] * inv_cnt;                                              \
+        const T iv = (T)1 / SQRT((T)vr + (T)eps);                                               \
+        ti[c + j] = iv;                                                                         \
+        dv[c + j] = vr;                                                                         \
+        ca[j] = (T)((double)iv * gsx[j]);                                                       \
+        oa[j] = (T)gox[j];                                                                      \
+    }                                                                                           \
+    for (int u = 0; u < NV; ++u) { cs[u] = TLD(ca + u * L); co[u] = TLD(oa + u * L); }          \
+    for (i64 r = 0; r < nr; ++r)                                                                \
+        for (int u = 0; u < NV; ++u)                                                            \
+            STV(out + r * st + c + u * L, (xr[r][u] - s[u]) * cs[u] + co[u]);                   \
+}                                                                                               \
+static inline void NAME##_bwd(const S *restrict dy, const S *restrict x, S *restrict dx, i64 c, \
+                              i64 nr, i64 st, const T *restrict mean, const T *restrict inv,    \
+                              const double *restrict gsx, double *restrict ss,                  \
+                              double *restrict sp) {                                            \
+    const VT zero = {0};                                                                        \
+    const double inv_n = 1.0 / (double)nr;                                                      \
+    VT g[COL_ROWS][NV], xc[COL_ROWS][NV], m[NV], a[NV], b[NV], a1[NV], a2[NV], a3[NV];          \
+    T aa[NV * L], ba[NV * L], k1[NV * L], k2[NV * L], k3[NV * L];                               \
+    for (int u = 0; u < NV; ++u) m[u] = TLD(mean + c + u * L);                                  \
+    for (int u = 0; u < NV; ++u) { a[u] = zero; b[u] = zero; }                                  \
+    for (i64 r = 0; r < nr; ++r)                                                                \
+        for (int u = 0; u < NV; ++u) {                                                          \
+            g[r][u] = LDV(dy + r * st + c + u * L);                                             \
+            xc[r][u] = LDV(x + r * st + c + u * L) - m[u];                                      \
+            a[u] += g[r][u];                                                                    \
+            b[u] += g[r][u] * xc[r][u];                                                         \
+        }                                                                                       \
+    for (int u = 0; u < NV; ++u) { TST(aa + u * L, a[u]); TST(ba + u * L, b[u]); }              \
+    for (int j = 0; j < NV * L; ++j) {                                                          \
+        const double iv = (double)inv[c + j];                                                   \
+        ss[c + j] = (double)aa[j];                                                              \
+        sp[c + j] = (double)ba[j];                                                              \
+        k1[j] = (T)(ss[c + j] * inv_n);                                                         \
+        k2[j] = (T)(iv * iv * sp[c + j] * inv_n);                                               \
+        k3[j] = (T)(iv * gsx[j]);                                                               \
+    }                                                                                           \
+    for (int u = 0; u < NV; ++u) {                                                              \
+        a1[u] = TLD(k1 + u * L);                                                                \
+        a2[u] = TLD(k2 + u * L);                                                                \
+        a3[u] = TLD(k3 + u * L);                                                                \
+    }                                                                                           \
+    for (i64 r = 0; r < nr; ++r)                                                                \
+        for (int u = 0; u < NV; ++u)                                                            \
+            STV(dx + r * st + c + u * L, (g[r][u] - a1[u] - xc[r][u] * a2[u]) * a3[u]);         \
+}
+
+/* The column loops over a chunk's cn channels k0 .. k0 + cn − 1: vector columns, then single
+   channels. Each column reads its parameters' values (gs, go; channel k uses p = k mod P)
+   where they lie, or from a copy when the column wraps around the parameters. */
+#define DEFINE_COLUMNS(S, T, SUFFIX, VT, L, TSUF, SQRT)                                         \
+DEFINE_COL_STEPS(S, T, colv_##SUFFIX, VT, 2, L, vld_##SUFFIX, vst_##SUFFIX, vld_##TSUF, vst_##TSUF, \
+                 SQRT)                                                                          \
+DEFINE_COL_STEPS(S, T, cols_##SUFFIX, T, 1, 1, sld_##SUFFIX, sst_##SUFFIX, sld_##TSUF, sst_##TSUF, \
+                 SQRT)                                                                          \
+static void col_stats_affine_##SUFFIX(const S *x, S *out, i64 cn, i64 nr, i64 st, i64 k0, i64 P, \
+                                      double eps, const double *gs, const double *go, T *mu,    \
+                                      T *ti, double *dv) {                                      \
+    double wg[2 * L], wo[2 * L];                                                                \
+    i64 c = 0, p = k0 % P;                                                                      \
+    for (; c + 2 * L <= cn; c += 2 * L) {                                                       \
+        const double *a = gs + p, *b = go + p;                                                  \
+        if (p + 2 * L > P) {                                                                    \
+            for (i64 j = 0; j < 2 * L; ++j) { wg[j] = gs[(p + j) % P]; wo[j] = go[(p + j) % P]; } \
+            a = wg;                                                                             \
+            b = wo;                                                                             \
+        }                                                                                       \
+        colv_##SUFFIX##_fwd(x, out, c, nr, st, eps, a, b, mu, ti, dv);                          \
+        for (p += 2 * L; p >= P;) p -= P;                                                       \
+    }                                                                                           \
+    for (; c < cn; ++c, p = p + 1 < P ? p + 1 : 0)                                              \
+        cols_##SUFFIX##_fwd(x, out, c, nr, st, eps, gs + p, go + p, mu, ti, dv);                \
+}                                                                                               \
+static void col_reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, i64 cn, i64 nr, i64 st,      \
+                                   i64 k0, i64 P, const T *mean, const T *inv, const double *gs, \
+                                   double *ss, double *sp) {                                    \
+    double wg[2 * L];                                                                           \
+    i64 c = 0, p = k0 % P;                                                                      \
+    for (; c + 2 * L <= cn; c += 2 * L) {                                                       \
+        const double *a = gs + p;                                                               \
+        if (p + 2 * L > P) {                                                                    \
+            for (i64 j = 0; j < 2 * L; ++j) wg[j] = gs[(p + j) % P];                            \
+            a = wg;                                                                             \
+        }                                                                                       \
+        colv_##SUFFIX##_bwd(dy, x, dx, c, nr, st, mean, inv, a, ss, sp);                        \
+        for (p += 2 * L; p >= P;) p -= P;                                                       \
+    }                                                                                           \
+    for (; c < cn; ++c, p = p + 1 < P ? p + 1 : 0)                                              \
+        cols_##SUFFIX##_bwd(dy, x, dx, c, nr, st, mean, inv, gs + p, ss, sp);                   \
+}
 
 /*
  * DEFINE_PRIMITIVES: S storage type, T compute type, LD/ST element conversions (generic
@@ -515,6 +662,14 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
         for (i64 it = 0; it < items; ++it) {                                                    \
             ITEM_RANGE                                                                          \
             const i64 k0 = g * v.C + c0;                                                        \
+            const i64 off0 = (seg0 / v.M) * v.sa + g * v.sg + (seg0 % v.M) * v.sm + c0;         \
+            if (COLS_OK(SUFFIX) && seg1 - seg0 <= COL_ROWS && seg0 / v.M == (seg1 - 1) / v.M) { \
+                T *mo = mean != NULL ? mean + k0 : mu, *io = mean != NULL ? inv + k0 : ti;      \
+                col_stats_affine_##SUFFIX(x + off0, out + off0, cn, seg1 - seg0, v.sm, k0, P, eps, \
+                                          gs, go, mo, io, dv);                                  \
+                FOLDED_PARAM_RUNS(SWEEP_SUMS, T, SQRT, fm, fv, tm, tv)                          \
+                continue;                                                                       \
+            }                                                                                   \
             if (seg1 - seg0 <= SUB_ROWS) { /* one sub-block: the sums stay in T */              \
                 block_moments_##SUFFIX(x, v, g, c0, cn, seg0, seg1, mu, bs);                    \
                 for (i64 c = 0; c < cn; ++c) dv[c] = (double)bs[c];                             \
@@ -589,7 +744,8 @@ static void affine_##SUFFIX(const S *x, S *out, view_t v, const T *mean, const T
             }                                                                                   \
         }                                                                                       \
     } else if (v.I == 1 && v.sc == 1) {                                                         \
-        ROW_ITEMS_W(S, v.C) /* whole rows: nothing kept per channel chunk */                    \
+        /* whole rows (nothing kept per channel chunk), unless too few rows to share */         \
+        ROW_ITEMS_W(S, v.G * v.A * v.M >= 16 * nt ? v.C : balanced_chunk(v.C))                  \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
             _Pragma("omp for schedule(static)")                                                 \
@@ -640,6 +796,14 @@ static int reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i64 P,  
             ITEM_RANGE                                                                          \
             const i64 k0 = g * v.C + c0;                                                        \
             const double inv_n = 1.0 / (double)(seg1 - seg0);                                   \
+            const i64 off0 = (seg0 / v.M) * v.sa + g * v.sg + (seg0 % v.M) * v.sm + c0;         \
+            if (dx != NULL && COLS_OK(SUFFIX) && seg1 - seg0 <= COL_ROWS &&                     \
+                seg0 / v.M == (seg1 - 1) / v.M) {                                               \
+                col_reduce_dx_##SUFFIX(dy + off0, x + off0, dx + off0, cn, seg1 - seg0, v.sm, k0, P, \
+                                       mean + k0, inv + k0, gs, ss, sp);                        \
+                FOLDED_PARAM_RUNS(DX_SUMS, T, SQRT, fg, fb, tg, tb)                             \
+                continue;                                                                       \
+            }                                                                                   \
             if (seg1 - seg0 <= SUB_ROWS) { /* one sub-block: the sums stay in T */              \
                 for (i64 c = 0; c < cn; ++c) { mu[c] = mean[k0 + c]; bs[c] = 0; bp[c] = 0; }    \
                 ROW_RUNS_BEGIN(seg0, seg1)                                                      \
@@ -811,7 +975,8 @@ static void dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, const T *mean,
             }                                                                                   \
         }                                                                                       \
     } else if (v.I == 1 && v.sc == 1) {                                                         \
-        ROW_ITEMS_W(S, v.C) /* whole rows: nothing kept per channel chunk */                    \
+        /* whole rows (nothing kept per channel chunk), unless too few rows to share */         \
+        ROW_ITEMS_W(S, v.G * v.A * v.M >= 16 * nt ? v.C : balanced_chunk(v.C))                  \
         _Pragma("omp parallel num_threads(nt)")                                                 \
         {                                                                                       \
             _Pragma("omp for schedule(static)")                                                 \
@@ -1101,15 +1266,19 @@ int bn_dx_##SUFFIX(const S *dy, const S *x, S *dx, const i64 *dims, const i64 *s
     return 0;                                                                                   \
 }
 
+DEFINE_COLUMNS(float, float, f32, vecf_t, VLF, f32, sqrtf)
 DEFINE_PRIMITIVES(float, float, f32, ID, ID, ROW_IN_PLACE, sqrtf)
 DEFINE_PASSES(float, float, f32)
 DEFINE_EXPORTS(float, float, f32)
+DEFINE_COLUMNS(double, double, f64, vecd_t, VLD, f64, sqrt)
 DEFINE_PRIMITIVES(double, double, f64, ID, ID, ROW_IN_PLACE, sqrt)
 DEFINE_PASSES(double, double, f64)
 DEFINE_EXPORTS(double, double, f64)
+DEFINE_COLUMNS(uint16_t, float, bf16, vecf_t, VLF, f32, sqrtf)
 DEFINE_PRIMITIVES(uint16_t, float, bf16, bf16_load, bf16_store, bf16_row, sqrtf)
 DEFINE_PASSES(uint16_t, float, bf16)
 DEFINE_EXPORTS(uint16_t, float, bf16)
+DEFINE_COLUMNS(uint16_t, float, f16, vecf_t, VLF, f32, sqrtf)
 DEFINE_PRIMITIVES(uint16_t, float, f16, f16_load, f16_store, f16_row, sqrtf)
 DEFINE_PASSES(uint16_t, float, f16)
 DEFINE_EXPORTS(uint16_t, float, f16)

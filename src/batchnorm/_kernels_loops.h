@@ -115,6 +115,59 @@ static inline void v16_st_bf16(uint16_t *q, __m512 v) { /* as bf16_store, 16 at 
 #define V16(...)
 #endif
 
+/*
+ * Vectors of the widest registers the compiler targets (GCC/Clang vector extensions) for
+ * the column loops of a few rows: vld/vst load and store one vector of a storage type in
+ * its compute type, sld/sst one value (the same loops run one channel at a time for the
+ * tail). 16-bit data converts 16 values in registers with AVX-512; without it the column
+ * loops are not used for 16-bit data (COLS_16 is 0).
+ */
+#if defined(__AVX512F__)
+#define VBYTES 64
+#elif defined(__AVX__)
+#define VBYTES 32
+#else
+#define VBYTES 16
+#endif
+#define VLF (VBYTES / 4) /* float lanes */
+#define VLD (VBYTES / 8) /* double lanes */
+typedef float vecf_t __attribute__((vector_size(VBYTES)));
+typedef double vecd_t __attribute__((vector_size(VBYTES)));
+static inline vecf_t vld_f32(const float *p) { vecf_t v; memcpy(&v, p, sizeof v); return v; }
+static inline void vst_f32(float *q, vecf_t v) { memcpy(q, &v, sizeof v); }
+static inline vecd_t vld_f64(const double *p) { vecd_t v; memcpy(&v, p, sizeof v); return v; }
+static inline void vst_f64(double *q, vecd_t v) { memcpy(q, &v, sizeof v); }
+static inline float sld_f32(const float *p) { return *p; }
+static inline void sst_f32(float *q, float v) { *q = v; }
+static inline double sld_f64(const double *p) { return *p; }
+static inline void sst_f64(double *q, double v) { *q = v; }
+static inline float sld_bf16(const uint16_t *p) { return bf16_load(*p); }
+static inline void sst_bf16(uint16_t *q, float v) { *q = bf16_store(v); }
+static inline float sld_f16(const uint16_t *p) { return f16_load(*p); }
+static inline void sst_f16(uint16_t *q, float v) { *q = f16_store(v); }
+#ifdef __AVX512F__
+#define COLS_16 1
+static inline vecf_t vld_bf16(const uint16_t *p) { return (vecf_t)v16_ld_bf16(p); }
+static inline void vst_bf16(uint16_t *q, vecf_t v) { v16_st_bf16(q, (__m512)v); }
+static inline vecf_t vld_f16(const uint16_t *p) { return (vecf_t)v16_ld_f16(p); }
+static inline void vst_f16(uint16_t *q, vecf_t v) { v16_st_f16(q, (__m512)v); }
+#else
+#define COLS_16 0
+#define DEFINE_V16_SCALAR(SUFFIX)                                                               \
+static inline vecf_t vld_##SUFFIX(const uint16_t *p) {                                          \
+    float b[VLF];                                                                               \
+    for (int j = 0; j < VLF; ++j) b[j] = sld_##SUFFIX(p + j);                                   \
+    return vld_f32(b);                                                                          \
+}                                                                                               \
+static inline void vst_##SUFFIX(uint16_t *q, vecf_t v) {                                        \
+    float b[VLF];                                                                               \
+    vst_f32(b, v);                                                                              \
+    for (int j = 0; j < VLF; ++j) sst_##SUFFIX(q + j, b[j]);                                    \
+}
+DEFINE_V16_SCALAR(bf16)
+DEFINE_V16_SCALAR(f16)
+#endif
+
 #define DEFINE_LOOPS_PLAIN(S, T, SUFFIX)                                                        \
 static inline void affine_run_##SUFFIX(const S *restrict p, S *restrict q, i64 n, T mu, T s,    \
                                        T o) {                                                   \
