@@ -145,35 +145,38 @@ class CallInputs:
 
     def _adjustment_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Call ``adjustment(x.shape)`` and check that (scale, bias) broadcast to ``x``."""
-        result = self.adjustment(x.shape)
+        shape = x.shape
+        result = self.adjustment(shape)
         if not isinstance(result, (tuple, list)) or len(result) != 2:
             raise ValueError(
                 f"`adjustment` must return a pair (scale, bias); returned {type(result).__name__}."
             )
-        values = []
         dtype = torch.float32 if x.dtype in SIXTEEN_BIT else x.dtype
-        for what, value in zip(("scale", "bias"), result, strict=True):
-            ready = (
-                isinstance(value, torch.Tensor)
-                and value.dtype == dtype
-                and value.device == x.device
-            )
-            if not ready:
-                if is_complex(value):
-                    raise TypeError(
-                        f"`adjustment` returned a complex {what}; expected real values."
-                    )
-                try:
-                    value = torch.as_tensor(value, dtype=dtype, device=x.device)
-                except (TypeError, ValueError, RuntimeError) as exc:
-                    raise TypeError(
-                        f"`adjustment` must return real tensors (scale, bias); returned a "
-                        f"{what} of type {type(value).__name__}."
-                    ) from exc
-            if not broadcasts_to(value.shape, x.shape):
-                raise ValueError(
-                    f"`adjustment` returned a {what} of shape {tuple(value.shape)}, which does "
-                    f"not broadcast to the input shape {tuple(x.shape)}."
-                )
-            values.append(value)
-        return values[0], values[1]
+        scale, bias = result
+        return (
+            _adjustment_tensor("scale", scale, shape, dtype, x.device),
+            _adjustment_tensor("bias", bias, shape, dtype, x.device),
+        )
+
+
+def _adjustment_tensor(
+    what: str, value: Any, shape: torch.Size, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """One value an adjustment returned, as a real tensor of ``dtype`` on ``device`` that
+    broadcasts to ``shape`` (asked on every call: a ready tensor is only checked)."""
+    if not (isinstance(value, torch.Tensor) and value.dtype == dtype and value.device == device):
+        if is_complex(value):
+            raise TypeError(f"`adjustment` returned a complex {what}; expected real values.")
+        try:
+            value = torch.as_tensor(value, dtype=dtype, device=device)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(
+                f"`adjustment` must return real tensors (scale, bias); returned a "
+                f"{what} of type {type(value).__name__}."
+            ) from exc
+    if not broadcasts_to(value.shape, shape):
+        raise ValueError(
+            f"`adjustment` returned a {what} of shape {tuple(value.shape)}, which does "
+            f"not broadcast to the input shape {tuple(shape)}."
+        )
+    return value
