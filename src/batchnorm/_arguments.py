@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -57,13 +57,10 @@ def fused_problem(
     return None
 
 
-def broadcasts_to(shape: Sequence[int], target: Sequence[int]) -> bool:
-    """Whether a tensor of ``shape`` broadcasts to exactly ``target``."""
-    return _broadcasts_to(tuple(shape), tuple(target))
-
-
 @functools.lru_cache(maxsize=256)  # asked on every call of a layer with an adjustment
-def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+def broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Whether a tensor of ``shape`` broadcasts to exactly ``target`` (tuples or
+    ``torch.Size``, which is one)."""
     offset = len(target) - len(shape)
     return offset >= 0 and all(n in (1, target[offset + i]) for i, n in enumerate(shape))
 

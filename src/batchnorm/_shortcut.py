@@ -48,7 +48,7 @@ class Entry:
     def __init__(
         self, geo: Geometry, lib: Any, dtype: torch.dtype, vshape: tuple[int, ...], axes: list[int]
     ) -> None:
-        self.geo, self.lib, self.vshape, self.axes = geo, lib, vshape, axes
+        self.geo, self.lib, self.vshape, self.axes = geo, lib, tuple(vshape), tuple(axes)
         self.pdt = PARAM_DTYPE[dtype]
         self.infer = function(lib, "infer_forward", dtype)  # the inference pass for dtype
 

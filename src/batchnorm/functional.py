@@ -512,7 +512,7 @@ def _parameter_layout(
     for a in adjustment:
         if a.requires_grad:
             return None
-        fits, expand = _per_channel(tuple(a.shape), tuple(shape), tuple(axes))
+        fits, expand = _per_channel(a.shape, tuple(shape), tuple(axes))
         if not fits:
             return None
         out.append(a if expand is None else torch.broadcast_to(a, expand))
