@@ -90,6 +90,33 @@ def test_partial_gradients_match_float64(name, node):
         p.requires_grad_(True)
 
 
+@pytest.mark.parametrize("name", list(STEPS))
+def test_training_pass_without_a_graph(name, node, monkeypatch):
+    """A training call that autograd does not record (under ``no_grad``, e.g. a pass that
+    recalibrates the moving statistics) goes through the C++ module without a node when it
+    is built, through the Python pass otherwise: output and moving statistics against
+    float64 either way."""
+    from batchnorm import _fused
+
+    if node == "cpp":  # the C++ module must take the call: the Python pass would raise
+        monkeypatch.setattr(_fused.NativeTrainNorm, "forward", None)
+    shape, config = STEPS[name]
+    rng = np.random.default_rng(5)
+    layer = _layer(shape, rng, **config)
+    options = _options(layer, config)
+    for _ in range(2):
+        x = torch.tensor(rng.normal(2.0, 3.0, shape), dtype=torch.float32)
+        state = reference.state_of(layer)
+        with torch.no_grad():
+            y = layer(x, training=True)
+        assert y.grad_fn is None
+        ref = reference.train_step(x.double().numpy(), np.zeros(shape), layer.axis, state, options)
+        np.testing.assert_allclose(y.double().numpy(), ref[0], rtol=1e-5, atol=1e-5)
+        new = ref[4]
+        np.testing.assert_allclose(layer.moving_mean.numpy(), new.moving_mean, rtol=1e-5)
+        np.testing.assert_allclose(layer.moving_variance.numpy(), new.moving_variance, rtol=1e-5)
+
+
 PATHS = {
     "plain": ({}, (6, 3), [1]),
     "renorm-ghost": ({"renorm": True, "virtual_batch_size": 2}, (6, 2, 2), [2]),

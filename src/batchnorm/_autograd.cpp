@@ -272,16 +272,18 @@ static void connect(const P &node, const Kernels &k, int threads, py::object pla
     torch::autograd::set_history(y, node);
 }
 
-// y and the state vector of a training pass, y's gradient function a TrainBackward;
-// None when an input carries a forward-mode tangent (the caller then takes the Python
-// node, which raises PyTorch's own error for that).
+// y and the state vector of a training pass, y's gradient function a TrainBackward
+// when `record` (autograd records the pass; without it the state holds no per-channel
+// part and no node is made); None when an input carries a forward-mode tangent (the
+// caller then takes the Python node, which raises PyTorch's own error for that).
 static py::object train(const Kernels &k, py::object plan, const at::Tensor &x,
                         const OptionalTensor &gamma, const OptionalTensor &beta, double eps,
                         const OptionalTensor &renorm_mean, const OptionalTensor &renorm_stddev,
                         double rmin, double rmax, double dmax, const OptionalTensor &adj_scale,
                         const OptionalTensor &adj_bias, const OptionalTensor &moving_mean,
                         const OptionalTensor &moving_var, const OptionalTensor &moving_stddev,
-                        double momentum, double renorm_momentum, int bessel, int threads) {
+                        double momentum, double renorm_momentum, int bessel, int threads,
+                        bool record) {
     if (tangent(x, gamma, beta)) return py::none();
     const at::Tensor g_in = gamma.value_or(at::Tensor()), b_in = beta.value_or(at::Tensor());
     at::Tensor y, state;
@@ -289,15 +291,17 @@ static py::object train(const Kernels &k, py::object plan, const at::Tensor &x,
         at::NoGradGuard no_grad;
         const at::Tensor g = as_params(g_in, k.pdt), b = as_params(b_in, k.pdt);
         y = at::empty_like(x);
-        state = at::empty({4 * k.params + k.kept}, at::TensorOptions().dtype(at::kDouble));
+        state = at::empty({4 * k.params + (record ? k.kept : 0)},
+                          at::TensorOptions().dtype(at::kDouble));
         py::gil_scoped_release nogil;
         reinterpret_cast<train_forward_fn>(k.forward)(
             x.data_ptr(), y.data_ptr(), k.dims.data(), k.strides.data(), k.params, address(g),
             address(b), eps, address(renorm_mean), address(renorm_stddev), rmin, rmax, dmax,
             address(adj_scale), address(adj_bias), state.data_ptr<double>(),
             address(moving_mean), address(moving_var), address(moving_stddev), momentum,
-            renorm_momentum, bessel, 1, threads);
+            renorm_momentum, bessel, record ? 1 : 0, threads);
     }
+    if (!record) return py::make_tuple(y, state);
     auto node = Nodes<TrainBackward>::make();
     node->state = state;
     connect(node, k, threads, std::move(plan), x, g_in, b_in, y);
@@ -358,5 +362,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         train_double_backward = train_fn.release().ptr();
         affine_double_backward = affine_fn.release().ptr();
     });
-    m.def("abi_version", []() { return 3; });
+    m.def("abi_version", []() { return 4; });
 }

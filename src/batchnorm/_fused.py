@@ -392,26 +392,29 @@ def train(
 def train_native(
     x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None, plan: Plan
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The C training pass for a plan with a library: y and the state vector; through
-    an autograd node only when something needs a gradient: the C++ one once it is
-    built (``_cxx``), else ``NativeTrainNorm`` (also under functorch transforms and
-    for forward-mode tangents, which it refuses with PyTorch's own error)."""
-    if needs_grad(x, gamma, beta):
-        module = _cxx_nodes()
-        if module is not None:
-            kernels = _cxx_kernels(module, plan.geo, plan.lib, x.dtype, "train")
-            out = module.train(
-                kernels,
-                plan,
-                x,
-                gamma,
-                beta,
-                plan.epsilon,
-                *_forward_arguments(plan, _PARAM_DTYPE[x.dtype]),
-                _native.threads(x.numel()),
-            )
-            if out is not None:  # None: an input carries a forward-mode tangent
-                return out
+    """The C training pass for a plan with a library: y and the state vector. Through the
+    C++ module once it is built (``_cxx``): with its autograd node when something needs
+    a gradient, else the bare pass (no Python between the call and the kernel). Else, and
+    under functorch transforms or with forward-mode tangents, ``NativeTrainNorm`` (which
+    refuses tangents with PyTorch's own error)."""
+    record = needs_grad(x, gamma, beta)
+    module = _cxx_nodes()
+    if module is not None:
+        kernels = _cxx_kernels(module, plan.geo, plan.lib, x.dtype, "train")
+        out = module.train(
+            kernels,
+            plan,
+            x,
+            gamma,
+            beta,
+            plan.epsilon,
+            *_forward_arguments(plan, _PARAM_DTYPE[x.dtype]),
+            _native.threads(x.numel()),
+            record,
+        )
+        if out is not None:  # None: an input carries a forward-mode tangent
+            return out
+    if record:
         return NativeTrainNorm.apply(x, gamma, beta, plan)
     return NativeTrainNorm.forward(_NO_GRAD, x, gamma, beta, plan)
 
