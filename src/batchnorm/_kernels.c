@@ -298,6 +298,11 @@ static void sum_partials(const double *part, int nt, i64 P, double *a, double *b
  */
 #define COL_ROWS 32 /* rows held per column; more rows take the row loops */
 #define COLS_OK(SUFFIX) COLS_OK_##SUFFIX
+/* a sweep item (rows [seg0, seg1) of chunk g, c0) the column loops take: few rows, one run of
+   consecutive rows (one a), and its first value's offset */
+#define COL_ITEM(SUFFIX)                                                                        \
+    (COLS_OK(SUFFIX) && seg1 - seg0 <= COL_ROWS && seg0 / v.M == (seg1 - 1) / v.M)
+#define COL_ITEM_OFFSET ((seg0 / v.M) * v.sa + g * v.sg + (seg0 % v.M) * v.sm + c0)
 #define COLS_OK_f32 1
 #define COLS_OK_f64 1
 #define COLS_OK_bf16 COLS_16
@@ -379,9 +384,16 @@ static inline void NAME##_bwd(const S *restrict dy, const S *restrict x, S *rest
             STV(dx + r * st + c + u * L, (g[r][u] - a1[u] - xc[r][u] * a2[u]) * a3[u]);         \
 }
 
+/* The n parameter values of consecutive channels from parameter p on (channel k uses
+   p = k mod P): where they lie, or copied into buf when they wrap around the parameters. */
+static inline const double *param_window(const double *v, i64 p, i64 P, i64 n, double *buf) {
+    if (p + n <= P) return v + p;
+    for (i64 j = 0; j < n; ++j) buf[j] = v[(p + j) % P];
+    return buf;
+}
+
 /* The column loops over a chunk's cn channels k0 .. k0 + cn − 1: vector columns, then single
-   channels. Each column reads its parameters' values (gs, go; channel k uses p = k mod P)
-   where they lie, or from a copy when the column wraps around the parameters. */
+   channels, each with its parameters' values (gs, go) from param_window. */
 #define DEFINE_COLUMNS(S, T, SUFFIX, VT, L, TSUF, SQRT)                                         \
 DEFINE_COL_STEPS(S, T, colv_##SUFFIX, VT, 2, L, vld_##SUFFIX, vst_##SUFFIX, vld_##TSUF, vst_##TSUF, \
                  SQRT)                                                                          \
@@ -393,13 +405,8 @@ static void col_stats_affine_##SUFFIX(const S *x, S *out, i64 cn, i64 nr, i64 st
     double wg[2 * L], wo[2 * L];                                                                \
     i64 c = 0, p = k0 % P;                                                                      \
     for (; c + 2 * L <= cn; c += 2 * L) {                                                       \
-        const double *a = gs + p, *b = go + p;                                                  \
-        if (p + 2 * L > P) {                                                                    \
-            for (i64 j = 0; j < 2 * L; ++j) { wg[j] = gs[(p + j) % P]; wo[j] = go[(p + j) % P]; } \
-            a = wg;                                                                             \
-            b = wo;                                                                             \
-        }                                                                                       \
-        colv_##SUFFIX##_fwd(x, out, c, nr, st, eps, a, b, mu, ti, dv);                          \
+        colv_##SUFFIX##_fwd(x, out, c, nr, st, eps, param_window(gs, p, P, 2 * L, wg),          \
+                            param_window(go, p, P, 2 * L, wo), mu, ti, dv);                     \
         for (p += 2 * L; p >= P;) p -= P;                                                       \
     }                                                                                           \
     for (; c < cn; ++c, p = p + 1 < P ? p + 1 : 0)                                              \
@@ -411,12 +418,8 @@ static void col_reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, i64 cn, i64 n
     double wg[2 * L];                                                                           \
     i64 c = 0, p = k0 % P;                                                                      \
     for (; c + 2 * L <= cn; c += 2 * L) {                                                       \
-        const double *a = gs + p;                                                               \
-        if (p + 2 * L > P) {                                                                    \
-            for (i64 j = 0; j < 2 * L; ++j) wg[j] = gs[(p + j) % P];                            \
-            a = wg;                                                                             \
-        }                                                                                       \
-        colv_##SUFFIX##_bwd(dy, x, dx, c, nr, st, mean, inv, a, ss, sp);                        \
+        colv_##SUFFIX##_bwd(dy, x, dx, c, nr, st, mean, inv, param_window(gs, p, P, 2 * L, wg), \
+                            ss, sp);                                                            \
         for (p += 2 * L; p >= P;) p -= P;                                                       \
     }                                                                                           \
     for (; c < cn; ++c, p = p + 1 < P ? p + 1 : 0)                                              \
@@ -662,8 +665,8 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
         for (i64 it = 0; it < items; ++it) {                                                    \
             ITEM_RANGE                                                                          \
             const i64 k0 = g * v.C + c0;                                                        \
-            const i64 off0 = (seg0 / v.M) * v.sa + g * v.sg + (seg0 % v.M) * v.sm + c0;         \
-            if (COLS_OK(SUFFIX) && seg1 - seg0 <= COL_ROWS && seg0 / v.M == (seg1 - 1) / v.M) { \
+            if (COL_ITEM(SUFFIX)) {                                                             \
+                const i64 off0 = COL_ITEM_OFFSET;                                               \
                 T *mo = mean != NULL ? mean + k0 : mu, *io = mean != NULL ? inv + k0 : ti;      \
                 col_stats_affine_##SUFFIX(x + off0, out + off0, cn, seg1 - seg0, v.sm, k0, P, eps, \
                                           gs, go, mo, io, dv);                                  \
@@ -796,9 +799,8 @@ static int reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i64 P,  
             ITEM_RANGE                                                                          \
             const i64 k0 = g * v.C + c0;                                                        \
             const double inv_n = 1.0 / (double)(seg1 - seg0);                                   \
-            const i64 off0 = (seg0 / v.M) * v.sa + g * v.sg + (seg0 % v.M) * v.sm + c0;         \
-            if (dx != NULL && COLS_OK(SUFFIX) && seg1 - seg0 <= COL_ROWS &&                     \
-                seg0 / v.M == (seg1 - 1) / v.M) {                                               \
+            if (dx != NULL && COL_ITEM(SUFFIX)) {                                               \
+                const i64 off0 = COL_ITEM_OFFSET;                                               \
                 col_reduce_dx_##SUFFIX(dy + off0, x + off0, dx + off0, cn, seg1 - seg0, v.sm, k0, P, \
                                        mean + k0, inv + k0, gs, ss, sp);                        \
                 FOLDED_PARAM_RUNS(DX_SUMS, T, SQRT, fg, fb, tg, tb)                             \
