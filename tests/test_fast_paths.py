@@ -228,6 +228,37 @@ def test_16bit_round_trip_is_exact_for_every_value(dtype, layout, backend):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["rows", "planes"])
+def test_16bit_rounding_matches_torch_for_every_value(dtype, layout, backend):
+    """With mean 0, variance 1, ε 0 and γ 1 the float32 result is exactly x + β, so the
+    stored 16-bit value must be PyTorch's own rounding of it (nearest, ties to even)
+    bit for bit: every 16-bit x against offsets that round up, round down, tie, carry
+    into the exponent, overflow, and land on subnormals or zero."""
+    tiny = float(torch.finfo(dtype).tiny)
+    offsets = [0.0, 1 / 3, -1 / 3, 1e-3, -7.5, 0.5 * tiny, -0.75 * tiny, 3 * tiny, 1e4, -65504.0]
+    torch.manual_seed(0)
+    channels = 1024 if layout == "rows" else 16
+    beta = torch.tensor(offsets)[torch.randint(len(offsets), (channels,))]
+    beta[:3] = torch.randn(3)  # arbitrary offsets
+    bits = torch.arange(65536, dtype=torch.int32).to(torch.int16)
+    x = bits.view(dtype)
+    x = x.reshape(64, 1024) if layout == "rows" else x[torch.randperm(65536)].reshape(4, 16, 1024)
+    layer = BatchNormalization(axis=1, epsilon=0.0)
+    layer(x[:2], training=False)
+    with torch.no_grad():
+        layer.moving_variance.fill_(1.0)
+        layer.beta.copy_(beta)
+    y = layer(x, training=False)
+    shaped = beta if layout == "rows" else beta.reshape(16, 1)
+    expected = (x.float() + shaped).to(dtype)
+    same = (y.view(torch.int16) == expected.view(torch.int16)) | (
+        torch.isnan(y) & torch.isnan(expected)
+    )
+    same |= (y == 0) & (expected == 0)  # −0 against +0: x − 0 + (−0) is +0 in IEEE
+    assert bool(same.all()), y.view(torch.int16)[~same][:8]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_16bit_training_matches_float32_math(dtype, backend):
     torch.manual_seed(0)
     x = (torch.randn(16, 5, 7, 3) * 3 + 2).to(dtype)

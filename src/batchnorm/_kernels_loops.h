@@ -104,6 +104,14 @@ static inline __m512 v16_ld_bf16(const uint16_t *p) {
 }
 static inline void v16_st_bf16(uint16_t *q, __m512 v) { /* as bf16_store, 16 at a time */
     const __m512i u = _mm512_castps_si512(v);
+#if defined(__AVX512BF16__) && defined(__AVX512DQ__)
+    /* the instruction rounds as bf16_store does but reads subnormals as zero: those take
+     * the integer path below */
+    if (!_mm512_fpclass_ps_mask(v, 0x20)) {
+        _mm256_storeu_si256((__m256i *)q, (__m256i)_mm512_cvtneps_pbh(v));
+        return;
+    }
+#endif
     const __m512i hi = _mm512_srli_epi32(u, 16);
     const __m512i lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
     __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
