@@ -117,6 +117,43 @@ def test_training_pass_without_a_graph(name, node, monkeypatch):
         np.testing.assert_allclose(layer.moving_variance.numpy(), new.moving_variance, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", list(STEPS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_inference_pass_without_a_graph(name, dtype, node, monkeypatch):
+    """An inference call that autograd does not record (under ``no_grad``, or with
+    nothing that requires a gradient) goes through the C++ module without a node when it
+    is built, through ctypes otherwise: the layer's call and ``inference_forward`` with
+    statistics of another dtype, against float64."""
+    from batchnorm import _fused
+
+    if node == "cpp":  # the C++ module must take the call: the ctypes route would raise
+        monkeypatch.setattr(_fused, "_infer_ctypes", None)
+    shape, config = STEPS[name]
+    config = {k: v for k, v in config.items() if k != "virtual_batch_size"}
+    rng = np.random.default_rng(6)
+    layer = _layer(shape, rng, **config)
+    if dtype == torch.float64:
+        layer.double()
+    state = reference.state_of(layer)
+    x = torch.tensor(rng.normal(2.0, 3.0, shape), dtype=dtype)
+    ref = reference.inference(x.double().numpy(), layer._axes, state, layer.epsilon)
+    tol = {torch.float16: 4e-3, torch.float32: 1e-5, torch.float64: 1e-12}[dtype]
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            for p in layer.trainable_weights:
+                p.requires_grad_(False)
+            y = layer(x, training=False)
+        assert y.grad_fn is None and y.dtype == dtype
+        np.testing.assert_allclose(y.double().numpy(), ref, rtol=tol, atol=tol)
+    gamma, beta, mean, var = (
+        None if w is None else torch.tensor(w)
+        for w in (state.gamma, state.beta, state.moving_mean, state.moving_variance)
+    )
+    with torch.no_grad():  # variables in float64, whatever x's dtype
+        y = F.inference_forward(x, layer._axes, gamma, beta, mean, var, layer.epsilon)
+    np.testing.assert_allclose(y.double().numpy(), ref, rtol=tol, atol=tol)
+
+
 PATHS = {
     "plain": ({}, (6, 3), [1]),
     "renorm-ghost": ({"renorm": True, "virtual_batch_size": 2}, (6, 2, 2), [2]),

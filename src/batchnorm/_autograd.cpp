@@ -309,12 +309,12 @@ static py::object train(const Kernels &k, py::object plan, const at::Tensor &x,
 }
 
 // y of an inference pass with given statistics, y's gradient function an
-// AffineBackward; None when an input (statistics included) carries a forward-mode
-// tangent.
+// AffineBackward when `record` (else no node is made); None when an input (statistics
+// included) carries a forward-mode tangent.
 static py::object affine(const Kernels &k, py::object plan, const at::Tensor &x,
                          const OptionalTensor &gamma, const OptionalTensor &beta,
                          const at::Tensor &mean, const at::Tensor &var, double eps,
-                         int threads) {
+                         int threads, bool record) {
     if (tangent(x, gamma, beta) || torch::autograd::isFwGradDefined(mean) ||
         torch::autograd::isFwGradDefined(var))
         return py::none();
@@ -330,6 +330,7 @@ static py::object affine(const Kernels &k, py::object plan, const at::Tensor &x,
             x.data_ptr(), y.data_ptr(), k.dims.data(), k.strides.data(), k.params, address(m),
             address(v), address(g), address(b), eps, threads);
     }
+    if (!record) return py::cast(y);
     auto node = Nodes<AffineBackward>::make();
     node->eps = eps;
     // saved in the Python node's order (x, gamma, beta, mean, var): a non-reentrant
@@ -362,5 +363,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         train_double_backward = train_fn.release().ptr();
         affine_double_backward = affine_fn.release().ptr();
     });
-    m.def("abi_version", []() { return 4; });
+    m.def("abi_version", []() { return 5; });
 }

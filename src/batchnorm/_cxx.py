@@ -39,7 +39,7 @@ from . import _native
 
 _SOURCE = Path(__file__).with_name("_autograd.cpp")
 _NAME = "_batchnorm_autograd"
-_ABI_VERSION = 4
+_ABI_VERSION = 5
 _FLAGS = ["-O2", "-shared", "-fPIC", "-std=c++17", "-w"]
 
 _lock = threading.Lock()

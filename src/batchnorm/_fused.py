@@ -228,7 +228,7 @@ def _cxx_nodes() -> Any:
 
 
 @functools.lru_cache(maxsize=256)
-def _cxx_kernels(module: Any, geo: Geometry, lib: Any, dtype: torch.dtype, kind: str) -> Any:
+def cxx_kernels(module: Any, geo: Geometry, lib: Any, dtype: torch.dtype, kind: str) -> Any:
     """The C++ module's description of one layout's ``kind`` ("train" or "infer")
     passes (made once per layout)."""
     pdt = _PARAM_DTYPE[dtype]
@@ -400,7 +400,7 @@ def train_native(
     record = needs_grad(x, gamma, beta)
     module = _cxx_nodes()
     if module is not None:
-        kernels = _cxx_kernels(module, plan.geo, plan.lib, x.dtype, "train")
+        kernels = cxx_kernels(module, plan.geo, plan.lib, x.dtype, "train")
         out = module.train(
             kernels,
             plan,
@@ -462,32 +462,58 @@ def infer_native(
     if not needs_grad(x, gamma, beta):
         pdt = _PARAM_DTYPE[x.dtype]
         m, v, g, b = vector(mean, pdt), vector(var, pdt), vector(gamma, pdt), vector(beta, pdt)
-        return infer_pass(function(lib, "infer_forward", x.dtype), x, g, b, m, v, geo, epsilon)
+        return infer_pass(geo, lib, x, g, b, m, v, epsilon)
     plan = Plan(geo, epsilon, lib=lib)
     module = _cxx_nodes()
     if module is not None:
-        kernels = _cxx_kernels(module, geo, lib, x.dtype, "infer")
+        kernels = cxx_kernels(module, geo, lib, x.dtype, "infer")
         threads = _native.threads(x.numel())
-        y = module.affine(kernels, plan, x, gamma, beta, mean, var, epsilon, threads)
+        y = module.affine(kernels, plan, x, gamma, beta, mean, var, epsilon, threads, True)
         if y is not None:  # None: an input carries a forward-mode tangent
             return y
     return NativeAffineNorm.apply(x, gamma, beta, mean, var, plan)
 
 
 def infer_pass(
-    fn: Any,
+    geo: Geometry,
+    lib: Any,
     x: torch.Tensor,
     gamma: torch.Tensor | None,
     beta: torch.Tensor | None,
     mean: torch.Tensor,
     var: torch.Tensor,
-    geo: Geometry,
     epsilon: float,
+    kernels: Any = None,
 ) -> torch.Tensor:
-    """``fn`` (the library's ``infer_forward`` for x's dtype) on variables that are
-    already contiguous CPU tensors of the parameter dtype; no autograd node."""
+    """The inference pass without an autograd node, on variables that are already
+    contiguous CPU tensors of the parameter dtype: through the C++ module once it is
+    built (``kernels``: its description of this layout, when the caller keeps one),
+    else through ctypes."""
+    threads = _native.threads(x.numel())
+    module = _cxx.module()
+    if module is not None:
+        if kernels is None:
+            kernels = cxx_kernels(module, geo, lib, x.dtype, "infer")
+        y = module.affine(kernels, None, x, gamma, beta, mean, var, epsilon, threads, False)
+        if y is not None:  # None: an input carries a forward-mode tangent
+            return y
+    return _infer_ctypes(geo, lib, x, gamma, beta, mean, var, epsilon, threads)
+
+
+def _infer_ctypes(
+    geo: Geometry,
+    lib: Any,
+    x: torch.Tensor,
+    gamma: torch.Tensor | None,
+    beta: torch.Tensor | None,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    epsilon: float,
+    threads: int,
+) -> torch.Tensor:
+    """``infer_pass`` through the library's ctypes function."""
     y = torch.empty_like(x)
-    fn(
+    function(lib, "infer_forward", x.dtype)(
         x.data_ptr(),
         y.data_ptr(),
         geo.native.dims,
@@ -498,6 +524,6 @@ def infer_pass(
         None if gamma is None else gamma.data_ptr(),
         None if beta is None else beta.data_ptr(),
         epsilon,
-        _native.threads(x.numel()),
+        threads,
     )
     return y

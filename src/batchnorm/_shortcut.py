@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch.nn.modules import module as _module
 
-from . import _fused
+from . import _cxx, _fused
 from . import functional as F
 from ._checks import check_clipping_values
 from ._layout import (
@@ -29,7 +29,6 @@ from ._layout import (
     Geometry,
     Plan,
     dense,
-    function,
     geometry,
     ghost_layout,
     in_place,
@@ -43,14 +42,24 @@ _MAX_ENTRIES = 64  # layouts kept per layer; beyond that the cache starts over
 class Entry:
     """What a layer's passes need of one input layout (shape, strides, dtype, mode)."""
 
-    __slots__ = ("axes", "geo", "infer", "lib", "pdt", "vshape")
+    __slots__ = ("axes", "geo", "kernels", "lib", "module", "pdt", "vshape")
 
     def __init__(
         self, geo: Geometry, lib: Any, dtype: torch.dtype, vshape: tuple[int, ...], axes: list[int]
     ) -> None:
         self.geo, self.lib, self.vshape, self.axes = geo, lib, tuple(vshape), tuple(axes)
         self.pdt = PARAM_DTYPE[dtype]
-        self.infer = function(lib, "infer_forward", dtype)  # the inference pass for dtype
+        self.module = self.kernels = None  # the C++ module's inference kernels, once built
+
+    def infer(self, x, gamma, beta, mean, var, epsilon: float) -> torch.Tensor:
+        """The inference pass without an autograd node (see ``_fused.infer_pass``)."""
+        module = _cxx.module()
+        if module is not self.module and module is not None:
+            self.module = module
+            self.kernels = _fused.cxx_kernels(module, self.geo, self.lib, x.dtype, "infer")
+        return _fused.infer_pass(
+            self.geo, self.lib, x, gamma, beta, mean, var, epsilon, self.kernels
+        )
 
 
 class Entries(dict):
@@ -175,9 +184,7 @@ def call(layer: Any, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor | 
             return _fused.infer_native(
                 x, gamma, beta, mean, variance, entry.geo, entry.lib, layer.epsilon
             )
-        return _fused.infer_pass(
-            entry.infer, x, gamma, beta, mean, variance, entry.geo, layer.epsilon
-        )
+        return entry.infer(x, gamma, beta, mean, variance, layer.epsilon)
     renorm = None
     if layer.renorm:
         stddev, rmean, rstd = (

@@ -1,12 +1,13 @@
 """Benchmarks: batchnorm against PyTorch's native batch norm, a plain copy and tf_keras.
 
-Every timing is the median of repeated runs in one process, reported in
-milliseconds and as ratios: to a ``y.copy_(x)`` of the same tensor (the memory
-traffic unit: inference needs ≥ 1.0×, a training forward ≥ 1.5×, forward +
-backward ≈ 4×), to PyTorch's native kernel on the same data, and to our own
-plain path. Run ``python -m batchnorm bench`` (or ``python benchmarks/run.py``);
-preload tcmalloc for stable numbers (see ``benchmarks/RESULTS.md``); ``--sync WORLD``
-measures synchronized statistics (``batchnorm/bench_sync.py``).
+Every implementation of a case and mode runs in each of several interleaved rounds in
+one process. A timing is the median over rounds, in milliseconds; a ratio is the median
+over rounds of the two times of one round (drift of a shared host cancels): to a
+``y.copy_(x)`` of the same tensor (the memory traffic unit: inference needs ≥ 1.0×, a
+training forward ≥ 1.5×, forward + backward ≈ 4×), to PyTorch's native kernel on the
+same data, and to our own plain path. Run ``python -m batchnorm bench`` (or ``python
+benchmarks/run.py``); preload tcmalloc for stable numbers (see ``benchmarks/RESULTS.md``);
+``--sync WORLD`` measures synchronized statistics (``batchnorm/bench_sync.py``).
 """
 
 from __future__ import annotations
@@ -64,15 +65,17 @@ class Row:
     mode: str
     impl: str
     ms: float
-    copy_ms: float
+    copy: float  # ÷ copy
     ref: dict[str, float] = field(default_factory=dict)
 
 
-def _measure(fns: dict[str, Callable[[], Any]], rounds: int, min_time: float) -> dict[str, float]:
-    """Median time per call (ms) of every closure, measured in interleaved rounds.
+def _measure(
+    fns: dict[str, Callable[[], Any]], rounds: int, min_time: float
+) -> dict[str, list[float]]:
+    """Time per call (ms) of every closure in each of ``rounds`` interleaved rounds.
 
     Each round runs every closure for about ``min_time / rounds`` seconds in turn,
-    so drift of a shared machine affects all implementations alike.
+    so drift of a shared machine affects all implementations of a round alike.
     """
     per_call: dict[str, list[float]] = {name: [] for name in fns}
     calls: dict[str, int] = {}
@@ -87,8 +90,13 @@ def _measure(fns: dict[str, Callable[[], Any]], rounds: int, min_time: float) ->
             t0 = time.perf_counter()
             for _ in range(calls[name]):
                 fn()
-            per_call[name].append((time.perf_counter() - t0) / calls[name])
-    return {name: statistics.median(times) * 1e3 for name, times in per_call.items()}
+            per_call[name].append((time.perf_counter() - t0) / calls[name] * 1e3)
+    return per_call
+
+
+def _ratio(times: list[float], reference: list[float]) -> float:
+    """The median over rounds of one round's time ÷ the reference's in the same round."""
+    return statistics.median(t / r for t, r in zip(times, reference, strict=True))
 
 
 def _input(case: Case, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -252,16 +260,16 @@ def run(
                     if fn is not None:
                         fns[f"tf_keras {name}"] = fn
             timings = _measure(fns, rounds, min_time * len(fns) / 4)
-            copy_ms = timings.pop("copy")
-            for impl, ms in timings.items():
-                row = Row(case_name, mode, impl, ms, copy_ms)
+            copy = timings.pop("copy")
+            for impl, times in timings.items():
+                row = Row(case_name, mode, impl, statistics.median(times), _ratio(times, copy))
                 torch_ref = "torch F.batch_norm"
                 for dtype_name in ("float16", "bfloat16"):
                     if impl.endswith(dtype_name):
                         torch_ref = f"torch F.batch_norm {dtype_name}"
-                row.ref["torch"] = ms / timings[torch_ref]
+                row.ref["torch"] = _ratio(times, timings[torch_ref])
                 if "ours plain" in timings:
-                    row.ref["plain"] = ms / timings["ours plain"]
+                    row.ref["plain"] = _ratio(times, timings["ours plain"])
                 rows.append(row)
                 print(_format(row), flush=True)
             gc.collect()
@@ -270,7 +278,7 @@ def run(
 
 def _format(row: Row) -> str:
     return (
-        f"| {row.case} | {row.mode} | {row.impl} | {row.ms:.3f} | {row.ms / row.copy_ms:.2f}× | "
+        f"| {row.case} | {row.mode} | {row.impl} | {row.ms:.3f} | {row.copy:.2f}× | "
         f"{row.ref.get('torch', float('nan')):.2f}× | {row.ref.get('plain', float('nan')):.2f}× |"
     )
 
