@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch.nn.modules import module as _module
 
-from . import _cxx, _fused
+from . import _cxx, _fused, _native
 from . import functional as F
 from ._checks import check_clipping_values
 from ._layout import (
@@ -36,6 +36,8 @@ from ._layout import (
 )
 
 _MISSING = object()
+_is_compiling = torch.compiler.is_compiling  # (bound once: fewer lookups on each call)
+_tracing_state = torch._C._get_tracing_state
 _MAX_ENTRIES = 64  # layouts kept per layer; beyond that the cache starts over
 
 
@@ -154,8 +156,8 @@ def call(layer: Any, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor | 
         or layer.check_numerics
         or _hooked(layer)
         or getattr(x, "_keras_mask", None) is not None
-        or torch.compiler.is_compiling()
-        or torch._C._get_tracing_state()
+        or _is_compiling()
+        or _tracing_state()
     ):
         return None
     if not layer._trainable:
@@ -184,6 +186,16 @@ def call(layer: Any, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor | 
             return _fused.infer_native(
                 x, gamma, beta, mean, variance, entry.geo, entry.lib, layer.epsilon
             )
+        # the C++ pass called from here: on large inputs the Python between two passes
+        # runs with cold caches, where each frame and lookup costs microseconds
+        module = entry.module
+        if module is not None and module is _cxx._module:
+            threads = _native.threads(x.numel())
+            y = module.affine(
+                entry.kernels, None, x, gamma, beta, mean, variance, layer.epsilon, threads, False
+            )
+            if y is not None:
+                return y
         return entry.infer(x, gamma, beta, mean, variance, layer.epsilon)
     renorm = None
     if layer.renorm:
