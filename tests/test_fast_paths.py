@@ -530,7 +530,8 @@ def test_short_call_matches_general_path(name, route, node):
 
 def test_short_call_follows_changes_to_the_layer():
     """What the short call keeps per layout never outlives a change to the layer: new
-    variable values, a dtype change, a hook registered later, freezing, eval mode."""
+    variable values, a dtype change, a hook registered later (the layer's or a global
+    one), freezing, eval mode; an input with other strides has its own layout."""
     rng = np.random.default_rng(7)
     layer = BatchNormalization(momentum=0.5)
     x = torch.tensor(rng.normal(1.0, 2.0, (32, 6)), dtype=torch.float32)
@@ -564,6 +565,18 @@ def test_short_call_follows_changes_to_the_layer():
     layer(x.double(), training=False)
     assert calls == [1]
     handle.remove()
+    # so are PyTorch's global module hooks, and a non-contiguous input of a seen shape
+    # gets its own layout entry
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda *a: calls.append(2))
+    layer(x.double(), training=False)
+    handle.remove()
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(lambda *a: calls.append(3))
+    layer(x.double(), training=False)
+    handle.remove()
+    assert calls == [1, 2, 3]
+    strided = torch.tensor(rng.normal(1.0, 2.0, (6, 32))).t()
+    expect_inference(layer(strided, training=False), strided)
+    expect_inference(layer(strided.contiguous(), training=False), strided)
     # frozen: training=True runs the inference arithmetic and updates nothing
     layer.trainable = False
     before = layer.moving_mean.clone()
