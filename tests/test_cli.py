@@ -212,6 +212,29 @@ def test_bench_prints_times_and_ratios():
     assert {r[1] for r in memory} == {"plain", "renorm", "vbs=8"}
 
 
+def test_bench_device_is_checked():
+    """A device the benchmark cannot use is refused with an error naming ``--device``."""
+    for device in ("cuda", "mps", "nonsense"):
+        if device == "cuda" and torch.cuda.is_available():
+            continue
+        result = run("bench", "--cases", "D", "--device", device, "--no-tf")
+        assert result.returncode == 2, (device, result.stdout, result.stderr)
+        assert "--device" in result.stderr and device in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bench_runs_on_cuda():
+    result = run(
+        "bench", "--cases", "C", "--variants", "plain,renorm,float16", "--rounds", "1",
+        "--min-time", "0.01", "--device", "cuda", "--memory",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = table_rows(result.stdout)
+    impls = {r[2] for r in rows if len(r) == 7}
+    assert {"ours plain", "ours renorm", "ours float16", "torch F.batch_norm"} <= impls, rows
+    assert "device" in result.stdout.splitlines()[0]
+
+
 def test_bench_sync_runs_two_gloo_processes():
     result = run("bench", "--sync", "2", "--cases", "C", "--rounds", "1", "--min-time", "0.01")
     assert result.returncode == 0, result.stderr

@@ -70,19 +70,25 @@ class Row:
 
 
 def _measure(
-    fns: dict[str, Callable[[], Any]], rounds: int, min_time: float
+    fns: dict[str, Callable[[], Any]],
+    rounds: int,
+    min_time: float,
+    sync: Callable[[], Any] = lambda: None,
 ) -> dict[str, list[float]]:
     """Time per call (ms) of every closure in each of ``rounds`` interleaved rounds.
 
     Each round runs every closure for about ``min_time / rounds`` seconds in turn,
-    so drift of a shared machine affects all implementations of a round alike.
+    so drift of a shared machine affects all implementations of a round alike;
+    ``sync`` waits for queued device work (CUDA) before a clock is read.
     """
     per_call: dict[str, list[float]] = {name: [] for name in fns}
     calls: dict[str, int] = {}
     for name, fn in fns.items():  # warm up, and size the batches
         fn()
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         once = max(time.perf_counter() - t0, 1e-6)
         calls[name] = max(1, int(min_time / rounds / once))
     for _ in range(rounds):
@@ -90,6 +96,7 @@ def _measure(
             t0 = time.perf_counter()
             for _ in range(calls[name]):
                 fn()
+            sync()
             per_call[name].append((time.perf_counter() - t0) / calls[name] * 1e3)
     return per_call
 
@@ -99,9 +106,9 @@ def _ratio(times: list[float], reference: list[float]) -> float:
     return statistics.median(t / r for t, r in zip(times, reference, strict=True))
 
 
-def _input(case: Case, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def _input(case: Case, dtype: torch.dtype = torch.float32, device: str = "cpu") -> torch.Tensor:
     torch.manual_seed(0)
-    return (torch.randn(case.shape) * 2 + 0.5).to(dtype)
+    return (torch.randn(case.shape) * 2 + 0.5).to(device=device, dtype=dtype)
 
 
 def _native_view(case: Case, x: torch.Tensor) -> torch.Tensor:
@@ -163,8 +170,8 @@ def _ours(case: Case, variant: dict[str, Any], mode: str, x: torch.Tensor) -> Ca
         view = [1] * len(case.shape)
         view[case.axis] = c
         view = view[1:] if case.axis != 0 else view
-        a_s = torch.linspace(0.93, 1.07, c).reshape(view)
-        a_b = torch.linspace(-0.1, 0.1, c).reshape(view)
+        a_s = torch.linspace(0.93, 1.07, c, device=x.device).reshape(view)
+        a_b = torch.linspace(-0.1, 0.1, c, device=x.device).reshape(view)
         kwargs["adjustment"] = lambda shape: (a_s, a_b)
     layer = BatchNormalization(**kwargs)
     layer(x[:8], training=False)  # build
@@ -174,9 +181,9 @@ def _ours(case: Case, variant: dict[str, Any], mode: str, x: torch.Tensor) -> Ca
 
 def _torch_functional(case: Case, mode: str, x: torch.Tensor) -> Callable[[], Any]:
     c = _channels(case)
-    weight = torch.ones(c, requires_grad=True)
-    bias = torch.zeros(c, requires_grad=True)
-    running_mean, running_var = torch.zeros(c), torch.ones(c)
+    weight = torch.ones(c, device=x.device, requires_grad=True)
+    bias = torch.zeros(c, device=x.device, requires_grad=True)
+    running_mean, running_var = torch.zeros(c, device=x.device), torch.ones(c, device=x.device)
 
     def f(t: torch.Tensor, training: bool) -> torch.Tensor:
         y = TF.batch_norm(
@@ -192,7 +199,7 @@ def _torch_module(case: Case, mode: str, x: torch.Tensor) -> Callable[[], Any]:
     module = (torch.nn.BatchNorm1d if len(case.shape) == 2 else torch.nn.BatchNorm2d)(
         c, eps=1e-3, momentum=0.01
     )
-    module.to(x.dtype if x.dtype == torch.float64 else torch.float32)
+    module.to(x.device, x.dtype if x.dtype == torch.float64 else torch.float32)
 
     def f(t: torch.Tensor, training: bool) -> torch.Tensor:
         module.train(training)
@@ -234,13 +241,18 @@ def run(
     rounds: int = 7,
     min_time: float = 1.0,
     with_tf: bool = True,
+    device: str = "cpu",
 ) -> list[Row]:
-    """Measure every case × mode × implementation; returns the rows (also printed)."""
+    """Measure every case × mode × implementation on ``device``; returns the rows (also
+    printed). tf_keras runs on the CPU only."""
     rows: list[Row] = []
+    cuda = torch.device(device).type == "cuda"
+    sync = torch.cuda.synchronize if cuda else lambda: None
+    with_tf = with_tf and not cuda
     for case_name in cases:
         case = CASES[case_name]
         for mode in modes:
-            x = _input(case)
+            x = _input(case, device=device)
             out = torch.empty_like(x)
             fns: dict[str, Callable[[], Any]] = {"copy": lambda x=x, out=out: out.copy_(x)}
             fns["torch F.batch_norm"] = _torch_functional(case, mode, x)
@@ -251,7 +263,7 @@ def run(
                     continue
                 if name == "vbs=8" and mode == "inference":
                     continue  # inference with virtual batches is plain batch norm
-                xv = _input(case, variant.get("dtype", torch.float32))
+                xv = _input(case, variant.get("dtype", torch.float32), device)
                 fns[f"ours {name}"] = _ours(case, variant, mode, xv)
                 if name in ("float16", "bfloat16"):
                     fns[f"torch F.batch_norm {name}"] = _torch_functional(case, mode, xv)
@@ -259,7 +271,7 @@ def run(
                     fn = _tf_keras(case, mode, x, variant)
                     if fn is not None:
                         fns[f"tf_keras {name}"] = fn
-            timings = _measure(fns, rounds, min_time * len(fns) / 4)
+            timings = _measure(fns, rounds, min_time * len(fns) / 4, sync)
             copy = timings.pop("copy")
             for impl, times in timings.items():
                 row = Row(case_name, mode, impl, statistics.median(times), _ratio(times, copy))
@@ -312,14 +324,44 @@ def _memory_probe(case_name: str, variant: str, impl: str) -> float:
     return (_resident("VmHWM") - base) / (x.numel() * x.element_size()) - 2
 
 
-def peak_extra_memory(case_name: str, variant: str = "plain") -> tuple[float, float]:
+def _cuda_peak_extra_memory(case_name: str, variant: str, device: str) -> tuple[float, float]:
+    """``peak_extra_memory`` on a CUDA device, from PyTorch's allocator statistics."""
+    case = CASES[case_name]
+    x = _input(case, device=device)
+    results = []
+    for impl in ("ours", "torch"):
+        step = (
+            _ours(case, VARIANTS[variant], "train_fwd_bwd", x)
+            if impl == "ours"
+            else _torch_functional(case, "train_fwd_bwd", x)
+        )
+        step()
+        step.input.grad = None  # type: ignore[attr-defined]
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - base
+        results.append(peak / (x.numel() * x.element_size()) - 2)
+        del step
+    return results[0], results[1]
+
+
+def peak_extra_memory(
+    case_name: str, variant: str = "plain", device: str = "cpu"
+) -> tuple[float, float]:
     """Peak resident memory of one training step beyond its output and input gradient,
     as a multiple of the input size: (ours, torch native). Each is measured in a fresh
     process with glibc's malloc returning every large block to the system
     (``MALLOC_MMAP_THRESHOLD_=65536``), so the peak resident size counts every byte the
-    step touches; ``/proc/self/clear_refs`` resets the peak before the step (Linux)."""
+    step touches; ``/proc/self/clear_refs`` resets the peak before the step (Linux). On
+    a CUDA ``device``: from PyTorch's allocator statistics, in this process."""
     import subprocess
     import sys
+
+    if torch.device(device).type == "cuda":
+        return _cuda_peak_extra_memory(case_name, variant, device)
 
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     env.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
@@ -336,11 +378,14 @@ def peak_extra_memory(case_name: str, variant: str = "plain") -> tuple[float, fl
     return results[0], results[1]
 
 
-def header() -> str:
+def header(device: str = "cpu") -> str:
     threads = torch.get_num_threads()
     preload = os.environ.get("LD_PRELOAD", "") or "none (glibc malloc)"
+    on = ""
+    if torch.device(device).type == "cuda":
+        on = f"device {torch.cuda.get_device_name(device)} (PyTorch's CUDA kernels, cuDNN), "
     return (
-        f"torch {torch.__version__}, {threads} threads, LD_PRELOAD={preload}\n"
+        f"{on}torch {torch.__version__}, {threads} threads, LD_PRELOAD={preload}\n"
         f"kernels: {_native.status()}\n"
         f"autograd node: {_cxx.status()}\n\n"
         "| case | mode | implementation | ms | ÷ copy | ÷ torch same dtype | ÷ ours plain |\n"
@@ -357,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds per implementation")
     parser.add_argument("--no-tf", action="store_true", help="skip tf_keras even if installed")
     parser.add_argument("--memory", action="store_true", help="also report peak extra memory")
+    parser.add_argument("--device", default="cpu", help="cpu, or a CUDA device such as cuda")
     parser.add_argument(
         "--sync",
         type=int,
@@ -371,8 +417,16 @@ def main(argv: list[str] | None = None) -> int:
         cases = [c for c in args.cases.split(",") if c in ("B", "C")] or ["B", "C"]
         print("\n".join(run_sync(cases, args.sync, args.rounds, args.min_time)))
         return 0
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"--device must be cpu or a CUDA device; received {args.device!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this PyTorch sees no CUDA device")
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--device must be cpu or a CUDA device; received {args.device!r}")
     _cxx.wait()  # time what a user gets once the C++ node is built
-    print(header())
+    print(header(args.device))
     run(
         args.cases.split(","),
         args.variants.split(","),
@@ -380,11 +434,12 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds,
         args.min_time,
         not args.no_tf,
+        args.device,
     )
     if args.memory:
         print("\n| case | variant | peak extra memory, ours | torch native |\n|---|---|---|---|")
         for name in args.cases.split(","):
             for variant in ("plain", "renorm", "vbs=8"):
-                ours, native = peak_extra_memory(name, variant)
+                ours, native = peak_extra_memory(name, variant, args.device)
                 print(f"| {name} | {variant} | {ours:.2f}× input | {native:.2f}× input |")
     return 0

@@ -190,9 +190,10 @@ def check_batches(
         channels *= x.shape[a]
     nonfinite = bool(check_numerics) and not bool(torch.isfinite(x).all())
     indivisible = ghost and x.shape[0] % virtual_batch_size != 0
-    header = torch.tensor(
+    header = torch.tensor(  # on x's device: NCCL exchanges CUDA tensors only
         [float(x.shape[0]), float(channels), float(nonfinite), float(indivisible)],
         dtype=torch.float64,
+        device=x.device,
     )
     parts = exchange.gather(header)
     batches = [int(p[0]) for p in parts]
@@ -309,7 +310,9 @@ class SyncTrainNorm(torch.autograd.Function):
         xs = x if x.dtype in (torch.float32, torch.float64) or lib is not None else x.float()
         n, mean, m2 = _local_moments(xs, geo, weights, lib)
         flag = float(bool(check_numerics) and not bool(torch.isfinite(x).all()))
-        header = torch.tensor([float(x.shape[0]), flag, float(k), 0.0], dtype=torch.float64)
+        header = torch.tensor(
+            [float(x.shape[0]), flag, float(k), 0.0], dtype=torch.float64, device=x.device
+        )
         packed = torch.cat([header, n.reshape(-1), mean.reshape(-1), m2.reshape(-1)])
         parts = exchange.gather(packed)
         if any(p[1] > 0 for p in parts):  # a check_batches that ran on an earlier call
