@@ -53,7 +53,15 @@ class Entry:
         self.pdt = PARAM_DTYPE[dtype]
         self.module = self.kernels = None  # the C++ module's inference kernels, once built
 
-    def infer(self, x, gamma, beta, mean, var, epsilon: float) -> torch.Tensor:
+    def infer(
+        self,
+        x: torch.Tensor,
+        gamma: torch.Tensor | None,
+        beta: torch.Tensor | None,
+        mean: torch.Tensor,
+        var: torch.Tensor,
+        epsilon: float,
+    ) -> torch.Tensor:
         """The inference pass without an autograd node (see ``_fused.infer_pass``)."""
         module = _cxx.module()
         if module is not self.module and module is not None:
