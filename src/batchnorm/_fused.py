@@ -132,15 +132,16 @@ def _forward_arguments(plan: Plan, pdt: torch.dtype) -> tuple[Any, ...]:
     stddev, momentum, renorm momentum, Bessel)."""
     rm = rs = a_s = a_b = None
     rmin, rmax, dmax = -_INF, _INF, _INF
+    mv = plan.moving
     if plan.renorm is not None:
-        rm, rs = vector(plan.renorm[0], pdt), vector(plan.renorm[1], pdt)
+        if mv is None or mv.stddev is None:  # else the moving ones below, updated in place
+            rm, rs = vector(plan.renorm[0], pdt), vector(plan.renorm[1], pdt)
         clip = plan.renorm[2]
         rmin = float(clip.get("rmin", -_INF))
         rmax = float(clip.get("rmax", _INF))
         dmax = float(clip.get("dmax", _INF))
     if plan.adjustment is not None:
         a_s, a_b = vector(plan.adjustment[0], pdt), vector(plan.adjustment[1], pdt)
-    mv = plan.moving
     if mv is None:
         return rm, rs, rmin, rmax, dmax, a_s, a_b, None, None, None, 1.0, 1.0, 0
     if mv.stddev is not None:  # the renorm statistics are updated too

@@ -207,9 +207,8 @@ def call(layer: Any, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor | 
         return entry.infer(x, gamma, beta, mean, variance, layer.epsilon)
     renorm = None
     if layer.renorm:
-        stddev, rmean, rstd = (
-            buffers[n] for n in ("moving_stddev", "renorm_mean", "renorm_stddev")
-        )
+        stddev, rmean = buffers["moving_stddev"], buffers["renorm_mean"]
+        rstd = buffers["renorm_stddev"]
         if not in_place((stddev, rmean, rstd), pdt):
             return None
         check_clipping_values(layer.renorm_clipping)  # a schedule may have changed them
