@@ -443,3 +443,99 @@ def test_first_build_runs_in_the_background(tmp_path):
     assert first[2].startswith("building in the background")
     assert second[:2] == [CPP_NAME, "True"]
     assert second[2].startswith("C++ autograd nodes loaded")
+
+
+def _eligibility_cases():
+    """(name, change to a built float32 layer and input, whether the C++ short call takes
+    the call): every reason `_shortcut.call` has to leave a call to the general path."""
+
+    def hook(layer, x):
+        layer.register_forward_hook(lambda *a: None)
+        return x, {"training": False}
+
+    def global_hook(layer, x):
+        handle = torch.nn.modules.module.register_module_forward_pre_hook(lambda *a: None)
+        return x, {"training": False}, handle
+
+    def mask(layer, x):
+        x._keras_mask = torch.ones(x.shape[0], dtype=torch.bool)
+        return x, {"training": False}
+
+    def float64_variables(layer, x):
+        layer.double()
+        return x, {"training": False}
+
+    def strided(layer, x):
+        return x.t().contiguous().t(), {"training": False}
+
+    def needs_grad(layer, x):  # γ and β require a gradient: autograd records the call
+        torch.set_grad_enabled(True)
+        return x, {"training": False}
+
+    def frozen_training(layer, x):
+        layer.trainable = False
+        return x, {"training": True}
+
+    def eval_mode(layer, x):
+        layer.eval()
+        return x, {}
+
+    def losses(layer, x):
+        layer._call_losses.append(torch.zeros(()))
+        return x, {"training": False}
+
+    return [
+        ("inference", lambda layer, x: (x, {"training": False}), True),
+        ("eval-mode", eval_mode, True),
+        ("frozen-training", frozen_training, True),
+        ("training", lambda layer, x: (x, {"training": True}), False),
+        ("train-mode", lambda layer, x: (x, {}), False),
+        ("training-not-bool", lambda layer, x: (x, {"training": 1}), False),
+        ("other-kwarg", lambda layer, x: (x, {"training": False, "mask": None}), False),
+        ("layer-hook", hook, False),
+        ("global-hook", global_hook, False),
+        ("mask", mask, False),
+        ("float64-variables", float64_variables, False),
+        ("layout-without-entry", strided, False),
+        ("needs-grad", needs_grad, False),
+        ("losses", losses, False),
+    ]
+
+
+@pytest.mark.parametrize("case", _eligibility_cases(), ids=lambda c: c[0])
+def test_cpp_short_call_takes_exactly_the_eligible_inference_calls(case):
+    """``short_infer`` (the C++ module's inference short call, tried first by
+    ``__call__``) returns y exactly for the calls it may take and None for every other
+    one; what it returns, and what the layer returns either way, matches float64."""
+    if os.environ.get("BATCHNORM_CPP", "1") == "0":
+        pytest.skip("C++ node disabled by BATCHNORM_CPP=0")
+    module = _cxx.wait()
+    if module is None:
+        pytest.fail(f"the C++ autograd node did not build here: {_cxx.status()}")
+    name, change, taken = case
+    rng = np.random.default_rng(8)
+    layer = _layer((48, 20), rng)
+    x = torch.tensor(rng.normal(2.0, 3.0, (48, 20)), dtype=torch.float32)
+    with torch.no_grad():
+        for _ in range(2):  # the layout's entry and its C++ kernels now exist
+            layer(x, training=False)
+    grad = torch.is_grad_enabled()
+    torch.set_grad_enabled(False)  # inference as usually run; "needs-grad" turns it on
+    out = change(layer, x)
+    x, kwargs = out[0], out[1]
+    state = reference.state_of(layer)
+    ref = reference.inference(x.detach().double().numpy(), [1], state, layer.epsilon)
+    try:
+        y = module.short_infer(layer, x, kwargs)
+        assert (y is not None) == taken
+        if y is not None:
+            assert y.grad_fn is None
+            np.testing.assert_allclose(y.double().numpy(), ref, rtol=1e-5, atol=1e-5)
+        if name not in ("training", "train-mode", "other-kwarg", "training-not-bool"):
+            y = layer(x, **kwargs)
+            assert (y.grad_fn is not None) == (name == "needs-grad")
+            np.testing.assert_allclose(y.detach().double().numpy(), ref, rtol=1e-5, atol=1e-5)
+    finally:
+        torch.set_grad_enabled(grad)
+        if len(out) > 2:
+            out[2].remove()

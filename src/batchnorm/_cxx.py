@@ -39,7 +39,7 @@ from . import _native
 
 _SOURCE = Path(__file__).with_name("_autograd.cpp")
 _NAME = "_batchnorm_autograd"
-_ABI_VERSION = 5
+_ABI_VERSION = 6
 _FLAGS = ["-O2", "-shared", "-fPIC", "-std=c++17", "-w"]
 
 _lock = threading.Lock()
@@ -123,9 +123,12 @@ def _import(target: Path) -> ModuleType:
     loader.exec_module(module)
     if module.abi_version() != _ABI_VERSION:
         raise ImportError("stale autograd module")
-    from . import _fused
+    import torch.nn.modules.module as torch_module
+
+    from . import _fused, _native, _shortcut
 
     module.set_double_backward(_fused.double_backward, _fused.affine_double_backward)
+    module.setup_short_infer(_shortcut._ELIGIBLE_TYPES, torch_module, _native)
     return module
 
 

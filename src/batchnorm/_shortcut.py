@@ -36,7 +36,7 @@ from ._layout import (
 )
 
 _MISSING = object()
-_is_compiling = torch.compiler.is_compiling  # (bound once: fewer lookups on each call)
+is_compiling = torch.compiler.is_compiling  # (bound once: fewer lookups on each call)
 _tracing_state = torch._C._get_tracing_state
 _MAX_ENTRIES = 64  # layouts kept per layer; beyond that the cache starts over
 
@@ -164,7 +164,7 @@ def call(layer: Any, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor | 
         or layer.check_numerics
         or _hooked(layer)
         or getattr(x, "_keras_mask", None) is not None
-        or _is_compiling()
+        or is_compiling()
         or _tracing_state()
     ):
         return None
