@@ -12,6 +12,13 @@ renorm clipping, the adjustment's values) is read on every call. Whenever a call
 is not of that kind, ``call`` returns None before touching anything and the
 layer takes its general path, which gives the same numbers
 (``tests/test_fast_paths.py::test_short_call_matches_general_path``).
+
+Once the C++ module is loaded, ``__call__`` first tries its ``short_infer``
+(``_autograd.cpp``): the same checks for inference calls that autograd does not record,
+made in C++ (on large inputs the Python between two passes runs with cold caches).
+``call`` here stays the reference: it takes every call ``short_infer`` leaves, and
+creates the layout entries both use
+(``tests/test_autograd_node.py::test_cpp_short_call_takes_exactly_the_eligible_inference_calls``).
 """
 
 from __future__ import annotations
