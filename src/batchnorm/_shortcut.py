@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch.nn.modules import module as _module
 
-from . import _cxx, _fused, _native
+from . import _cxx, _fused
 from . import functional as F
 from ._checks import check_clipping_values
 from ._layout import (
@@ -51,14 +51,14 @@ _MAX_ENTRIES = 64  # layouts kept per layer; beyond that the cache starts over
 class Entry:
     """What a layer's passes need of one input layout (shape, strides, dtype, mode)."""
 
-    __slots__ = ("axes", "geo", "kernels", "lib", "module", "pdt", "vshape")
+    __slots__ = ("axes", "geo", "kernels", "lib", "pdt", "vshape")
 
     def __init__(
         self, geo: Geometry, lib: Any, dtype: torch.dtype, vshape: tuple[int, ...], axes: list[int]
     ) -> None:
         self.geo, self.lib, self.vshape, self.axes = geo, lib, tuple(vshape), tuple(axes)
         self.pdt = PARAM_DTYPE[dtype]
-        self.module = self.kernels = None  # the C++ module's inference kernels, once built
+        self.kernels = None  # the C++ module's inference kernels, once it is loaded
 
     def infer(
         self,
@@ -70,10 +70,10 @@ class Entry:
         epsilon: float,
     ) -> torch.Tensor:
         """The inference pass without an autograd node (see ``_fused.infer_pass``)."""
-        module = _cxx.module()
-        if module is not self.module and module is not None:
-            self.module = module
-            self.kernels = _fused.cxx_kernels(module, self.geo, self.lib, x.dtype, "infer")
+        if self.kernels is None:
+            module = _cxx.module()
+            if module is not None:
+                self.kernels = _fused.cxx_kernels(module, self.geo, self.lib, x.dtype, "infer")
         return _fused.infer_pass(
             self.geo, self.lib, x, gamma, beta, mean, var, epsilon, self.kernels
         )
@@ -201,16 +201,6 @@ def call(layer: Any, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor | 
             return _fused.infer_native(
                 x, gamma, beta, mean, variance, entry.geo, entry.lib, layer.epsilon
             )
-        # the C++ pass called from here: on large inputs the Python between two passes
-        # runs with cold caches, where each frame and lookup costs microseconds
-        module = entry.module
-        if module is not None and module is _cxx._module:
-            threads = _native.threads(x.numel())
-            y = module.affine(
-                entry.kernels, None, x, gamma, beta, mean, variance, layer.epsilon, threads, False
-            )
-            if y is not None:
-                return y
         return entry.infer(x, gamma, beta, mean, variance, layer.epsilon)
     renorm = None
     if layer.renorm:
