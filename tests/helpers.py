@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 from torch import nn
+
+import reference
+from batchnorm import BatchNormalization
+
+CLIP = {"rmin": 0.9, "rmax": 1.1, "dmax": 0.05}  # renorm clipping of the step tests
 
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -18,3 +26,25 @@ def assert_unchanged(module: nn.Module, before: dict[str, torch.Tensor]) -> None
     assert after.keys() == before.keys()
     for name, value in before.items():
         assert torch.equal(after[name], value), name
+
+
+def weighted_layer(
+    shape: tuple[int, ...], rng: np.random.Generator, device: str = "cpu", **config: Any
+) -> BatchNormalization:
+    """A layer (momentum 0.5) built on ``device`` for inputs of ``shape``, its weights
+    drawn uniformly from [0.5, 1.5)."""
+    layer = BatchNormalization(momentum=0.5, **config)
+    layer(torch.zeros((2, *shape[1:]), device=device), training=False)
+    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
+    return layer
+
+
+def step_options(layer: BatchNormalization, config: dict[str, Any]) -> reference.Options:
+    """The float64 reference's options for a training step of ``weighted_layer``."""
+    return reference.Options(
+        momentum=0.5,
+        bessel=layer._bessel,
+        renorm=layer.renorm,
+        clipping=CLIP,
+        virtual_batch_size=config.get("virtual_batch_size"),
+    )

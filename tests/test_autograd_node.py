@@ -16,28 +16,11 @@ import torch.autograd.forward_ad as fwAD
 from torch.autograd import gradcheck, gradgradcheck
 
 import reference
-from batchnorm import BatchNormalization, _cxx, _native
+from batchnorm import _cxx, _native
 from batchnorm import functional as F
+from helpers import CLIP, step_options, weighted_layer
 
-CLIP = {"rmin": 0.9, "rmax": 1.1, "dmax": 0.05}
 CPP_NAME = "BatchNormTrainBackward"
-
-
-def _layer(shape, rng, **config):
-    layer = BatchNormalization(momentum=0.5, **config)
-    layer(torch.zeros((2, *shape[1:])), training=False)
-    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
-    return layer
-
-
-def _options(layer, config):
-    return reference.Options(
-        momentum=0.5,
-        bessel=layer._bessel,
-        renorm=layer.renorm,
-        clipping=CLIP,
-        virtual_batch_size=config.get("virtual_batch_size"),
-    )
 
 
 STEPS = {
@@ -54,8 +37,8 @@ def test_partial_gradients_match_float64(name, node):
     ``autograd.grad``): the node computes exactly those, each against float64."""
     shape, config = STEPS[name]
     rng = np.random.default_rng(3)
-    layer = _layer(shape, rng, **config)
-    options = _options(layer, config)
+    layer = weighted_layer(shape, rng, **config)
+    options = step_options(layer, config)
     params = [p for p in (layer.gamma, layer.beta) if p is not None]
     for wanted in ("x", "gamma", "grad-x"):
         x = torch.tensor(rng.normal(2.0, 3.0, shape), dtype=torch.float32)
@@ -102,8 +85,8 @@ def test_training_pass_without_a_graph(name, node, monkeypatch):
         monkeypatch.setattr(_fused.NativeTrainNorm, "forward", None)
     shape, config = STEPS[name]
     rng = np.random.default_rng(5)
-    layer = _layer(shape, rng, **config)
-    options = _options(layer, config)
+    layer = weighted_layer(shape, rng, **config)
+    options = step_options(layer, config)
     for _ in range(2):
         x = torch.tensor(rng.normal(2.0, 3.0, shape), dtype=torch.float32)
         state = reference.state_of(layer)
@@ -131,7 +114,7 @@ def test_inference_pass_without_a_graph(name, dtype, node, monkeypatch):
     shape, config = STEPS[name]
     config = {k: v for k, v in config.items() if k != "virtual_batch_size"}
     rng = np.random.default_rng(6)
-    layer = _layer(shape, rng, **config)
+    layer = weighted_layer(shape, rng, **config)
     if dtype == torch.float64:
         layer.double()
     state = reference.state_of(layer)
@@ -202,7 +185,7 @@ def test_inference_node_gradients_match_float64(frozen, node):
     the moving statistics, against float64, for all inputs and for x alone."""
     rng = np.random.default_rng(4)
     shape = (4, 5, 3, 3)
-    layer = _layer(shape, rng, axis=1, trainable=not frozen)
+    layer = weighted_layer(shape, rng, axis=1, trainable=not frozen)
     mean, var, gamma = (
         getattr(layer, n).detach().double().reshape(1, 5, 1, 1)
         for n in ("moving_mean", "moving_variance", "gamma")
@@ -247,7 +230,7 @@ def test_autograd_bookkeeping(node):
     a second backward needs ``retain_graph`` (and then accumulates), saved-tensor hooks
     see the saved tensors, gradients of any strides (``sum()``'s expanded one) work, and
     a forward-mode tangent is refused rather than silently dropped."""
-    layer = _layer((16, 4), np.random.default_rng(0))
+    layer = weighted_layer((16, 4), np.random.default_rng(0))
     x = torch.randn(16, 4, requires_grad=True)
     xc = x.detach().clone().requires_grad_()
     y = layer(xc, training=True)
@@ -300,7 +283,7 @@ def test_saved_tensor_hooks_may_change_the_layout(frozen, node):
     reads it with its forward strides and matches float64."""
     rng = np.random.default_rng(6)
     shape = (4, 6, 5, 3)
-    layer = _layer(shape, rng, axis=1, trainable=not frozen)
+    layer = weighted_layer(shape, rng, axis=1, trainable=not frozen)
     state = reference.state_of(layer)
     x = torch.tensor(rng.normal(1.0, 2.0, shape), dtype=torch.float32)
     x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
@@ -313,7 +296,7 @@ def test_saved_tensor_hooks_may_change_the_layout(frozen, node):
         inv = (state.gamma / np.sqrt(state.moving_variance + 1e-3)).reshape(1, 6, 1, 1)
         dx_ref = dyd * inv
     else:
-        dx_ref = reference.train_step(xd, dyd, [1], state, _options(layer, {}))[1]
+        dx_ref = reference.train_step(xd, dyd, [1], state, step_options(layer, {}))[1]
     np.testing.assert_allclose(x.grad.double().numpy(), dx_ref, rtol=1e-5, atol=1e-5)
 
 
@@ -340,7 +323,7 @@ def test_concurrent_backwards_on_one_graph(node):
     each gets the right gradient or PyTorch's "second time" error, never wrong numbers."""
     import threading
 
-    layer = _layer((256, 4096), np.random.default_rng(0))
+    layer = weighted_layer((256, 4096), np.random.default_rng(0))
     x = torch.randn(256, 4096, requires_grad=True)
     dy = torch.randn(256, 4096)
     (ref,) = torch.autograd.grad(layer(x, training=True), x, dy)
@@ -377,7 +360,7 @@ def test_compiled_autograd_takes_the_python_node():
 
     if _cxx.wait() is None:
         pytest.skip(f"no C++ node here: {_cxx.status()}")
-    layer = _layer((8, 3), np.random.default_rng(0))
+    layer = weighted_layer((8, 3), np.random.default_rng(0))
     x = torch.randn(8, 3, requires_grad=True)
     assert layer(x, training=True).grad_fn.name() == CPP_NAME
     with torch._dynamo.config.patch(compiled_autograd=True):
@@ -514,7 +497,7 @@ def test_cpp_short_call_takes_exactly_the_eligible_inference_calls(case):
         pytest.fail(f"the C++ autograd node did not build here: {_cxx.status()}")
     name, change, taken = case
     rng = np.random.default_rng(8)
-    layer = _layer((48, 20), rng)
+    layer = weighted_layer((48, 20), rng)
     x = torch.tensor(rng.normal(2.0, 3.0, (48, 20)), dtype=torch.float32)
     with torch.no_grad():
         for _ in range(2):  # the layout's entry and its C++ kernels now exist

@@ -12,11 +12,10 @@ import torch
 import torch.distributed as dist
 
 import reference
-from batchnorm import BatchNormalization
+from helpers import CLIP, step_options, weighted_layer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-CLIP = {"rmin": 0.9, "rmax": 1.1, "dmax": 0.05}
 CASES = {
     "nchw": ((8, 6, 5, 4), {"axis": 1}),
     "nhwc": ((8, 5, 4, 6), {}),
@@ -25,28 +24,11 @@ CASES = {
 }
 
 
-def _layer(shape, config, rng):
-    layer = BatchNormalization(momentum=0.5, **config)
-    layer(torch.zeros((2, *shape[1:]), device="cuda"), training=False)  # built on the GPU
-    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
-    return layer
-
-
-def _options(layer, config):
-    return reference.Options(
-        momentum=0.5,
-        bessel=layer._bessel,
-        renorm=layer.renorm,
-        clipping=CLIP,
-        virtual_batch_size=config.get("virtual_batch_size"),
-    )
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_training_step_on_cuda_matches_float64(name):
     shape, config = CASES[name]
     rng = np.random.default_rng(0)
-    layer = _layer(shape, config, rng)
+    layer = weighted_layer(shape, rng, "cuda", **config)
     assert layer.gamma.is_cuda and layer.moving_mean.is_cuda
     state = reference.state_of(layer)
     x64 = rng.normal(2.0, 3.0, shape)
@@ -54,7 +36,7 @@ def test_training_step_on_cuda_matches_float64(name):
     x = torch.tensor(x64, dtype=torch.float32, device="cuda", requires_grad=True)
     y = layer(x, training=True)
     y.backward(torch.tensor(dy64, dtype=torch.float32, device="cuda"))
-    ref = reference.train_step(x64, dy64, layer._axes, state, _options(layer, config))
+    ref = reference.train_step(x64, dy64, layer._axes, state, step_options(layer, config))
     np.testing.assert_allclose(y.detach().cpu().double().numpy(), ref[0], rtol=1e-5, atol=1e-5)
     scale = np.abs(ref[1]).max()
     np.testing.assert_allclose(x.grad.cpu().double().numpy(), ref[1], atol=1e-5 * scale)
@@ -68,7 +50,7 @@ def test_training_step_on_cuda_matches_float64(name):
 def test_inference_on_cuda_matches_float64(dtype):
     shape, config = CASES["nchw"]
     rng = np.random.default_rng(1)
-    layer = _layer(shape, config, rng)
+    layer = weighted_layer(shape, rng, "cuda", **config)
     state = reference.state_of(layer)
     x = torch.tensor(rng.normal(2.0, 3.0, shape), device="cuda").to(dtype)
     with torch.no_grad():
@@ -90,13 +72,15 @@ def test_synchronized_training_on_one_nccl_process_matches_float64():
     try:
         shape, config = CASES["nchw"]
         rng = np.random.default_rng(2)
-        layer = _layer(shape, {**config, "synchronized": True, "check_numerics": True}, rng)
+        layer = weighted_layer(
+            shape, rng, "cuda", **{**config, "synchronized": True, "check_numerics": True}
+        )
         state = reference.state_of(layer)
         x64, dy64 = rng.normal(2.0, 3.0, shape), rng.normal(size=shape)
         x = torch.tensor(x64, dtype=torch.float32, device="cuda", requires_grad=True)
         y = layer(x, training=True)
         y.backward(torch.tensor(dy64, dtype=torch.float32, device="cuda"))
-        ref = reference.train_step(x64, dy64, [1], state, _options(layer, config))
+        ref = reference.train_step(x64, dy64, [1], state, step_options(layer, config))
         np.testing.assert_allclose(y.detach().cpu().numpy(), ref[0], rtol=1e-5, atol=1e-5)
         scale = np.abs(ref[1]).max()
         np.testing.assert_allclose(x.grad.cpu().double().numpy(), ref[1], atol=1e-5 * scale)
