@@ -303,16 +303,19 @@ def _resident(field: str) -> int:
     raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
+def _training_step(case: Case, variant: str, impl: str, x: torch.Tensor) -> Callable[[], Any]:
+    """A forward + backward closure of ``impl`` ("ours" or "torch") on ``x``."""
+    if impl == "ours":
+        return _ours(case, VARIANTS[variant], "train_fwd_bwd", x)
+    return _torch_functional(case, "train_fwd_bwd", x)
+
+
 def _memory_probe(case_name: str, variant: str, impl: str) -> float:
     """In a fresh process: resident bytes a training step (forward + backward) adds at
     its peak, beyond the output and the input gradient, as a multiple of the input."""
     case = CASES[case_name]
     x = _input(case)
-    step = (
-        _ours(case, VARIANTS[variant], "train_fwd_bwd", x)
-        if impl == "ours"
-        else _torch_functional(case, "train_fwd_bwd", x)
-    )
+    step = _training_step(case, variant, impl, x)
     step()
     step()
     step.input.grad = None  # type: ignore[attr-defined]
@@ -330,11 +333,7 @@ def _cuda_peak_extra_memory(case_name: str, variant: str, device: str) -> tuple[
     x = _input(case, device=device)
     results = []
     for impl in ("ours", "torch"):
-        step = (
-            _ours(case, VARIANTS[variant], "train_fwd_bwd", x)
-            if impl == "ours"
-            else _torch_functional(case, "train_fwd_bwd", x)
-        )
+        step = _training_step(case, variant, impl, x)
         step()
         step.input.grad = None  # type: ignore[attr-defined]
         torch.cuda.synchronize(device)
