@@ -45,6 +45,7 @@ from ._layout import (
 _MISSING = object()
 is_compiling = torch.compiler.is_compiling  # (bound once: fewer lookups on each call)
 _tracing_state = torch._C._get_tracing_state
+_transforms_active = torch._C._are_functorch_transforms_active  # torch.func: vmap, grad, …
 _MAX_ENTRIES = 64  # layouts kept per layer; beyond that the cache starts over
 
 
@@ -173,6 +174,7 @@ def call(layer: Any, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor | 
         or getattr(x, "_keras_mask", None) is not None
         or is_compiling()
         or _tracing_state()
+        or _transforms_active()
     ):
         return None
     if not layer._trainable:

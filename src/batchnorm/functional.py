@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -271,7 +271,44 @@ class MovingStatistics:
 
 
 def update_moving(moving: MovingStatistics, stats: BatchStatistics, epsilon: float) -> None:
-    """Apply one training step's updates to ``moving`` in place (TensorFlow's rules)."""
+    """Apply one training step's updates to ``moving`` in place (TensorFlow's rules).
+
+    Under a ``torch.func`` transform the moving statistics must be inputs of the
+    transformed function (``torch.func.functional_call(layer, (params, buffers), x)``),
+    as for ``torch.nn.BatchNorm``: functorch refuses in-place updates of captured
+    tensors with transformed values, which this reports as a RuntimeError naming the
+    fix, before any variable changes.
+    """
+    if torch._C._are_functorch_transforms_active():
+        try:  # (TF's own subtraction: functorch has no batching rule for lerp_)
+            _update_moving(moving, stats, epsilon, _assign_sub)
+        except RuntimeError as error:
+            raise RuntimeError(
+                "training under a torch.func transform (grad, vmap, jacrev, ...) updates "
+                "the moving statistics in place, so they must be inputs of the "
+                "transformed function, not captured by it: pass the layer's buffers in, "
+                "e.g. torch.func.functional_call(layer, (parameters, buffers), x) with "
+                "buffers batched like x under vmap, or call the layer with "
+                f"training=False. PyTorch said: {error}"
+            ) from error
+        return
+    _update_moving(moving, stats, epsilon)
+
+
+def _assign_sub(
+    variable: torch.Tensor, value: torch.Tensor, momentum: float | torch.Tensor
+) -> torch.Tensor:
+    """``assign_moving_average`` as TensorFlow writes it: ``variable −= (variable −
+    value)·(1 − momentum)``."""
+    return variable.sub_((variable - value.to(variable.dtype)) * (1.0 - momentum))
+
+
+def _update_moving(
+    moving: MovingStatistics,
+    stats: BatchStatistics,
+    epsilon: float,
+    assign_moving_average: Callable[..., torch.Tensor] = assign_moving_average,
+) -> None:
     value = stats.unbiased_variance if moving.unbiased else stats.variance
     assign_moving_average(moving.mean, stats.mean, moving.momentum)
     if moving.stddev is not None:
@@ -490,11 +527,18 @@ def _global_statistics(
 
 def _tracing() -> bool:
     """True while ``torch.compile``/``torch.export`` trace or ``torch.jit.trace``
-    records: the graph must then hold torch operations (the C kernels are invisible
-    to them), which compilers fuse. Both ONNX exporters run the model under one of
-    these (the TorchScript exporter under ``torch.jit`` tracing, the dynamo exporter
-    under ``torch.export``), which ``tests/test_interop.py`` checks."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+    records, or a ``torch.func`` transform (``vmap``, ``grad``, ``jvp``, ``jacrev``, …)
+    runs: the computation must then be torch operations (the C kernels are invisible
+    to tracers, and read memory that functorch's wrapped tensors do not have), which
+    compilers fuse and functorch batches and differentiates. Both ONNX exporters run
+    the model under one of these (the TorchScript exporter under ``torch.jit``
+    tracing, the dynamo exporter under ``torch.export``), which
+    ``tests/test_interop.py`` checks; ``tests/test_func.py`` checks the transforms."""
+    return (
+        torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or torch._C._are_functorch_transforms_active()
+    )
 
 
 def _ghost_mean(t: torch.Tensor, ghost_dim: int | None) -> torch.Tensor:
