@@ -212,6 +212,20 @@ def test_bench_prints_times_and_ratios():
     assert {r[1] for r in memory} == {"plain", "renorm", "vbs=8"}
 
 
+def test_bench_rounds_alternate_the_order_and_pair_the_ratios():
+    """Every other round runs the implementations in reverse order; a ratio is the
+    median over rounds of the two times of one round."""
+    from batchnorm import bench
+
+    log: list[str] = []
+    fns = {name: (lambda name=name: log.append(name)) for name in ("a", "b", "c")}
+    times = bench._measure(fns, rounds=4, min_time=1e-9)
+    assert all(len(t) == 4 for t in times.values())
+    # one warm-up and one sizing call each, then one call per round
+    assert log[6:] == ["a", "b", "c", "c", "b", "a", "a", "b", "c", "c", "b", "a"]
+    assert bench._ratio([2.0, 9.0, 3.0], [1.0, 10.0, 1.0]) == 2.0  # not 14 / 12
+
+
 def test_bench_device_is_checked():
     """A device the benchmark cannot use is refused with an error naming ``--device``."""
     for device in ("cuda", "mps", "nonsense"):

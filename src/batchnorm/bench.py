@@ -2,8 +2,9 @@
 
 Every implementation of a case and mode runs in each of several interleaved rounds in
 one process. A timing is the median over rounds, in milliseconds; a ratio is the median
-over rounds of the two times of one round (drift of a shared host cancels): to a
-``y.copy_(x)`` of the same tensor (the memory traffic unit: inference needs ≥ 1.0×, a
+over rounds of the two times of one round (drift of a shared host cancels; every other
+round runs in reverse order), and implementations on the same dtype read the same input
+tensor: to a ``y.copy_(x)`` of the same tensor (the memory traffic unit: inference needs ≥ 1.0×, a
 training forward ≥ 1.5×, forward + backward ≈ 4×), to PyTorch's native kernel on the
 same data, and to our own plain path. Run ``python -m batchnorm bench`` (or ``python
 benchmarks/run.py``); preload tcmalloc for stable numbers (see ``benchmarks/RESULTS.md``);
@@ -78,7 +79,8 @@ def _measure(
     """Time per call (ms) of every closure in each of ``rounds`` interleaved rounds.
 
     Each round runs every closure for about ``min_time / rounds`` seconds in turn,
-    so drift of a shared machine affects all implementations of a round alike;
+    so drift of a shared machine affects all implementations of a round alike; every
+    other round runs them in reverse order, so none always follows the same neighbour;
     ``sync`` waits for queued device work (CUDA) before a clock is read.
     """
     per_call: dict[str, list[float]] = {name: [] for name in fns}
@@ -91,8 +93,10 @@ def _measure(
         sync()
         once = max(time.perf_counter() - t0, 1e-6)
         calls[name] = max(1, int(min_time / rounds / once))
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    order = list(fns)
+    for round_ in range(rounds):
+        for name in order if round_ % 2 == 0 else order[::-1]:
+            fn = fns[name]
             t0 = time.perf_counter()
             for _ in range(calls[name]):
                 fn()
@@ -263,7 +267,9 @@ def run(
                     continue
                 if name == "vbs=8" and mode == "inference":
                     continue  # inference with virtual batches is plain batch norm
-                xv = _input(case, variant.get("dtype", torch.float32), device)
+                dtype = variant.get("dtype", torch.float32)
+                # the same tensor as torch's where the dtype is the same: same data, same memory
+                xv = x if dtype == torch.float32 else _input(case, dtype, device)
                 fns[f"ours {name}"] = _ours(case, variant, mode, xv)
                 if name in ("float16", "bfloat16"):
                     fns[f"torch F.batch_norm {name}"] = _torch_functional(case, mode, xv)
@@ -380,6 +386,9 @@ def peak_extra_memory(
 def header(device: str = "cpu") -> str:
     threads = torch.get_num_threads()
     preload = os.environ.get("LD_PRELOAD", "") or "none (glibc malloc)"
+    rate = os.environ.get("TCMALLOC_RELEASE_RATE")
+    if rate is not None:
+        preload += f", TCMALLOC_RELEASE_RATE={rate}"
     on = ""
     if torch.device(device).type == "cuda":
         on = f"device {torch.cuda.get_device_name(device)} (PyTorch's CUDA kernels, cuDNN), "
