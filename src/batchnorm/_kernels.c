@@ -43,6 +43,7 @@ typedef int64_t i64;
 #define ROW_BLOCK_BYTES (256 * 1024) /* a block of rows is read twice while it sits in L2 */
 #define CCHUNK 1024                  /* channels per work item in row mode */
 #define SHORT_RUN 256                /* plane runs up to this long are walked like rows */
+#define PLANE_SWEEP_BYTES (512 * 1024) /* one channel's plane runs revisited in L2 */
 
 typedef struct {
     i64 A, G, M, C, I;
@@ -170,6 +171,22 @@ static void sum_partials(const double *part, int nt, i64 P, double *a, double *b
     for (i64 p = 0; p < P; ++p) { a[p] = 0; b[p] = 0; }
     for (int t = 0; t < nt; ++t)
         for (i64 p = 0; p < P; ++p) { a[p] += part[2 * t * P + p]; b[p] += part[(2 * t + 1) * P + p]; }
+}
+
+/* Batch renormalization's r = √(σ² + ε)/s and d = (μ − m)/s with s = max(renorm_stddev,
+ * √ε) (NaN kept), clipped to [rmin, rmax] and [−dmax, dmax]. */
+static void renorm_rd(double mu, double vr, double rmean, double rstd, double eps, double rmin,
+                      double rmax, double dmax, double *r_out, double *d_out) {
+    double denom = rstd;
+    if (!(denom >= sqrt(eps))) denom = isnan(denom) ? denom : sqrt(eps);
+    double r = sqrt(vr + eps) / denom;
+    double d = (mu - rmean) / denom;
+    if (r < rmin) r = rmin;
+    if (r > rmax) r = rmax;
+    if (d < -dmax) d = -dmax;
+    if (d > dmax) d = dmax;
+    *r_out = r;
+    *d_out = d;
 }
 
 /* One sweep: a work item is (g, chunk of up to CCHUNK channels) with all its rows, when
@@ -716,6 +733,75 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
     return 1;                                                                                   \
 }                                                                                               \
                                                                                                 \
+/* Plane layouts (runs of I > SHORT_RUN values) whose A·M runs of one channel fit in            \
+   PLANE_SWEEP_BYTES, with at least a channel per thread: per channel, statistics,              \
+   coefficients and output in one sweep that reads x from memory once and revisits the          \
+   runs in L2. The mean is a sum shifted by the channel's first value (T per piece of at        \
+   most BUF values, then double), the variance the squared deviations from that mean. With      \
+   renorm (rm, rs given; no ghost batches, so channel k is parameter k) r and d fold into       \
+   the coefficients and into slope/intercept, as the two-pass driver does. Same outputs as      \
+   stats_affine; returns 0 (nothing done) when the layout does not fit. */                      \
+static int plane_stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps,         \
+                                       const double *gs, const double *go, double *slope,       \
+                                       double *intercept, const T *rm, const T *rs,             \
+                                       double rmin, double rmax, double dmax, T *mean,          \
+                                       T *inv, double *pm, double *pv, int nt) {                \
+    const i64 runs = v.A * v.M, items = v.G * v.C;                                              \
+    if (!(v.si == 1 && v.I > SHORT_RUN) || items < nt || (rm != NULL && v.G > 1) ||             \
+        runs * v.I * (i64)sizeof(S) > PLANE_SWEEP_BYTES)                                        \
+        return 0;                                                                               \
+    const double inv_cnt = 1.0 / (double)(runs * v.I);                                          \
+    double *part = scratch_zero(0, (size_t)(2 * nt * P) * sizeof(double));                      \
+    _Pragma("omp parallel num_threads(nt)")                                                     \
+    {                                                                                           \
+        T xb[BUF];                                                                              \
+        double *tm = part + 2 * thread_id() * P, *tv = tm + P;                                  \
+        _Pragma("omp for schedule(static)")                                                     \
+        for (i64 k = 0; k < items; ++k) {                                                       \
+            const i64 p = k % P, base = (k / v.C) * v.sg + (k % v.C) * v.sc;                    \
+            const T shift = ROW(x + base, 1, xb)[0];                                            \
+            double ds = 0, dq = 0;                                                              \
+            for (i64 r = 0; r < runs; ++r) {                                                    \
+                const S *run = x + base + (r / v.M) * v.sa + (r % v.M) * v.sm;                  \
+                for (i64 i0 = 0; i0 < v.I; i0 += BUF) {                                         \
+                    const i64 len = v.I - i0 < BUF ? v.I - i0 : BUF;                            \
+                    ds += (double)sum_dev_##SUFFIX(ROW(run + i0, len, xb), len, shift);         \
+                }                                                                               \
+            }                                                                                   \
+            const double md = (double)shift + ds * inv_cnt;                                     \
+            const T mu = (T)md;                                                                 \
+            for (i64 r = 0; r < runs; ++r) {                                                    \
+                const S *run = x + base + (r / v.M) * v.sa + (r % v.M) * v.sm;                  \
+                for (i64 i0 = 0; i0 < v.I; i0 += BUF) {                                         \
+                    const i64 len = v.I - i0 < BUF ? v.I - i0 : BUF;                            \
+                    dq += (double)sum_sq_dev_##SUFFIX(ROW(run + i0, len, xb), len, mu);         \
+                }                                                                               \
+            }                                                                                   \
+            const double vr = dq * inv_cnt;                                                     \
+            const T iv = (T)1 / SQRT((T)vr + (T)eps); /* in T like TensorFlow */                \
+            double a = gs[p], b = go[p];                                                        \
+            if (rm != NULL) {                                                                   \
+                double rr, dd;                                                                  \
+                renorm_rd(md, vr, (double)rm[p], (double)rs[p], eps, rmin, rmax, dmax, &rr, &dd);\
+                b = dd * a + b;                                                                 \
+                a = rr * a;                                                                     \
+                intercept[p] = dd * slope[p] + intercept[p];                                    \
+                slope[p] = rr * slope[p];                                                       \
+            }                                                                                   \
+            tm[p] += md;                                                                        \
+            tv[p] += vr;                                                                        \
+            if (mean != NULL) { mean[k] = mu; inv[k] = iv; }                                    \
+            const T cs = (T)((double)iv * a), co = (T)b;                                        \
+            for (i64 r = 0; r < runs; ++r) {                                                    \
+                const i64 off = base + (r / v.M) * v.sa + (r % v.M) * v.sm;                     \
+                affine_run_##SUFFIX(x + off, out + off, v.I, mu, cs, co);                       \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+    sum_partials(part, nt, P, pm, pv);                                                          \
+    return 1;                                                                                   \
+}                                                                                               \
+                                                                                                \
 /* out = (x - mean[k]) * scale[k] + shift[k]; out has x's strides */                            \
 static void affine_##SUFFIX(const S *x, S *out, view_t v, const T *mean, const T *scale,        \
                             const T *shift, int nt) {                                           \
@@ -1041,7 +1127,7 @@ int bn_train_forward_##SUFFIX(                                                  
     double *pm = state, *pv = state + P, *slope = state + 2 * P, *intercept = state + 3 * P;    \
     /* per channel, in T: in the state when a backward will read it (keep), else scratch */     \
     T *cmean = keep ? (T *)(state + 4 * P) : NULL, *cinv = keep ? cmean + K : NULL;             \
-    if (renorm_mean == NULL) { /* slope and intercept known up front: maybe one sweep */        \
+    { /* slope and intercept up to renorm's r and d: maybe one sweep */                         \
         double *gs = scratch(3, (size_t)(2 * P) * sizeof(double)), *go = gs + P;                \
         for (i64 p = 0; p < P; ++p) {                                                           \
             const double g = gamma ? (double)gamma[p] : 1.0;                                    \
@@ -1050,7 +1136,11 @@ int bn_train_forward_##SUFFIX(                                                  
             gs[p] = slope[p] * g;                                                               \
             go[p] = intercept[p] * g + (beta ? (double)beta[p] : 0.0);                          \
         }                                                                                       \
-        if (stats_affine_##SUFFIX(x, y, v, P, eps, gs, go, cmean, cinv, pm, pv, nt)) {          \
+        if ((renorm_mean == NULL &&                                                             \
+             stats_affine_##SUFFIX(x, y, v, P, eps, gs, go, cmean, cinv, pm, pv, nt)) ||        \
+            plane_stats_affine_##SUFFIX(x, y, v, P, eps, gs, go, slope, intercept, renorm_mean, \
+                                        renorm_stddev, rmin, rmax, dmax, cmean, cinv, pm, pv,   \
+                                        nt)) {                                                  \
             for (i64 p = 0; p < P; ++p) { pm[p] /= (double)groups; pv[p] /= (double)groups; }   \
             goto moving;                                                                        \
         }                                                                                       \
@@ -1073,15 +1163,9 @@ int bn_train_forward_##SUFFIX(                                                  
     }                                                                                           \
     if (renorm_mean != NULL) { /* r, d from the ghost-averaged statistics */                    \
         for (i64 p = 0; p < P; ++p) {                                                           \
-            const double mu = pm[p], vr = pv[p];                                                \
-            double denom = (double)renorm_stddev[p];                                            \
-            if (!(denom >= sqrt(eps))) denom = isnan(denom) ? denom : sqrt(eps);                \
-            double r = sqrt(vr + eps) / denom;                                                  \
-            double d = (mu - (double)renorm_mean[p]) / denom;                                   \
-            if (r < rmin) r = rmin;                                                             \
-            if (r > rmax) r = rmax;                                                             \
-            if (d < -dmax) d = -dmax;                                                           \
-            if (d > dmax) d = dmax;                                                             \
+            double r, d;                                                                        \
+            renorm_rd(pm[p], pv[p], (double)renorm_mean[p], (double)renorm_stddev[p], eps, rmin,\
+                      rmax, dmax, &r, &d);                                                      \
             intercept[p] = d * slope[p] + intercept[p];                                         \
             slope[p] = r * slope[p];                                                            \
         }                                                                                       \
