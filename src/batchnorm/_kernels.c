@@ -802,6 +802,105 @@ static int plane_stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, doub
     return 1;                                                                                   \
 }                                                                                               \
                                                                                                 \
+/* Short blocks (SHORT_BLOCKS: multi-axis NCHW, small planes) whose rows of a chunk of          \
+   channels fit in PLANE_SWEEP_BYTES, with at least a chunk per thread: the same sweep as       \
+   plane_stats_affine, a chunk of channels (cn·I adjacent values per row) at a time, with       \
+   element-wise sums (T over SUB_ROWS rows, then double per channel). */                        \
+static int short_stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps,         \
+                                       const double *gs, const double *go, double *slope,       \
+                                       double *intercept, const T *rm, const T *rs,             \
+                                       double rmin, double rmax, double dmax, T *mean,          \
+                                       T *inv, double *pm, double *pv, int nt) {                \
+    if (!SHORT_BLOCKS(v) || (rm != NULL && v.G > 1)) return 0;                                  \
+    const i64 rows_per_g = v.A * v.M;                                                           \
+    const i64 cchunk = v.C < BUF / v.I ? v.C : BUF / v.I;                                       \
+    const i64 ncc = (v.C + cchunk - 1) / cchunk, items = v.G * ncc;                             \
+    if (items < nt || rows_per_g * cchunk * v.I * (i64)sizeof(S) > PLANE_SWEEP_BYTES) return 0; \
+    const double inv_cnt = 1.0 / (double)(rows_per_g * v.I);                                    \
+    double *part = scratch_zero(0, (size_t)(2 * nt * P) * sizeof(double));                      \
+    _Pragma("omp parallel num_threads(nt)")                                                     \
+    {                                                                                           \
+        T xb[BUF], ae[BUF], se[BUF], sh[BUF], mu[BUF], cs[BUF], co[BUF];                        \
+        double ds[BUF];                                                                         \
+        double *tm = part + 2 * thread_id() * P, *tv = tm + P;                                  \
+        _Pragma("omp for schedule(static)")                                                     \
+        for (i64 it = 0; it < items; ++it) {                                                    \
+            const i64 g = it / ncc, c0 = (it % ncc) * cchunk;                                   \
+            const i64 cn = v.C - c0 < cchunk ? v.C - c0 : cchunk, len = cn * v.I;               \
+            const i64 k0 = g * v.C + c0;                                                        \
+            const S *first = x + g * v.sg + c0 * v.I;                                           \
+            for (i64 c = 0; c < cn; ++c) { sh[c] = ROW(first + c * v.I, 1, xb)[0]; ds[c] = 0; } \
+            for (int pass = 0; pass < 2; ++pass) { /* shifted sums, then squared deviations */  \
+                const T *center = pass == 0 ? sh : mu;                                          \
+                for (i64 c = 0; c < cn; ++c)                                                    \
+                    for (i64 i = 0; i < v.I; ++i) se[c * v.I + i] = center[c];                  \
+                for (i64 r0 = 0; r0 < rows_per_g; r0 += SUB_ROWS) {                             \
+                    const i64 r1 = r0 + SUB_ROWS < rows_per_g ? r0 + SUB_ROWS : rows_per_g;     \
+                    for (i64 e = 0; e < len; ++e) ae[e] = 0;                                    \
+                    if (pass == 0) {                                                            \
+                        ROWS_BEGIN(r0, r1)                                                      \
+                            const T *restrict pr = ROW(x + ROW_OFFSET + c0 * v.I, len, xb);     \
+                            for (i64 e = 0; e < len; ++e) ae[e] += pr[e] - se[e];               \
+                        ROWS_END                                                                \
+                    } else {                                                                    \
+                        ROWS_BEGIN(r0, r1)                                                      \
+                            const T *restrict pr = ROW(x + ROW_OFFSET + c0 * v.I, len, xb);     \
+                            for (i64 e = 0; e < len; ++e) {                                     \
+                                const T d = pr[e] - se[e];                                      \
+                                ae[e] += d * d;                                                 \
+                            }                                                                   \
+                        ROWS_END                                                                \
+                    }                                                                           \
+                    for (i64 c = 0; c < cn; ++c) {                                              \
+                        T t = 0;                                                                \
+                        for (i64 i = 0; i < v.I; ++i) t += ae[c * v.I + i];                     \
+                        ds[c] += (double)t;                                                     \
+                    }                                                                           \
+                }                                                                               \
+                if (pass == 0) { /* the mean; ds then collects Σ(x − μ)² */                     \
+                    for (i64 c = 0; c < cn; ++c) {                                              \
+                        const double md = (double)sh[c] + ds[c] * inv_cnt;                      \
+                        mu[c] = (T)md;                                                          \
+                        tm[(k0 + c) % P] += md;                                                 \
+                        ds[c] = 0;                                                              \
+                    }                                                                           \
+                }                                                                               \
+            }                                                                                   \
+            for (i64 c = 0; c < cn; ++c) {                                                      \
+                const i64 k = k0 + c, p = k % P;                                                \
+                const double vr = ds[c] * inv_cnt;                                              \
+                const T iv = (T)1 / SQRT((T)vr + (T)eps); /* in T like TensorFlow */            \
+                double a = gs[p], b = go[p];                                                    \
+                if (rm != NULL) {                                                               \
+                    double rr, dd;                                                              \
+                    renorm_rd((double)mu[c], vr, (double)rm[p], (double)rs[p], eps, rmin, rmax, \
+                              dmax, &rr, &dd);                                                  \
+                    b = dd * a + b;                                                             \
+                    a = rr * a;                                                                 \
+                    intercept[p] = dd * slope[p] + intercept[p];                                \
+                    slope[p] = rr * slope[p];                                                   \
+                }                                                                               \
+                tv[p] += vr;                                                                    \
+                if (mean != NULL) { mean[k] = mu[c]; inv[k] = iv; }                             \
+                cs[c] = (T)((double)iv * a);                                                    \
+                co[c] = (T)b;                                                                   \
+            }                                                                                   \
+            for (i64 c = 0; c < cn; ++c)                                                        \
+                for (i64 i = 0; i < v.I; ++i) {                                                 \
+                    ae[c * v.I + i] = mu[c];                                                    \
+                    se[c * v.I + i] = cs[c];                                                    \
+                    xb[c * v.I + i] = co[c];                                                    \
+                }                                                                               \
+            ROW_RUNS_BEGIN(0, rows_per_g)                                                       \
+                affine_rows_##SUFFIX(x + off_ + c0 * v.I, out + off_ + c0 * v.I, len, nr_, v.sm,\
+                                     ae, se, xb);                                               \
+            ROW_RUNS_END                                                                        \
+        }                                                                                       \
+    }                                                                                           \
+    sum_partials(part, nt, P, pm, pv);                                                          \
+    return 1;                                                                                   \
+}                                                                                               \
+                                                                                                \
 /* out = (x - mean[k]) * scale[k] + shift[k]; out has x's strides */                            \
 static void affine_##SUFFIX(const S *x, S *out, view_t v, const T *mean, const T *scale,        \
                             const T *shift, int nt) {                                           \
@@ -919,6 +1018,114 @@ static int reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i64 P,  
                                      v.sm, mu, a1, a2, a3);                                     \
                 ROW_RUNS_END                                                                    \
             }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+    sum_partials(part, nt, P, dg, db_);                                                         \
+    return 1;                                                                                   \
+}                                                                                               \
+                                                                                                \
+/* The backward of the layouts plane_stats_affine takes, in one sweep per channel: Σdy and      \
+   Σdy·(x − μ) (T per piece of at most BUF values, then double), the dx coefficients, then      \
+   dx while the channel's runs of dy and x sit in L2; dγ/dβ partials per thread. */             \
+static int plane_reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i64 P,            \
+                                    const T *mean, const T *inv, const double *gs,              \
+                                    const double *slope, const double *intercept, double *dg,   \
+                                    double *db_, int nt) {                                      \
+    const i64 runs = v.A * v.M, items = v.G * v.C;                                              \
+    if (!(v.si == 1 && v.I > SHORT_RUN) || items < nt ||                                        \
+        runs * v.I * (i64)sizeof(S) > PLANE_SWEEP_BYTES)                                        \
+        return 0;                                                                               \
+    const double inv_n = 1.0 / (double)(runs * v.I);                                            \
+    double *part = scratch_zero(4, (size_t)(2 * nt * P) * sizeof(double));                      \
+    _Pragma("omp parallel num_threads(nt)")                                                     \
+    {                                                                                           \
+        double *tg = part + 2 * thread_id() * P, *tb = tg + P;                                  \
+        _Pragma("omp for schedule(static)")                                                     \
+        for (i64 k = 0; k < items; ++k) {                                                       \
+            const i64 p = k % P, base = (k / v.C) * v.sg + (k % v.C) * v.sc;                    \
+            const T mu = mean[k];                                                               \
+            double ss = 0, sp = 0;                                                              \
+            for (i64 r = 0; r < runs; ++r) {                                                    \
+                const i64 off = base + (r / v.M) * v.sa + (r % v.M) * v.sm;                     \
+                for (i64 i0 = 0; i0 < v.I; i0 += BUF) {                                         \
+                    const i64 len = v.I - i0 < BUF ? v.I - i0 : BUF;                            \
+                    T s, q;                                                                     \
+                    reduce_run_##SUFFIX(dy + off + i0, x + off + i0, len, mu, &s, &q);          \
+                    ss += (double)s;                                                            \
+                    sp += (double)q;                                                            \
+                }                                                                               \
+            }                                                                                   \
+            const double iv = (double)inv[k];                                                   \
+            tg[p] += slope[p] * iv * sp + intercept[p] * ss;                                    \
+            tb[p] += ss;                                                                        \
+            if (dx == NULL) continue;                                                           \
+            const T a1 = (T)(ss * inv_n), a2 = (T)(iv * iv * sp * inv_n), a3 = (T)(iv * gs[p]); \
+            for (i64 r = 0; r < runs; ++r) {                                                    \
+                const i64 off = base + (r / v.M) * v.sa + (r % v.M) * v.sm;                     \
+                dx_run_##SUFFIX(dy + off, x + off, dx + off, v.I, mu, a1, a2, a3);              \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+    sum_partials(part, nt, P, dg, db_);                                                         \
+    return 1;                                                                                   \
+}                                                                                               \
+                                                                                                \
+/* The same for the layouts short_stats_affine takes, a chunk of channels at a time. */         \
+static int short_reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i64 P,            \
+                                    const T *mean, const T *inv, const double *gs,              \
+                                    const double *slope, const double *intercept, double *dg,   \
+                                    double *db_, int nt) {                                      \
+    if (!SHORT_BLOCKS(v)) return 0;                                                             \
+    const i64 rows_per_g = v.A * v.M;                                                           \
+    const i64 cchunk = v.C < BUF / v.I ? v.C : BUF / v.I;                                       \
+    const i64 ncc = (v.C + cchunk - 1) / cchunk, items = v.G * ncc;                             \
+    if (items < nt || rows_per_g * cchunk * v.I * (i64)sizeof(S) > PLANE_SWEEP_BYTES) return 0; \
+    const double inv_n = 1.0 / (double)(rows_per_g * v.I);                                      \
+    double *part = scratch_zero(4, (size_t)(2 * nt * P) * sizeof(double));                      \
+    _Pragma("omp parallel num_threads(nt)")                                                     \
+    {                                                                                           \
+        T me[BUF], bs[BUF], bp[BUF], e1[BUF], e2[BUF], e3[BUF];                                 \
+        double ss[BUF], sp[BUF];                                                                \
+        double *tg = part + 2 * thread_id() * P, *tb = tg + P;                                  \
+        _Pragma("omp for schedule(static)")                                                     \
+        for (i64 it = 0; it < items; ++it) {                                                    \
+            const i64 g = it / ncc, c0 = (it % ncc) * cchunk;                                   \
+            const i64 cn = v.C - c0 < cchunk ? v.C - c0 : cchunk, len = cn * v.I;               \
+            const i64 k0 = g * v.C + c0, o0 = c0 * v.I;                                         \
+            SPREAD(me, mean)                                                                    \
+            for (i64 c = 0; c < cn; ++c) { ss[c] = 0; sp[c] = 0; }                              \
+            for (i64 r0 = 0; r0 < rows_per_g; r0 += SUB_ROWS) { /* T sums, then double */       \
+                const i64 r1 = r0 + SUB_ROWS < rows_per_g ? r0 + SUB_ROWS : rows_per_g;         \
+                for (i64 e = 0; e < len; ++e) { bs[e] = 0; bp[e] = 0; }                         \
+                ROW_RUNS_BEGIN(r0, r1)                                                          \
+                    reduce_rows_##SUFFIX(dy + off_ + o0, x + off_ + o0, len, nr_, v.sm, me, bs, \
+                                         bp);                                                   \
+                ROW_RUNS_END                                                                    \
+                for (i64 c = 0; c < cn; ++c) {                                                  \
+                    T a = 0, b = 0;                                                             \
+                    for (i64 i = 0; i < v.I; ++i) { a += bs[c * v.I + i]; b += bp[c * v.I + i]; }\
+                    ss[c] += (double)a;                                                         \
+                    sp[c] += (double)b;                                                         \
+                }                                                                               \
+            }                                                                                   \
+            for (i64 c = 0; c < cn; ++c) {                                                      \
+                const i64 k = k0 + c, p = k % P;                                                \
+                const double iv = (double)inv[k];                                               \
+                tg[p] += slope[p] * iv * sp[c] + intercept[p] * ss[c];                          \
+                tb[p] += ss[c];                                                                 \
+                const T a1 = (T)(ss[c] * inv_n), a2 = (T)(iv * iv * sp[c] * inv_n);             \
+                const T a3 = (T)(iv * gs[p]);                                                   \
+                for (i64 i = 0; i < v.I; ++i) {                                                 \
+                    e1[c * v.I + i] = a1;                                                       \
+                    e2[c * v.I + i] = a2;                                                       \
+                    e3[c * v.I + i] = a3;                                                       \
+                }                                                                               \
+            }                                                                                   \
+            if (dx == NULL) continue;                                                           \
+            ROW_RUNS_BEGIN(0, rows_per_g)                                                       \
+                dx_rows_##SUFFIX(dy + off_ + o0, x + off_ + o0, dx + off_ + o0, len, nr_, v.sm, \
+                                 me, e1, e2, e3);                                               \
+            ROW_RUNS_END                                                                        \
         }                                                                                       \
     }                                                                                           \
     sum_partials(part, nt, P, dg, db_);                                                         \
@@ -1140,6 +1347,9 @@ int bn_train_forward_##SUFFIX(                                                  
              stats_affine_##SUFFIX(x, y, v, P, eps, gs, go, cmean, cinv, pm, pv, nt)) ||        \
             plane_stats_affine_##SUFFIX(x, y, v, P, eps, gs, go, slope, intercept, renorm_mean, \
                                         renorm_stddev, rmin, rmax, dmax, cmean, cinv, pm, pv,   \
+                                        nt) ||                                                  \
+            short_stats_affine_##SUFFIX(x, y, v, P, eps, gs, go, slope, intercept, renorm_mean, \
+                                        renorm_stddev, rmin, rmax, dmax, cmean, cinv, pm, pv,   \
                                         nt)) {                                                  \
             for (i64 p = 0; p < P; ++p) { pm[p] /= (double)groups; pv[p] /= (double)groups; }   \
             goto moving;                                                                        \
@@ -1224,7 +1434,11 @@ int bn_train_backward_##SUFFIX(                                                 
     double *sums = scratch(3, (size_t)(2 * K + P) * sizeof(double));                            \
     double *sdy = sums, *sdx = sums + K, *gs = sums + 2 * K;                                    \
     for (i64 p = 0; p < P; ++p) gs[p] = slope[p] * (gamma ? (double)gamma[p] : 1.0);            \
-    if (reduce_dx_##SUFFIX(dy, x, dx, v, P, mean, inv, gs, slope, intercept, sdy, sdx, nt)) {   \
+    if (reduce_dx_##SUFFIX(dy, x, dx, v, P, mean, inv, gs, slope, intercept, sdy, sdx, nt) ||   \
+        plane_reduce_dx_##SUFFIX(dy, x, dx, v, P, mean, inv, gs, slope, intercept, sdy, sdx,    \
+                                 nt) ||                                                         \
+        short_reduce_dx_##SUFFIX(dy, x, dx, v, P, mean, inv, gs, slope, intercept, sdy, sdx,    \
+                                 nt)) {                                                         \
         for (i64 p = 0; p < P; ++p) {                                                           \
             if (dgamma) dgamma[p] = (T)sdy[p];                                                  \
             if (dbeta) dbeta[p] = (T)sdx[p];                                                    \
