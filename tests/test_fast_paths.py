@@ -11,10 +11,9 @@ from torch.autograd import gradcheck, gradgradcheck
 
 import batchnorm
 import reference
+from helpers import CLIP, step_options, weighted_layer
 from batchnorm import BatchNormalization, _native
 from batchnorm import functional as F
-
-CLIP = {"rmin": 0.9, "rmax": 1.1, "dmax": 0.05}
 
 
 # ---------------------------------------------------------------------- gradient checks
@@ -446,6 +445,63 @@ def test_short_runs_match_float64(shape, axis, backend):
     gamma, beta = (torch.tensor(t).reshape(view) for t in (state.gamma, state.beta))
     y_ref = (x.detach().double() - mean) / torch.sqrt(var + 1e-3) * gamma + beta
     np.testing.assert_allclose(y.numpy(), y_ref.numpy(), rtol=1e-5, atol=1e-5)
+
+
+SWEEPS = {
+    # one sweep per channel (runs of 576 values, 36 KiB a channel) on two threads
+    "planes": ((16, 4, 24, 24), {"axis": 1}, torch.float32),
+    "planes-renorm": ((16, 4, 24, 24), {"axis": 1, "renorm": True}, torch.float32),
+    "planes-ghost": ((16, 4, 24, 24), {"axis": 1, "virtual_batch_size": 4}, torch.float32),
+    "planes-float16": ((16, 4, 24, 24), {"axis": 1}, torch.float16),
+    "planes-bfloat16": ((16, 4, 24, 24), {"axis": 1}, torch.bfloat16),
+    # renorm with ghost batches: r and d need every ghost's statistics first (two passes)
+    "planes-renorm-ghost": (
+        (16, 4, 24, 24),
+        {"axis": 1, "renorm": True, "virtual_batch_size": 4},
+        torch.float32,
+    ),
+    # a channel's runs over 512 KiB, and one channel for two threads: two passes
+    "planes-large": ((4, 2, 200, 200), {"axis": 1}, torch.float32),
+    "one-channel": ((16, 1, 48, 48), {"axis": 1}, torch.float32),
+    # short blocks (multi-axis NCHW): chunks of 85 channels × 12 values, 64 rows
+    "short-blocks": ((64, 16, 12, 12), {"axis": [1, 2]}, torch.float32),
+    "short-renorm": ((64, 16, 12, 12), {"axis": [1, 2], "renorm": True}, torch.float32),
+}
+
+
+@pytest.mark.parametrize("name", list(SWEEPS))
+def test_channel_sweeps_and_their_fallbacks_match_float64(name, backend):
+    """NCHW planes and multi-axis short blocks whose channels fit in L2 are normalized,
+    and differentiated, a channel at a time in one sweep; renorm with ghost batches, large
+    channels and too few channels take two passes. Output, input and parameter gradients
+    and every moving statistic against the float64 reference, on data with mean 1e3."""
+    shape, config, dtype = SWEEPS[name]
+    if config.get("renorm"):
+        config = {**config, "renorm_clipping": CLIP}
+    rng = np.random.default_rng(5)
+    layer = weighted_layer(shape, rng, **config)
+    state = reference.state_of(layer)
+    x = torch.tensor(rng.normal(1e3, 2.0, shape)).to(dtype)
+    x64 = x.double().numpy()
+    dy = torch.tensor(rng.normal(size=shape)).to(dtype)
+    x.requires_grad_()
+    y = layer(x, training=True)
+    y.backward(dy)
+    y_ref, dx_ref, dg_ref, db_ref, new = reference.train_step(
+        x64, dy.double().numpy(), layer._axes, state, step_options(layer, config)
+    )
+    tol = 1e-4 if dtype == torch.float32 else 4 * float(torch.finfo(dtype).eps)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(y.detach().double().numpy(), y_ref, rtol=tol, atol=tol)
+    scale = np.abs(dx_ref).max()
+    np.testing.assert_allclose(x.grad.double().numpy(), dx_ref, atol=tol * scale)
+    np.testing.assert_allclose(layer.gamma.grad.double().numpy(), dg_ref, rtol=1e-3, atol=1e-2)
+    np.testing.assert_allclose(layer.beta.grad.double().numpy(), db_ref, rtol=1e-4, atol=1e-3)
+    for key in ("moving_mean", "moving_variance", "moving_stddev", "renorm_mean", "renorm_stddev"):
+        if getattr(new, key) is not None:
+            np.testing.assert_allclose(
+                getattr(layer, key).double().numpy(), getattr(new, key), rtol=1e-5, err_msg=key
+            )
 
 
 SHORT_CALLS = {

@@ -20,6 +20,8 @@
  * cache, and blocks are merged with Chan's parallel formula in double precision. When
  * all rows of a chunk fit in ROW_BLOCK_BYTES, statistics, coefficients and output (and in
  * the backward, sums and dx) come from one sweep that reads the input from memory once;
+ * plane and short-block layouts do the same a channel (a chunk of channels) at a time
+ * when its values fit in PLANE_SWEEP_BYTES, revisiting them in L2;
  * with at most COL_ROWS rows (ghost batches, small batches) the sweep goes a column of
  * channels at a time through all rows, each value loaded once.
  * 16-bit data is converted 16 values at a time in registers where AVX-512 is available.
@@ -216,7 +218,7 @@ static void renorm_rd(double mu, double vr, double rmean, double rstd, double ep
     const i64 seg_rows = (rows_per_g + nseg - 1) / nseg;                                        \
     const i64 items = v.G * ncc * nseg;
 /* spread per-channel values src[k0 + c] over the I positions of each channel of a chunk */
-#define SPREAD(dst, src) \
+#define SPREAD(dst, src)                                                                        \
     for (i64 c = 0; c < cn; ++c) for (i64 i = 0; i < v.I; ++i) (dst)[c * v.I + i] = (src)[k0 + c];
 #define BLOCKS_BEGIN                                                                            \
     for (i64 r0 = seg0; r0 < seg1; r0 += block) {                                               \
@@ -447,7 +449,7 @@ static void col_reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, i64 cn, i64 n
  * DEFINE_PRIMITIVES: S storage type, T compute type, LD/ST element conversions (generic
  * layouts), ROW(p, n, buf) -> const T* of n values, SQRT the square root in T.
  */
-#define DEFINE_PRIMITIVES(S, T, SUFFIX, LD, ST, ROW, SQRT)                          \
+#define DEFINE_PRIMITIVES(S, T, SUFFIX, LD, ST, ROW, SQRT)                                      \
                                                                                                 \
 /* Row layouts: the mean mu[c] and m2[c] = Σ(x − mu)² of the rows [r0, r1) of chunk             \
    (g, c0 .. c0 + cn − 1), in T: a shifted sum (shift: the range's first row, so a large        \
@@ -738,7 +740,7 @@ static int stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps
    coefficients and output in one sweep that reads x from memory once and revisits the          \
    runs in L2. The mean is a sum shifted by the channel's first value (T per piece of at        \
    most BUF values, then double), the variance the squared deviations from that mean. With      \
-   renorm (rm, rs given; no ghost batches, so channel k is parameter k) r and d fold into       \
+   renorm (rm, rs given; no ghost batches: channel k is parameter k) r and d fold into          \
    the coefficients and into slope/intercept, as the two-pass driver does. Same outputs as      \
    stats_affine; returns 0 (nothing done) when the layout does not fit. */                      \
 static int plane_stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, double eps,         \
@@ -747,7 +749,7 @@ static int plane_stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, doub
                                        double rmin, double rmax, double dmax, T *mean,          \
                                        T *inv, double *pm, double *pv, int nt) {                \
     const i64 runs = v.A * v.M, items = v.G * v.C;                                              \
-    if (!(v.si == 1 && v.I > SHORT_RUN) || items < nt || (rm != NULL && v.G > 1) ||             \
+    if (!(v.si == 1 && v.I > SHORT_RUN) || items < nt || (rm != NULL && v.G * v.C != P) ||      \
         runs * v.I * (i64)sizeof(S) > PLANE_SWEEP_BYTES)                                        \
         return 0;                                                                               \
     const double inv_cnt = 1.0 / (double)(runs * v.I);                                          \
@@ -811,7 +813,7 @@ static int short_stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, doub
                                        double *intercept, const T *rm, const T *rs,             \
                                        double rmin, double rmax, double dmax, T *mean,          \
                                        T *inv, double *pm, double *pv, int nt) {                \
-    if (!SHORT_BLOCKS(v) || (rm != NULL && v.G > 1)) return 0;                                  \
+    if (!SHORT_BLOCKS(v) || (rm != NULL && v.G * v.C != P)) return 0;                           \
     const i64 rows_per_g = v.A * v.M;                                                           \
     const i64 cchunk = v.C < BUF / v.I ? v.C : BUF / v.I;                                       \
     const i64 ncc = (v.C + cchunk - 1) / cchunk, items = v.G * ncc;                             \
