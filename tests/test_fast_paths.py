@@ -11,9 +11,9 @@ from torch.autograd import gradcheck, gradgradcheck
 
 import batchnorm
 import reference
-from helpers import CLIP, step_options, weighted_layer
 from batchnorm import BatchNormalization, _native
 from batchnorm import functional as F
+from helpers import CLIP, step_options, weighted_layer
 
 
 # ---------------------------------------------------------------------- gradient checks
