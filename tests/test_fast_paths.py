@@ -454,6 +454,7 @@ SWEEPS = {
     "planes-ghost": ((16, 4, 24, 24), {"axis": 1, "virtual_batch_size": 4}, torch.float32),
     "planes-float16": ((16, 4, 24, 24), {"axis": 1}, torch.float16),
     "planes-bfloat16": ((16, 4, 24, 24), {"axis": 1}, torch.bfloat16),
+    "planes-odd-float16": ((16, 4, 17, 19), {"axis": 1}, torch.float16),  # 323: a vector tail
     # renorm with ghost batches: r and d need every ghost's statistics first (two passes)
     "planes-renorm-ghost": (
         (16, 4, 24, 24),
@@ -466,6 +467,7 @@ SWEEPS = {
     # short blocks (multi-axis NCHW): chunks of 85 channels × 12 values, 64 rows
     "short-blocks": ((64, 16, 12, 12), {"axis": [1, 2]}, torch.float32),
     "short-renorm": ((64, 16, 12, 12), {"axis": [1, 2], "renorm": True}, torch.float32),
+    "short-bfloat16": ((64, 16, 12, 12), {"axis": [1, 2]}, torch.bfloat16),
 }
 
 
