@@ -141,6 +141,28 @@ def test_frozen_layer_gradients_in_a_training_model(backend):
     assert gradgradcheck(lambda t: layer(t, training=True), (x,), eps=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape, axis", [((6, 5), -1), ((4, 3, 5, 6), 1)], ids=["rows", "nchw"])
+def test_frozen_layer_input_gradient_ignores_non_finite_inputs(shape, axis, backend, node):
+    """A frozen layer is affine in x: ∂y/∂x = γ/√(moving variance + ε) whatever x holds, so
+    an infinite or NaN input gives an infinite or NaN output but a finite input gradient,
+    as in TensorFlow; against float64."""
+    rng = np.random.default_rng(6)
+    layer = weighted_layer(shape, rng, axis=axis, trainable=False)
+    x = torch.tensor(rng.normal(size=shape), dtype=torch.float32)
+    x.view(-1)[[0, 7, 11]] = torch.tensor([float("inf"), float("nan"), -float("inf")])
+    x.requires_grad_()
+    dy = torch.tensor(rng.normal(size=shape), dtype=torch.float32)
+    y = layer(x, training=True)
+    y.backward(dy)
+    assert not torch.isfinite(y.view(-1)[[0, 7, 11]]).any()
+    view = [1] * len(shape)
+    view[axis] = shape[axis]
+    slope = layer.gamma.detach().double() / torch.sqrt(layer.moving_variance.double() + 1e-3)
+    expected = dy.double() * slope.reshape(view)
+    assert torch.isfinite(x.grad).all()
+    np.testing.assert_allclose(x.grad.double().numpy(), expected.numpy(), rtol=1e-6, atol=1e-7)
+
+
 # ---------------------------------------------------------------------- layouts
 LAYOUTS = {
     "contiguous": lambda t: t,

@@ -1530,7 +1530,7 @@ int bn_infer_backward_##SUFFIX(                                                 
         zero[k] = 0;                                                                            \
         cs[k] = (T)(inv[k] * (gamma ? (double)gamma[p] : 1.0));                                 \
     }                                                                                           \
-    if (dx != NULL) dx_##SUFFIX(dy, x, dx, v, cm, zero, zero, cs, nt);                          \
+    if (dx != NULL) affine_##SUFFIX(dy, dx, v, zero, cs, zero, nt); /* dx = dy·γ/√(σ² + ε) */   \
     if (dgamma != NULL || dbeta != NULL) {                                                      \
         reduce_##SUFFIX(dy, x, v, cm, sdy, sdx, nt);                                            \
         for (i64 k = 0; k < K; ++k) { /* K == P in inference */                                 \
