@@ -226,6 +226,34 @@ def test_bench_rounds_alternate_the_order_and_pair_the_ratios():
     assert bench._ratio([2.0, 9.0, 3.0], [1.0, 10.0, 1.0]) == 2.0  # not 14 / 12
 
 
+def test_bench_paired_gives_a_median_ratio_inside_its_interval():
+    result = run(
+        "bench",
+        "--paired",
+        "--cases",
+        "D",
+        "--modes",
+        "inference",
+        "--variants",
+        "plain,float16",
+        "--rounds",
+        "5",
+        "--min-time",
+        "0.05",
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [r for r in table_rows(result.stdout) if r[0] == "D"]
+    assert [r[2] for r in rows] == ["float32", "float16"]
+    for r in rows:
+        median = float(r[3].rstrip("×"))
+        low, high = (float(v) for v in r[4].split("–"))
+        assert 0 < low <= median <= high
+        faster, total = (int(v) for v in r[5].split("/"))
+        assert total == 5 and 0 <= faster <= 5
+    bad = run("bench", "--paired", "--variants", "renorm", "--rounds", "1")
+    assert bad.returncode == 2 and "--paired takes --variants" in bad.stderr
+
+
 def test_bench_device_is_checked():
     """A device the benchmark cannot use is refused with an error naming ``--device``."""
     for device in ("cuda", "mps", "nonsense"):

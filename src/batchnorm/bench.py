@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -294,6 +295,57 @@ def run(
     return rows
 
 
+PAIRED_DTYPES = {"plain": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def paired(
+    cases: list[str],
+    modes: list[str],
+    variants: list[str],
+    rounds: int = 41,
+    min_time: float = 10.0,
+    device: str = "cpu",
+) -> list[str]:
+    """Ours against ``F.batch_norm`` alone, to tell parity from a difference: for each
+    case, mode and dtype (``plain`` is float32) the two run in ``rounds`` interleaved
+    rounds (``min_time`` seconds each in all); the row gives the median over rounds of
+    ours ÷ torch within a round, a bootstrap 95 % confidence interval of that median
+    (2,000 resamples of the rounds) and how many rounds ours was faster. Returns the
+    table's lines (also printed)."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else lambda: None
+    resample = random.Random(0)
+    lines = [
+        "| case | mode | dtype | ours ÷ torch, median | 95 % interval | rounds ours faster |",
+        "|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    for case_name in cases:
+        case = CASES[case_name]
+        for mode in modes:
+            for name in variants:
+                dtype = PAIRED_DTYPES[name]
+                x = _input(case, dtype, device)
+                variant = {} if dtype == torch.float32 else {"dtype": dtype}
+                fns = {
+                    "ours": _ours(case, variant, mode, x),
+                    "torch": _torch_functional(case, mode, x),
+                }
+                times = _measure(fns, rounds, min_time, sync)
+                ratios = [a / b for a, b in zip(times["ours"], times["torch"], strict=True)]
+                medians = sorted(
+                    statistics.median(resample.choices(ratios, k=len(ratios))) for _ in range(2000)
+                )
+                faster = sum(r < 1 for r in ratios)
+                lines.append(
+                    f"| {case_name} | {mode} | {str(dtype).removeprefix('torch.')} | "
+                    f"{statistics.median(ratios):.3f}× | {medians[50]:.3f}–{medians[1949]:.3f} | "
+                    f"{faster}/{len(ratios)} |"
+                )
+                print(lines[-1], flush=True)
+                gc.collect()
+    return lines
+
+
 def _format(row: Row) -> str:
     return (
         f"| {row.case} | {row.mode} | {row.impl} | {row.ms:.3f} | {row.copy:.2f}× | "
@@ -412,6 +464,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory", action="store_true", help="also report peak extra memory")
     parser.add_argument("--device", default="cpu", help="cpu, or a CUDA device such as cuda")
     parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="instead: ours against F.batch_norm alone, median ratio with a 95%% interval "
+        "(--variants among plain, float16, bfloat16)",
+    )
+    parser.add_argument(
         "--sync",
         type=int,
         metavar="WORLD",
@@ -434,6 +492,23 @@ def main(argv: list[str] | None = None) -> int:
     if device.type not in ("cpu", "cuda"):
         parser.error(f"--device must be cpu or a CUDA device; received {args.device!r}")
     _cxx.wait()  # time what a user gets once the C++ node is built
+    if args.paired:
+        print(header(args.device).split("\n\n")[0] + "\n")
+        variants = args.variants.split(",") if args.variants != ",".join(VARIANTS) else ["plain"]
+        unknown = [v for v in variants if v not in PAIRED_DTYPES]
+        if unknown:
+            parser.error(
+                f"--paired takes --variants among {', '.join(PAIRED_DTYPES)}; got {unknown}"
+            )
+        paired(
+            args.cases.split(","),
+            args.modes.split(","),
+            variants,
+            args.rounds,
+            args.min_time,
+            args.device,
+        )
+        return 0
     print(header(args.device))
     run(
         args.cases.split(","),
