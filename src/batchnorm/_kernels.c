@@ -175,10 +175,14 @@ static void sum_partials(const double *part, int nt, i64 P, double *a, double *b
         for (i64 p = 0; p < P; ++p) { a[p] += part[2 * t * P + p]; b[p] += part[(2 * t + 1) * P + p]; }
 }
 
-/* Batch renormalization's r = √(σ² + ε)/s and d = (μ − m)/s with s = max(renorm_stddev,
- * √ε) (NaN kept), clipped to [rmin, rmax] and [−dmax, dmax]. */
-static void renorm_rd(double mu, double vr, double rmean, double rstd, double eps, double rmin,
-                      double rmax, double dmax, double *r_out, double *d_out) {
+/* Batch renormalization for one parameter from its batch mean mu and variance vr: r =
+ * √(vr + ε)/s and d = (mu − m)/s with s = max(renorm_stddev, √ε) (NaN kept), clipped to
+ * [rmin, rmax] and [−dmax, dmax], folded into the per-parameter slope and intercept (which
+ * the backward reads) and, when a is given, into the output coefficients a = slope·γ and
+ * b = intercept·γ + β. */
+static void fold_renorm(double mu, double vr, double rmean, double rstd, double eps,
+                        double rmin, double rmax, double dmax, double *slope, double *intercept,
+                        double *a, double *b) {
     double denom = rstd;
     if (!(denom >= sqrt(eps))) denom = isnan(denom) ? denom : sqrt(eps);
     double r = sqrt(vr + eps) / denom;
@@ -187,8 +191,12 @@ static void renorm_rd(double mu, double vr, double rmean, double rstd, double ep
     if (r > rmax) r = rmax;
     if (d < -dmax) d = -dmax;
     if (d > dmax) d = dmax;
-    *r_out = r;
-    *d_out = d;
+    if (a != NULL) {
+        *b = d * *a + *b;
+        *a = r * *a;
+    }
+    *intercept = d * *slope + *intercept;
+    *slope = r * *slope;
 }
 
 /* One sweep: a work item is (g, chunk of up to CCHUNK channels) with all its rows, when
@@ -201,6 +209,23 @@ static void renorm_rd(double mu, double vr, double rmean, double rstd, double ep
     const int sweep_ok = rows_per_g * cchunk * (i64)sizeof(S) <= ROW_BLOCK_BYTES;               \
     const i64 ncc = (v.C + cchunk - 1) / cchunk, nseg = 1, seg_rows = rows_per_g;               \
     const i64 items = v.G * ncc;
+/* The channel sweeps of plane layouts (stride(I) == 1, runs of I > SHORT_RUN values): a work
+ * item is one channel k with its runs (a, m), when they fit in PLANE_SWEEP_BYTES and there is
+ * a channel for every thread; the runs are revisited in L2. */
+#define PLANE_SWEEP_ITEMS(S)                                                                    \
+    const i64 runs = v.A * v.M, items = v.G * v.C;                                              \
+    const int sweep_ok = v.si == 1 && v.I > SHORT_RUN && items >= nt &&                         \
+                         runs * v.I * (i64)sizeof(S) <= PLANE_SWEEP_BYTES;
+/* channel k's runs: the offset off of each (its first value), and each run in pieces of at
+ * most BUF values [i0, i0 + len) */
+#define CHANNEL_RUNS_BEGIN                                                                      \
+    for (i64 r_ = 0; r_ < runs; ++r_) {                                                         \
+        const i64 off = base + (r_ / v.M) * v.sa + (r_ % v.M) * v.sm;
+#define CHANNEL_RUNS_END }
+#define RUN_PIECES_BEGIN                                                                        \
+    for (i64 i0 = 0; i0 < v.I; i0 += BUF) {                                                     \
+        const i64 len = v.I - i0 < BUF ? v.I - i0 : BUF;
+#define RUN_PIECES_END }
 /* rows of an item in sub-blocks of SUB_ROWS: float partial sums go to double after each */
 #define SUB_ROWS 256
 /* Short runs of adjacent channels (stride(C) == I, e.g. NCHW with a small H·W, or
@@ -208,15 +233,24 @@ static void renorm_rd(double mu, double vr, double rmean, double rstd, double ep
  * a row with per-channel values spread over their I positions. Work item = (g, chunk of
  * CH channels, segment of rows (a, m)). */
 #define SHORT_BLOCKS(v) ((v).si == 1 && (v).sc == (v).I && (v).I > 1 && (v).I <= SHORT_RUN)
+#define SHORT_CHUNK(v) ((v).C < BUF / (v).I ? (v).C : BUF / (v).I) /* channels per block */
 #define SHORT_ITEMS                                                                             \
     const i64 rows_per_g = v.A * v.M;                                                           \
-    const i64 cchunk = v.C < BUF / v.I ? v.C : BUF / v.I;                                       \
+    const i64 cchunk = SHORT_CHUNK(v);                                                          \
     const i64 ncc = (v.C + cchunk - 1) / cchunk;                                                \
     i64 nseg = (4 * nt + v.G * ncc - 1) / (v.G * ncc);                                          \
     if (nseg > rows_per_g) nseg = rows_per_g;                                                   \
     if (nseg < 1) nseg = 1;                                                                     \
     const i64 seg_rows = (rows_per_g + nseg - 1) / nseg;                                        \
     const i64 items = v.G * ncc * nseg;
+/* The same for short blocks, on SHORT_BLOCKS layouts only (I <= SHORT_RUN, so a chunk holds
+ * a channel): a work item is a chunk of cchunk channels (as in SHORT_ITEMS) with all its rows. */
+#define SHORT_SWEEP_ITEMS(S)                                                                    \
+    const i64 rows_per_g = v.A * v.M;                                                           \
+    const i64 cchunk = SHORT_CHUNK(v);                                                          \
+    const i64 ncc = (v.C + cchunk - 1) / cchunk, items = v.G * ncc;                             \
+    const int sweep_ok =                                                                        \
+        items >= nt && rows_per_g * cchunk * v.I * (i64)sizeof(S) <= PLANE_SWEEP_BYTES;
 /* spread per-channel values src[k0 + c] over the I positions of each channel of a chunk */
 #define SPREAD(dst, src)                                                                        \
     for (i64 c = 0; c < cn; ++c) for (i64 i = 0; i < v.I; ++i) (dst)[c * v.I + i] = (src)[k0 + c];
@@ -748,10 +782,8 @@ static int plane_stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, doub
                                        double *intercept, const T *rm, const T *rs,             \
                                        double rmin, double rmax, double dmax, T *mean,          \
                                        T *inv, double *pm, double *pv, int nt) {                \
-    const i64 runs = v.A * v.M, items = v.G * v.C;                                              \
-    if (!(v.si == 1 && v.I > SHORT_RUN) || items < nt || (rm != NULL && v.G * v.C != P) ||      \
-        runs * v.I * (i64)sizeof(S) > PLANE_SWEEP_BYTES)                                        \
-        return 0;                                                                               \
+    PLANE_SWEEP_ITEMS(S)                                                                        \
+    if (!sweep_ok || (rm != NULL && items != P)) return 0;                                      \
     const double inv_cnt = 1.0 / (double)(runs * v.I);                                          \
     double *part = scratch_zero(0, (size_t)(2 * nt * P) * sizeof(double));                      \
     _Pragma("omp parallel num_threads(nt)")                                                     \
@@ -763,41 +795,27 @@ static int plane_stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, doub
             const i64 p = k % P, base = (k / v.C) * v.sg + (k % v.C) * v.sc;                    \
             const T shift = ROW(x + base, 1, xb)[0];                                            \
             double ds = 0, dq = 0;                                                              \
-            for (i64 r = 0; r < runs; ++r) {                                                    \
-                const S *run = x + base + (r / v.M) * v.sa + (r % v.M) * v.sm;                  \
-                for (i64 i0 = 0; i0 < v.I; i0 += BUF) {                                         \
-                    const i64 len = v.I - i0 < BUF ? v.I - i0 : BUF;                            \
-                    ds += (double)sum_dev_##SUFFIX(ROW(run + i0, len, xb), len, shift);         \
-                }                                                                               \
-            }                                                                                   \
+            CHANNEL_RUNS_BEGIN RUN_PIECES_BEGIN                                                 \
+                ds += (double)sum_dev_##SUFFIX(ROW(x + off + i0, len, xb), len, shift);         \
+            RUN_PIECES_END CHANNEL_RUNS_END                                                     \
             const double md = (double)shift + ds * inv_cnt;                                     \
             const T mu = (T)md;                                                                 \
-            for (i64 r = 0; r < runs; ++r) {                                                    \
-                const S *run = x + base + (r / v.M) * v.sa + (r % v.M) * v.sm;                  \
-                for (i64 i0 = 0; i0 < v.I; i0 += BUF) {                                         \
-                    const i64 len = v.I - i0 < BUF ? v.I - i0 : BUF;                            \
-                    dq += (double)sum_sq_dev_##SUFFIX(ROW(run + i0, len, xb), len, mu);         \
-                }                                                                               \
-            }                                                                                   \
+            CHANNEL_RUNS_BEGIN RUN_PIECES_BEGIN                                                 \
+                dq += (double)sum_sq_dev_##SUFFIX(ROW(x + off + i0, len, xb), len, mu);         \
+            RUN_PIECES_END CHANNEL_RUNS_END                                                     \
             const double vr = dq * inv_cnt;                                                     \
             const T iv = (T)1 / SQRT((T)vr + (T)eps); /* in T like TensorFlow */                \
             double a = gs[p], b = go[p];                                                        \
-            if (rm != NULL) {                                                                   \
-                double rr, dd;                                                                  \
-                renorm_rd(md, vr, (double)rm[p], (double)rs[p], eps, rmin, rmax, dmax, &rr, &dd);\
-                b = dd * a + b;                                                                 \
-                a = rr * a;                                                                     \
-                intercept[p] = dd * slope[p] + intercept[p];                                    \
-                slope[p] = rr * slope[p];                                                       \
-            }                                                                                   \
+            if (rm != NULL)                                                                     \
+                fold_renorm(md, vr, (double)rm[p], (double)rs[p], eps, rmin, rmax, dmax,        \
+                            &slope[p], &intercept[p], &a, &b);                                  \
             tm[p] += md;                                                                        \
             tv[p] += vr;                                                                        \
             if (mean != NULL) { mean[k] = mu; inv[k] = iv; }                                    \
             const T cs = (T)((double)iv * a), co = (T)b;                                        \
-            for (i64 r = 0; r < runs; ++r) {                                                    \
-                const i64 off = base + (r / v.M) * v.sa + (r % v.M) * v.sm;                     \
+            CHANNEL_RUNS_BEGIN                                                                  \
                 affine_run_##SUFFIX(x + off, out + off, v.I, mu, cs, co);                       \
-            }                                                                                   \
+            CHANNEL_RUNS_END                                                                    \
         }                                                                                       \
     }                                                                                           \
     sum_partials(part, nt, P, pm, pv);                                                          \
@@ -813,11 +831,9 @@ static int short_stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, doub
                                        double *intercept, const T *rm, const T *rs,             \
                                        double rmin, double rmax, double dmax, T *mean,          \
                                        T *inv, double *pm, double *pv, int nt) {                \
-    if (!SHORT_BLOCKS(v) || (rm != NULL && v.G * v.C != P)) return 0;                           \
-    const i64 rows_per_g = v.A * v.M;                                                           \
-    const i64 cchunk = v.C < BUF / v.I ? v.C : BUF / v.I;                                       \
-    const i64 ncc = (v.C + cchunk - 1) / cchunk, items = v.G * ncc;                             \
-    if (items < nt || rows_per_g * cchunk * v.I * (i64)sizeof(S) > PLANE_SWEEP_BYTES) return 0; \
+    if (!SHORT_BLOCKS(v)) return 0;                                                             \
+    SHORT_SWEEP_ITEMS(S)                                                                        \
+    if (!sweep_ok || (rm != NULL && v.G * v.C != P)) return 0;                                  \
     const double inv_cnt = 1.0 / (double)(rows_per_g * v.I);                                    \
     double *part = scratch_zero(0, (size_t)(2 * nt * P) * sizeof(double));                      \
     _Pragma("omp parallel num_threads(nt)")                                                     \
@@ -873,15 +889,9 @@ static int short_stats_affine_##SUFFIX(const S *x, S *out, view_t v, i64 P, doub
                 const double vr = ds[c] * inv_cnt;                                              \
                 const T iv = (T)1 / SQRT((T)vr + (T)eps); /* in T like TensorFlow */            \
                 double a = gs[p], b = go[p];                                                    \
-                if (rm != NULL) {                                                               \
-                    double rr, dd;                                                              \
-                    renorm_rd((double)mu[c], vr, (double)rm[p], (double)rs[p], eps, rmin, rmax, \
-                              dmax, &rr, &dd);                                                  \
-                    b = dd * a + b;                                                             \
-                    a = rr * a;                                                                 \
-                    intercept[p] = dd * slope[p] + intercept[p];                                \
-                    slope[p] = rr * slope[p];                                                   \
-                }                                                                               \
+                if (rm != NULL)                                                                 \
+                    fold_renorm((double)mu[c], vr, (double)rm[p], (double)rs[p], eps, rmin,     \
+                                rmax, dmax, &slope[p], &intercept[p], &a, &b);                  \
                 tv[p] += vr;                                                                    \
                 if (mean != NULL) { mean[k] = mu[c]; inv[k] = iv; }                             \
                 cs[c] = (T)((double)iv * a);                                                    \
@@ -1033,10 +1043,8 @@ static int plane_reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i6
                                     const T *mean, const T *inv, const double *gs,              \
                                     const double *slope, const double *intercept, double *dg,   \
                                     double *db_, int nt) {                                      \
-    const i64 runs = v.A * v.M, items = v.G * v.C;                                              \
-    if (!(v.si == 1 && v.I > SHORT_RUN) || items < nt ||                                        \
-        runs * v.I * (i64)sizeof(S) > PLANE_SWEEP_BYTES)                                        \
-        return 0;                                                                               \
+    PLANE_SWEEP_ITEMS(S)                                                                        \
+    if (!sweep_ok) return 0;                                                                    \
     const double inv_n = 1.0 / (double)(runs * v.I);                                            \
     double *part = scratch_zero(4, (size_t)(2 * nt * P) * sizeof(double));                      \
     _Pragma("omp parallel num_threads(nt)")                                                     \
@@ -1047,25 +1055,20 @@ static int plane_reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i6
             const i64 p = k % P, base = (k / v.C) * v.sg + (k % v.C) * v.sc;                    \
             const T mu = mean[k];                                                               \
             double ss = 0, sp = 0;                                                              \
-            for (i64 r = 0; r < runs; ++r) {                                                    \
-                const i64 off = base + (r / v.M) * v.sa + (r % v.M) * v.sm;                     \
-                for (i64 i0 = 0; i0 < v.I; i0 += BUF) {                                         \
-                    const i64 len = v.I - i0 < BUF ? v.I - i0 : BUF;                            \
-                    T s, q;                                                                     \
-                    reduce_run_##SUFFIX(dy + off + i0, x + off + i0, len, mu, &s, &q);          \
-                    ss += (double)s;                                                            \
-                    sp += (double)q;                                                            \
-                }                                                                               \
-            }                                                                                   \
+            CHANNEL_RUNS_BEGIN RUN_PIECES_BEGIN                                                 \
+                T s, q;                                                                         \
+                reduce_run_##SUFFIX(dy + off + i0, x + off + i0, len, mu, &s, &q);              \
+                ss += (double)s;                                                                \
+                sp += (double)q;                                                                \
+            RUN_PIECES_END CHANNEL_RUNS_END                                                     \
             const double iv = (double)inv[k];                                                   \
             tg[p] += slope[p] * iv * sp + intercept[p] * ss;                                    \
             tb[p] += ss;                                                                        \
             if (dx == NULL) continue;                                                           \
             const T a1 = (T)(ss * inv_n), a2 = (T)(iv * iv * sp * inv_n), a3 = (T)(iv * gs[p]); \
-            for (i64 r = 0; r < runs; ++r) {                                                    \
-                const i64 off = base + (r / v.M) * v.sa + (r % v.M) * v.sm;                     \
+            CHANNEL_RUNS_BEGIN                                                                  \
                 dx_run_##SUFFIX(dy + off, x + off, dx + off, v.I, mu, a1, a2, a3);              \
-            }                                                                                   \
+            CHANNEL_RUNS_END                                                                    \
         }                                                                                       \
     }                                                                                           \
     sum_partials(part, nt, P, dg, db_);                                                         \
@@ -1078,10 +1081,8 @@ static int short_reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i6
                                     const double *slope, const double *intercept, double *dg,   \
                                     double *db_, int nt) {                                      \
     if (!SHORT_BLOCKS(v)) return 0;                                                             \
-    const i64 rows_per_g = v.A * v.M;                                                           \
-    const i64 cchunk = v.C < BUF / v.I ? v.C : BUF / v.I;                                       \
-    const i64 ncc = (v.C + cchunk - 1) / cchunk, items = v.G * ncc;                             \
-    if (items < nt || rows_per_g * cchunk * v.I * (i64)sizeof(S) > PLANE_SWEEP_BYTES) return 0; \
+    SHORT_SWEEP_ITEMS(S)                                                                        \
+    if (!sweep_ok) return 0;                                                                    \
     const double inv_n = 1.0 / (double)(rows_per_g * v.I);                                      \
     double *part = scratch_zero(4, (size_t)(2 * nt * P) * sizeof(double));                      \
     _Pragma("omp parallel num_threads(nt)")                                                     \
@@ -1105,7 +1106,10 @@ static int short_reduce_dx_##SUFFIX(const S *dy, const S *x, S *dx, view_t v, i6
                 ROW_RUNS_END                                                                    \
                 for (i64 c = 0; c < cn; ++c) {                                                  \
                     T a = 0, b = 0;                                                             \
-                    for (i64 i = 0; i < v.I; ++i) { a += bs[c * v.I + i]; b += bp[c * v.I + i]; }\
+                    for (i64 i = 0; i < v.I; ++i) {                                             \
+                        a += bs[c * v.I + i];                                                   \
+                        b += bp[c * v.I + i];                                                   \
+                    }                                                                           \
                     ss[c] += (double)a;                                                         \
                     sp[c] += (double)b;                                                         \
                 }                                                                               \
@@ -1375,11 +1379,8 @@ int bn_train_forward_##SUFFIX(                                                  
     }                                                                                           \
     if (renorm_mean != NULL) { /* r, d from the ghost-averaged statistics */                    \
         for (i64 p = 0; p < P; ++p) {                                                           \
-            double r, d;                                                                        \
-            renorm_rd(pm[p], pv[p], (double)renorm_mean[p], (double)renorm_stddev[p], eps, rmin,\
-                      rmax, dmax, &r, &d);                                                      \
-            intercept[p] = d * slope[p] + intercept[p];                                         \
-            slope[p] = r * slope[p];                                                            \
+            fold_renorm(pm[p], pv[p], (double)renorm_mean[p], (double)renorm_stddev[p], eps,    \
+                        rmin, rmax, dmax, &slope[p], &intercept[p], NULL, NULL);                \
         }                                                                                       \
     }                                                                                           \
     T *coef = scratch(2, (size_t)(3 * K) * sizeof(T));                                          \
