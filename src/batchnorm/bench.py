@@ -111,6 +111,11 @@ def _ratio(times: list[float], reference: list[float]) -> float:
     return statistics.median(t / r for t, r in zip(times, reference, strict=True))
 
 
+def _sync(device: str) -> Callable[[], Any]:
+    """What waits for queued device work before a clock is read (CUDA), else nothing."""
+    return torch.cuda.synchronize if torch.device(device).type == "cuda" else lambda: None
+
+
 def _input(case: Case, dtype: torch.dtype = torch.float32, device: str = "cpu") -> torch.Tensor:
     torch.manual_seed(0)
     return (torch.randn(case.shape) * 2 + 0.5).to(device=device, dtype=dtype)
@@ -251,9 +256,8 @@ def run(
     """Measure every case × mode × implementation on ``device``; returns the rows (also
     printed). tf_keras runs on the CPU only."""
     rows: list[Row] = []
-    cuda = torch.device(device).type == "cuda"
-    sync = torch.cuda.synchronize if cuda else lambda: None
-    with_tf = with_tf and not cuda
+    sync = _sync(device)
+    with_tf = with_tf and torch.device(device).type != "cuda"
     for case_name in cases:
         case = CASES[case_name]
         for mode in modes:
@@ -295,7 +299,7 @@ def run(
     return rows
 
 
-PAIRED_DTYPES = {"plain": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+PAIRED_VARIANTS = ("plain", "float16", "bfloat16")  # the variants --paired compares
 
 
 def paired(
@@ -312,7 +316,7 @@ def paired(
     ours ÷ torch within a round, a bootstrap 95 % confidence interval of that median
     (2,000 resamples of the rounds) and how many rounds ours was faster. Returns the
     table's lines (also printed)."""
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else lambda: None
+    sync = _sync(device)
     resample = random.Random(0)
     lines = [
         "| case | mode | dtype | ours ÷ torch, median | 95 % interval | rounds ours faster |",
@@ -323,9 +327,9 @@ def paired(
         case = CASES[case_name]
         for mode in modes:
             for name in variants:
-                dtype = PAIRED_DTYPES[name]
+                variant = VARIANTS[name]
+                dtype = variant.get("dtype", torch.float32)
                 x = _input(case, dtype, device)
-                variant = {} if dtype == torch.float32 else {"dtype": dtype}
                 fns = {
                     "ours": _ours(case, variant, mode, x),
                     "torch": _torch_functional(case, mode, x),
@@ -495,10 +499,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.paired:
         print(header(args.device).split("\n\n")[0] + "\n")
         variants = args.variants.split(",") if args.variants != ",".join(VARIANTS) else ["plain"]
-        unknown = [v for v in variants if v not in PAIRED_DTYPES]
+        unknown = [v for v in variants if v not in PAIRED_VARIANTS]
         if unknown:
             parser.error(
-                f"--paired takes --variants among {', '.join(PAIRED_DTYPES)}; got {unknown}"
+                f"--paired takes --variants among {', '.join(PAIRED_VARIANTS)}; got {unknown}"
             )
         paired(
             args.cases.split(","),
