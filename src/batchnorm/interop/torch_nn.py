@@ -1,0 +1,101 @@
+"""``torch.nn`` batch norm: ``from_torch`` and ``to_torch``.
+
+PyTorch's batch norm is TensorFlow's with the channel on axis 1, ``momentum_tf =
+1 − momentum_torch``, ``center = scale = affine`` and the Bessel-corrected
+moving variance (``unbiased_moving_variance=True``); outputs and running
+statistics then agree in training and in evaluation.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..normalization import BatchNormalization
+
+__all__ = ["from_torch", "to_torch"]
+
+_TORCH_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def _convert(bn: nn.modules.batchnorm._BatchNorm) -> BatchNormalization:
+    if bn.momentum is None:
+        raise ValueError(
+            f"{type(bn).__name__} with momentum=None (a cumulative moving average) has no "
+            "TensorFlow equivalent."
+        )
+    if not bn.track_running_stats:
+        raise ValueError(
+            f"{type(bn).__name__} with track_running_stats=False (batch statistics in "
+            "evaluation too) has no TensorFlow equivalent."
+        )
+    layer = BatchNormalization(
+        axis=1,
+        momentum=1.0 - bn.momentum,
+        epsilon=bn.eps,
+        center=bn.affine,
+        scale=bn.affine,
+        unbiased_moving_variance=True,
+        synchronized=isinstance(bn, nn.SyncBatchNorm),
+        process_group=getattr(bn, "process_group", None),
+    )
+    values = [bn.weight, bn.bias] if bn.affine else []
+    values += [bn.running_mean, bn.running_var]
+    layer._pending_weights = [v.detach().clone() for v in values]
+    layer.train(bn.training)
+    return layer
+
+
+def from_torch(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with every ``torch.nn.BatchNorm1d/2d/3d`` and ``SyncBatchNorm``
+    replaced by an equivalent ``BatchNormalization`` (weights and running statistics
+    carried over; the layer builds on its first call). A batch-norm module itself is
+    returned converted."""
+    if isinstance(module, _TORCH_BN):
+        return _convert(module)
+    module = copy.deepcopy(module)
+    for name, child in list(module.named_children()):
+        module._modules[name] = from_torch(child)
+    return module
+
+
+def to_torch(layer: BatchNormalization, inference_only: bool = False) -> nn.Module:
+    """The ``torch.nn.BatchNorm{1,2,3}d`` equivalent of a built layer, for
+    configurations PyTorch can express (channel axis 1, center == scale, no renorm,
+    ghost batches or adjustment, and the unbiased moving variance unless
+    ``inference_only``); ValueError naming the feature otherwise."""
+    if not layer.built:
+        raise ValueError(f"Layer {layer.name} is not built; call it once or build() it first.")
+    problems = {
+        "axis": layer.axis != [1],
+        "renorm": layer.renorm,
+        "virtual_batch_size": layer.virtual_batch_size is not None,
+        "adjustment": layer.adjustment is not None,
+        "center != scale": layer.center != layer.scale,
+        "biased moving variance (use inference_only=True)": not layer._bessel
+        and not inference_only,
+        "rank": layer._input_rank not in (2, 3, 4, 5),
+    }
+    bad = [name for name, problem in problems.items() if problem]
+    if bad:
+        raise ValueError(f"torch.nn.BatchNorm cannot express {bad} of layer {layer.name}.")
+    cls = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
+    channels = layer._channel_sizes[1]
+    module = cls[layer._input_rank](
+        channels,
+        eps=layer.epsilon,
+        momentum=1.0 - layer.momentum,
+        affine=layer.scale,
+        dtype=layer.moving_mean.dtype,
+        device=layer.moving_mean.device,
+    )
+    with torch.no_grad():
+        if layer.scale:
+            module.weight.copy_(layer.gamma)
+            module.bias.copy_(layer.beta)
+        module.running_mean.copy_(layer.moving_mean)
+        module.running_var.copy_(layer.moving_variance)
+    module.train(layer.training)
+    return module
