@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 from batchnorm import BatchNormalization
 from helpers import assert_unchanged, snapshot
@@ -28,9 +29,14 @@ def trained(**kwargs):
 
 
 def assert_unbuilt(layer):
+    """Unbuilt, as PyTorch's lazy modules: no weights, and every parameter and buffer an
+    uninitialized placeholder (gamma, beta, the moving statistics)."""
     assert not layer.built
     assert layer.weights == []
-    assert list(layer.parameters()) == [] and list(layer.buffers()) == []
+    params, buffers = dict(layer.named_parameters()), dict(layer.named_buffers())
+    assert all(isinstance(p, UninitializedParameter) for p in params.values()), params
+    assert all(isinstance(b, UninitializedBuffer) for b in buffers.values()), buffers
+    assert set(buffers) >= {"moving_mean", "moving_variance"}
 
 
 class Flaky:
@@ -579,7 +585,9 @@ BAD_CALLS = [
         X,
         {"training": "yes"},
         TypeError,
-        r"`training` must be None, a bool or a 0-dim tensor; received 'yes'",
+        r"`training` must be None \(follow the module's train\(\)/eval\(\) mode\), a Python or "
+        r"NumPy bool, an integer \(nonzero means training\), or a one-element bool or integer "
+        r"tensor; received 'yes' of type str",
         id="training-str",
     ),
     param(
@@ -590,7 +598,7 @@ BAD_CALLS = [
         X,
         {"training": np.array([True])},
         TypeError,
-        r"`training` must be None, a bool or a 0-dim tensor; received array",
+        r"`training` must be None .*, or a one-element bool or integer tensor; received array",
         id="training-numpy-array",
     ),
     param(
@@ -598,7 +606,8 @@ BAD_CALLS = [
         X,
         {"training": torch.tensor([True, False])},
         ValueError,
-        r"`training` must be a Python bool or a 0-dim tensor; received a tensor of shape \(2,\)",
+        r"`training` must be None .*one-element bool or integer tensor; received a tensor of shape "
+        r"\(2,\)",
         id="training-vector",
     ),
     param(
@@ -606,7 +615,8 @@ BAD_CALLS = [
         X,
         {"training": torch.tensor(0.5)},
         TypeError,
-        r"`training` must be a bool \(or integer\) tensor; received a torch.float32 tensor",
+        r"`training` must be None .*one-element bool or integer tensor; received a torch.float32 "
+        r"tensor",
         id="training-float-tensor",
     ),
     param(

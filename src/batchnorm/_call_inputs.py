@@ -17,6 +17,11 @@ from ._arguments import broadcasts_to, is_complex
 from ._checks import is_bool
 from ._utils import SIXTEEN_BIT
 
+TRAINING_FORMS = (
+    "None (follow the module's train()/eval() mode), a Python or NumPy bool, an integer "
+    "(nonzero means training), or a one-element bool or integer tensor"
+)
+
 
 class CallInputs:
     """The input checks of ``BatchNormalization`` (see the module docstring)."""
@@ -79,7 +84,9 @@ class CallInputs:
             return inputs, out_dtype
         return inputs.to(torch.promote_types(out_dtype, var_dtype)), out_dtype
 
-    def _training_flag(self, training: Any) -> bool:
+    def _training_flag(self, training: Any) -> bool | torch.Tensor:
+        """The call's mode: a bool, or (a 0-dim tensor while ``torch.compile`` traces)
+        the checked tensor itself, which the layer then selects with."""
         if not self._trainable:
             return False
         if training is None:
@@ -89,21 +96,23 @@ class CallInputs:
         if isinstance(training, torch.Tensor):
             if training.numel() != 1:
                 raise ValueError(
-                    f"`training` must be a Python bool or a 0-dim tensor; received a tensor of "
-                    f"shape {tuple(training.shape)}."
+                    f"`training` must be {TRAINING_FORMS}; received a tensor of shape "
+                    f"{tuple(training.shape)}."
                 )
             if training.is_floating_point() or training.is_complex():
                 raise TypeError(
-                    f"`training` must be a bool (or integer) tensor; received a {training.dtype} "
-                    "tensor."
+                    f"`training` must be {TRAINING_FORMS}; received a {training.dtype} tensor."
                 )
             if training.device.type == "meta":
                 raise ValueError("`training` is a meta tensor, which holds no value.")
+            if torch.compiler.is_compiling():
+                return training
             return bool(training)
         if is_bool(training) or isinstance(training, (int, np.integer)):
             return bool(training)
         raise TypeError(
-            f"`training` must be None, a bool or a 0-dim tensor; received {training!r}."
+            f"`training` must be {TRAINING_FORMS}; received {training!r} of type "
+            f"{type(training).__name__}."
         )
 
     @staticmethod

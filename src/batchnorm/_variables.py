@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from . import constraints as constraints_lib
 from . import initializers as initializers_lib
@@ -99,24 +100,34 @@ class VariablesAPI:
                     f"{tuple(existing.shape)}; requested shape {shape}."
                 )
             return existing
-        placeholder = self._parameters.get(name, 0) is None or self._buffers.get(name, 0) is None
-        if placeholder:  # a declared-but-absent variable (``None``) is being created
-            self._parameters.pop(name, None)
-            self._buffers.pop(name, None)
-        elif hasattr(self, name):
+        slot = self._parameters if name in self._parameters else self._buffers
+        current = slot.get(name)
+        lazy = current if current is not None and is_lazy(current) else None
+        if name not in slot and hasattr(self, name):
             raise ValueError(f"{name!r} is already an attribute of {type(self).__name__}.")
+        if name in slot and current is not None and lazy is None:
+            raise ValueError(f"{name!r} is already a variable of {type(self).__name__}.")
         dtype = as_dtype(dtype) or self.dtype or torch.float32
         init = initializers_lib.get(initializer or "glorot_uniform", argument="initializer")
         reg = regularizers_lib.get(regularizer, argument="regularizer")
         cons = constraints_lib.get(constraint, argument="constraint")
         value = initializers_lib.initialize(init, shape, dtype)
-        device = self._device()
+        device = self._device() or (lazy.data.device if lazy is not None else None)
         if device is not None:
             value = value.to(device)
-        if trainable:
-            self.register_parameter(name, nn.Parameter(value, requires_grad=self._trainable))
+        if lazy is not None and isinstance(lazy, nn.Parameter) == bool(trainable):
+            # the placeholder an optimizer or state_dict may already hold becomes the variable
+            with torch.no_grad():
+                lazy.materialize(shape, device=value.device, dtype=dtype)
+                lazy.copy_(value)
+            if trainable:
+                lazy.requires_grad_(self._trainable)
         else:
-            self.register_buffer(name, value)
+            slot.pop(name, None)  # a declared-but-absent variable (None) is being created
+            if trainable:
+                self.register_parameter(name, nn.Parameter(value, requires_grad=self._trainable))
+            else:
+                self.register_buffer(name, value)
         self._variables[name] = _Variable(name, bool(trainable), reg, cons)
         if reg is not None:
             self._callable_losses.append(_RegularizationLoss(self, name, reg))

@@ -1,11 +1,19 @@
 """``Layer``: TensorFlow's layer contract on a ``torch.nn.Module``.
 
 A layer builds its variables on the first call (or an explicit
-``build(input_shape)``), keeps them in TensorFlow's order (trainable ones
+``build(input_shape)``, or as soon as loaded weights give their shapes), keeps them in
+TensorFlow's order (trainable ones
 first, each list in creation order), exposes the Keras weight lists, NumPy
 ``get_weights``/``set_weights``, regularization ``losses``, an
 ``activity_regularizer`` and constraints, and is otherwise an ordinary
 ``nn.Module``: ``state_dict``, ``.to(device)``, optimizers and DDP work as usual.
+
+Until it is built, a layer follows PyTorch's lazy-module convention
+(``LazyModuleMixin``, as ``nn.LazyBatchNorm2d``): every variable it will create is an
+``UninitializedParameter`` / ``UninitializedBuffer`` placeholder, materialized in place
+by the build, so an optimizer or ``state_dict`` taken before the first call holds the
+objects that then train, DDP refuses the layer with PyTorch's own error, and
+``torch.compile`` builds it before tracing.
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import is_lazy
 
 from . import regularizers as regularizers_lib
 from . import symbolic
@@ -38,7 +48,7 @@ def clear_session() -> None:
     symbolic.reset_default_graph()
 
 
-class Layer(GraphAPI, VariablesAPI, nn.Module):
+class Layer(GraphAPI, VariablesAPI, LazyModuleMixin, nn.Module):
     """Base class of batchnorm's layers: the TensorFlow layer contract on ``nn.Module``.
 
     Subclasses implement ``build(input_shape)`` (creating variables with
@@ -88,7 +98,6 @@ class Layer(GraphAPI, VariablesAPI, nn.Module):
         self._unconditional_updates: list[symbolic.Update] = []
         self._symbolic_losses: list[symbolic.Loss] = []
         self._partitioned: dict[str, PartitionedVariable] = {}
-        self._pending_weights: list[torch.Tensor] | None = None  # loaded on the first build
         self._declared_dtype = declared_dtype
         self.activity_regularizer = activity_regularizer
         self.built = False
@@ -140,6 +149,48 @@ class Layer(GraphAPI, VariablesAPI, nn.Module):
         shape = as_shape(input_shape)
         self._build_input_shape = (None, *shape[1:]) if shape else shape
         self.built = True
+        self._drop_lazy_hooks()
+
+    # ------------------------------------------------------------------ lazy-module protocol
+    def _drop_lazy_hooks(self) -> None:
+        """Remove ``LazyModuleMixin``'s build-on-first-call and load hooks (a built layer
+        needs neither; without hooks its calls take the short path)."""
+        for attribute in ("_initialize_hook", "_load_hook"):
+            handle = self.__dict__.pop(attribute, None)
+            if handle is not None:
+                handle.remove()
+
+    def _infer_parameters(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
+    ) -> None:
+        """``LazyModuleMixin``'s hook: build from the first positional input. Runs as a
+        forward pre-hook, and is what ``torch.compile`` calls before tracing an unbuilt
+        layer (with fake tensors, whose shape, dtype and device are all the build reads)."""
+        if not self.built and args:
+            self.initialize_parameters(*args, **(kwargs or {}))
+        self._drop_lazy_hooks()
+
+    def initialize_parameters(self, inputs: Any = None, *args: Any, **kwargs: Any) -> None:
+        """Build the layer for ``inputs`` (a tensor or NumPy array) if it is not built;
+        a build that raises leaves the layer as it was."""
+        if self.built or inputs is None or symbolic.is_symbolic(inputs):
+            return
+        if isinstance(inputs, (np.ndarray, np.generic)):
+            inputs = self._from_numpy(inputs)
+        checkpoint = self._checkpoint()
+        try:
+            self._build_from(inputs)
+        except BaseException:
+            self._rollback(checkpoint)
+            raise
+
+    def _save_to_state_dict(
+        self, destination: dict[str, Any], prefix: str, keep_vars: bool
+    ) -> None:
+        # LazyModuleMixin's version keeps placeholders as they are but drops the extra
+        # state, which records how the layer was built.
+        LazyModuleMixin._save_to_state_dict(self, destination, prefix, keep_vars)
+        destination[prefix + "_extra_state"] = self.get_extra_state()
 
     def _infer_dtype(self, inputs: torch.Tensor) -> None:
         """Fix the variable dtype from the first input when none was declared:
@@ -192,9 +243,15 @@ class Layer(GraphAPI, VariablesAPI, nn.Module):
             if self._declared_dtype is None:
                 self._inferred_dtype = as_dtype(info[1])
             self.build(info[0])
+        elif not self.built:
+            self._materialize_from_state(state_dict, prefix)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+
+    def _materialize_from_state(self, state_dict: dict[str, Any], prefix: str) -> None:
+        """Create an unbuilt layer's variables from the shapes in ``state_dict`` (a state
+        saved before the build, with real values); the base layer has none."""
 
     def compute_output_shape(self, input_shape: ShapeLike) -> tuple[int | None, ...]:
         """Output shape for ``input_shape``; the base layer keeps it unchanged."""
@@ -245,19 +302,32 @@ class Layer(GraphAPI, VariablesAPI, nn.Module):
                 f"{array.dtype}."
             ) from exc
 
-    def _checkpoint(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The module's attributes and the contents of its containers (variables, hooks,
-        loss lists): what ``_rollback`` restores after a failed first call."""
+    def _checkpoint(self) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+        """The module's attributes, the contents of its containers (variables, hooks,
+        loss lists) and its lazy placeholders: what ``_rollback`` restores after a failed
+        first call (a build materializes the placeholders in place)."""
         attributes = dict(self.__dict__)
         contents = {
             key: copy.copy(value)
             for key, value in attributes.items()
             if isinstance(value, (dict, list, set))
         }
-        return attributes, contents
+        placeholders = [
+            (t, type(t), t.data, t.requires_grad)
+            for t in (*self._parameters.values(), *self._buffers.values())
+            if t is not None and is_lazy(t)
+        ]
+        return attributes, contents, placeholders
 
-    def _rollback(self, checkpoint: tuple[dict[str, Any], dict[str, Any]]) -> None:
-        attributes, contents = checkpoint
+    def _rollback(self, checkpoint: tuple[dict[str, Any], dict[str, Any], list[Any]]) -> None:
+        attributes, contents, placeholders = checkpoint
+        for tensor, cls, data, requires_grad in placeholders:
+            if type(tensor) is cls:
+                continue  # not materialized
+            with torch.no_grad():  # uninitialized again
+                tensor.data = data
+            tensor.requires_grad_(requires_grad)
+            tensor.__class__ = cls
         for key, saved in contents.items():  # the same container objects, refilled
             container = attributes[key]
             container.clear()
@@ -343,9 +413,6 @@ class Layer(GraphAPI, VariablesAPI, nn.Module):
             )
         self._infer_dtype(inputs)
         self.build(tuple(inputs.shape))
-        if self._pending_weights is not None:  # e.g. from batchnorm.from_torch
-            self.set_weights(self._pending_weights)
-            self._pending_weights = None
         if inputs.device.type != "cpu":
             self.to(inputs.device)
 

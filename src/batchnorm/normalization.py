@@ -16,7 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, is_lazy
 
 from . import _cxx, _shortcut, distributed
 from . import functional as F
@@ -158,13 +160,21 @@ class BatchNormalization(CallInputs, Layer):
         self._channel_sizes: dict[int, int] = {}
         self._bessel = False
         self._short_entries = _shortcut.Entries()  # the short call's per-layout entries
-        # Absent variables read as None (``layer.gamma is None`` with scale=False).
-        for name in ("gamma", "beta"):
-            self.register_parameter(name, None)
-        for name in _STATISTICS:
-            self.register_buffer(name, None)
+        self._declare_variables()
         if self._batch_input_shape is not None:
             self.build(self._batch_input_shape)
+
+    def _declare_variables(self) -> None:
+        """Placeholders for the variables the build will create (PyTorch's lazy
+        convention: ``UninitializedParameter`` / ``UninitializedBuffer``, materialized in
+        place); absent ones read as None (``layer.gamma is None`` with ``scale=False``)."""
+        dtype = param_dtype_for(self._declared_dtype or torch.float32)
+        for name, present in (("gamma", self.scale), ("beta", self.center)):
+            placeholder = UninitializedParameter(requires_grad=self._trainable, dtype=dtype)
+            self.register_parameter(name, placeholder if present else None)
+        for name in _STATISTICS:
+            present = self.renorm or name in ("moving_mean", "moving_variance")
+            self.register_buffer(name, UninitializedBuffer(dtype=dtype) if present else None)
 
     # ------------------------------------------------------------------ fused rules
     def _raise_if_fused_cannot_be_used(self) -> None:
@@ -241,8 +251,16 @@ class BatchNormalization(CallInputs, Layer):
         compute = declared or torch.float32
         fused = self._resolve_fused(rank, axes, compute)
         param_shape = self._param_shape(shape, axes)
-        dtype = param_dtype_for(compute)
-        values = self._initial_values(param_shape, dtype)  # user code runs before any change
+        held = self._held_shape()
+        if held is not None and held != param_shape:
+            raise ValueError(
+                f"Layer {self.name} already holds weights of shape {held} (loaded or converted "
+                f"before its build); an input of shape {shape} needs weights of shape "
+                f"{param_shape}."
+            )
+        values = None
+        if held is None:  # user code (initializers) runs before any change
+            values = self._initial_values(param_shape, param_dtype_for(compute))
 
         self.fused = fused
         self._bessel = (
@@ -251,19 +269,128 @@ class BatchNormalization(CallInputs, Layer):
         self._axes = axes
         self._input_rank = rank
         self._channel_sizes = {a: int(shape[a]) for a in axes}  # type: ignore[arg-type]
+        if values is not None:
+            self._create_variables(param_shape, values)
+        self.axis = list(axes)
+        super().build(shape)
+
+    def _held_shape(self) -> tuple[int, ...] | None:
+        """The shape of the variables the layer already holds, None while they are
+        placeholders."""
+        return tuple(self.moving_mean.shape) if self._variables else None
+
+    def _create_variables(
+        self, param_shape: tuple[int, ...], values: dict[str, torch.Tensor]
+    ) -> None:
+        """Create (materialize) every variable of ``param_shape`` with ``values``."""
         for name, value in values.items():
             trainable = name in ("gamma", "beta")
             self.add_weight(
                 name,
                 param_shape,
-                dtype,
+                value.dtype,
                 lambda _shape, dtype=None, value=value: value,
                 getattr(self, f"{name}_regularizer") if trainable else None,
                 trainable,
                 getattr(self, f"{name}_constraint") if trainable else None,
             )
-        self.axis = list(axes)
-        super().build(shape)
+        for name in ("gamma", "beta", *_STATISTICS):  # placeholders of switched-off features
+            slot = self._parameters if name in self._parameters else self._buffers
+            if slot.get(name) is not None and name not in self._variables:
+                slot[name] = None
+
+    # ------------------------------------------------------------------ weights before build
+    def _variable_names(self) -> list[str]:
+        """The layer's variables in TensorFlow's ``weights`` order."""
+        names = [n for n, on in (("gamma", self.scale), ("beta", self.center)) if on]
+        names += ["moving_mean", "moving_variance"]
+        if self.renorm:
+            names += ["moving_stddev", "renorm_mean", "renorm_stddev"]
+        return names
+
+    def _input_shape_for(self, param_shape: tuple[int, ...]) -> tuple[int | None, ...] | None:
+        """The (partial) input shape that weights of ``param_shape`` imply: None when they
+        do not fix the input's rank (one channel axis, no ghost batches: ``(C,)``);
+        ValueError when they cannot belong to this layer's ``axis`` and
+        ``virtual_batch_size``."""
+        vbs = self.virtual_batch_size is not None
+        single = isinstance(self._config_axis, int) or len(self._config_axis) == 1
+        if single and not vbs:
+            if len(param_shape) != 1:
+                raise ValueError(
+                    f"Layer {self.name} (axis={self._config_axis}) has weights of shape (C,); "
+                    f"received weights of shape {param_shape}."
+                )
+            return None
+        rank = len(param_shape) - (1 if vbs else 0)
+        layout = "the input's rank with 1 in every reduced dimension" + (
+            ", and a 1 inserted at index 1 for the ghost-batch dimension" if vbs else ""
+        )
+        problem = rank < 1 or (vbs and param_shape[1] != 1)
+        axes: list[int] = []
+        if not problem:
+            try:
+                axes = self._validate_axes(rank)
+            except ValueError:
+                problem = True
+        dims = [param_shape[0], *param_shape[2:]] if vbs else list(param_shape)
+        if problem or any(n != 1 for d, n in enumerate(dims) if d not in axes):
+            raise ValueError(
+                f"Layer {self.name} (axis={self._config_axis}, virtual_batch_size="
+                f"{self.virtual_batch_size}) has weights of {layout}; received weights of shape "
+                f"{param_shape}, which no input rank fits."
+            )
+        return tuple(dims[d] if d in axes else None for d in range(rank))
+
+    def _materialize(self, param_shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        """Give an unbuilt layer real variables of ``param_shape`` (initial values) before
+        its first call: built at once when the shape fixes the input's rank, else created
+        and kept by the build, which checks the input against them."""
+        input_shape = self._input_shape_for(param_shape)
+        if self._declared_dtype is None and dtype == torch.float64:
+            self._inferred_dtype = torch.float64
+        if input_shape is not None:
+            self.build(input_shape)
+            return
+        compute = self._declared_dtype or self._inferred_dtype or torch.float32
+        self._create_variables(
+            param_shape, self._initial_values(param_shape, param_dtype_for(compute))
+        )
+
+    def _materialize_from_state(self, state_dict: dict[str, Any], prefix: str) -> None:
+        value = state_dict.get(prefix + "moving_mean")
+        if not self._variables and isinstance(value, torch.Tensor) and not is_lazy(value):
+            self._materialize(tuple(value.shape), value.dtype)
+
+    def _load_weights(self, values: Sequence[Any]) -> None:
+        """``set_weights`` that also fills an unbuilt layer: its variables are first
+        created with the values' shapes (``_materialize``), so they are real parameters
+        and buffers at once. Every check runs before any change; a failure leaves the
+        layer as it was."""
+        if self._variables:
+            self.set_weights(values)
+            return
+        values = list(values)
+        names = self._variable_names()
+        if len(values) != len(names):
+            raise ValueError(
+                f"Layer {self.name} expects {len(names)} weights ({', '.join(names)}); "
+                f"received {len(values)}."
+            )
+        shapes = [tuple(v.shape) if hasattr(v, "shape") else np.shape(v) for v in values]
+        if any(shape != shapes[0] for shape in shapes):
+            raise ValueError(
+                f"Layer {self.name}: every weight ({', '.join(names)}) has the same shape; "
+                f"received shapes {shapes}."
+            )
+        wide = any(getattr(v, "dtype", None) in (torch.float64, np.float64) for v in values)
+        checkpoint = self._checkpoint()
+        try:
+            self._materialize(shapes[0], torch.float64 if wide else torch.float32)
+            self.set_weights(values)
+        except BaseException:
+            self._rollback(checkpoint)
+            raise
 
     def _initial_values(
         self, shape: tuple[int, ...], dtype: torch.dtype
@@ -336,19 +463,40 @@ class BatchNormalization(CallInputs, Layer):
         x, out_dtype = self._prepare(inputs)
         is_training = self._training_flag(training)
         weights = self._mask_weights(mask, x) if mask is not None else None
-        if not is_training:
-            gamma, beta, mean, var = self.gamma, self.beta, self.moving_mean, self.moving_variance
-            dtype = x.dtype
-            if not (
-                mean.dtype == dtype
-                and (gamma is None or gamma.dtype == dtype)
-                and (beta is None or beta.dtype == dtype)
-            ):  # 16-bit input: float32 variables
-                gamma, beta, mean, var = (self._param(t, x) for t in (gamma, beta, mean, var))
-            y = F.inference_forward(x, self._axes, gamma, beta, mean, var, self.epsilon)
-            return y if y.dtype == out_dtype else y.to(out_dtype)
-        y = self._train(x, weights)
+        if isinstance(is_training, torch.Tensor):  # a tensor flag under torch.compile
+            y = self._train_or_infer(x, weights, is_training)
+        else:
+            y = self._train(x, weights) if is_training else self._infer(x)
         return y if y.dtype == out_dtype else y.to(out_dtype)
+
+    def _infer(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference: the moving statistics in the normalize formula."""
+        gamma, beta, mean, var = self.gamma, self.beta, self.moving_mean, self.moving_variance
+        dtype = x.dtype
+        if not (
+            mean.dtype == dtype
+            and (gamma is None or gamma.dtype == dtype)
+            and (beta is None or beta.dtype == dtype)
+        ):  # 16-bit input: float32 variables
+            gamma, beta, mean, var = (self._param(t, x) for t in (gamma, beta, mean, var))
+        return F.inference_forward(x, self._axes, gamma, beta, mean, var, self.epsilon)
+
+    def _train_or_infer(
+        self, x: torch.Tensor, weights: torch.Tensor | None, flag: torch.Tensor
+    ) -> torch.Tensor:
+        """A 0-dim tensor ``training`` flag while compiling: both branches run and
+        ``torch.where(flag, ·, ·)`` selects the output and the moving statistics, so
+        the graph has no data-dependent branch (one graph serves both values). The
+        training branch's checks (empty batch, ghost-batch divisibility) apply either way."""
+        moving = [b for b in (self._buffers[n] for n in _STATISTICS) if b is not None]
+        before = [b.clone() for b in moving]
+        inferred = self._infer(x)  # reads the statistics before the update
+        trained = self._train(x, weights)
+        flag = flag.to(device=x.device, dtype=torch.bool).reshape(())
+        with torch.no_grad():
+            for buffer, old in zip(moving, before, strict=True):
+                buffer.copy_(torch.where(flag, buffer, old))
+        return torch.where(flag, trained, inferred.to(trained.dtype))
 
     def _train(
         self,
@@ -485,16 +633,36 @@ class BatchNormalization(CallInputs, Layer):
         return cls(**dict(config))
 
     def extra_repr(self) -> str:
+        """``name``, ``axis``, ``momentum`` and ``epsilon``, then every constructor argument
+        that differs from its default (an ``adjustment`` and a ``process_group`` too)."""
         parts = [
             f"name={self.name!r}",
             f"axis={self._config_axis}",
             f"momentum={self.momentum}",
             f"epsilon={self.epsilon}",
         ]
-        if self.renorm:
-            parts.append("renorm=True")
-        if self.virtual_batch_size:
-            parts.append(f"virtual_batch_size={self.virtual_batch_size}")
-        if not self.trainable:
-            parts.append("trainable=False")
+        defaults = _default_config()
+        for key, value in self.get_config().items():
+            if key in ("name", "axis", "momentum", "epsilon") or value == defaults.get(key):
+                continue
+            if key.endswith(("_initializer", "_regularizer", "_constraint")):
+                value = getattr(self, key)  # the object's repr, not its config
+            parts.append(f"{key}={value!r}")
+        if self.adjustment is not None:
+            parts.append(f"adjustment={self.adjustment!r}")
+        if self.process_group is not None:
+            parts.append(f"process_group={self.process_group!r}")
         return ", ".join(parts)
+
+
+_DEFAULT_CONFIG: dict[str, Any] = {}
+
+
+def _default_config() -> dict[str, Any]:
+    """``get_config()`` of a layer made with every default (the renorm entries of one
+    with ``renorm=True``), made once."""
+    if not _DEFAULT_CONFIG:
+        config = BatchNormalization(name="defaults", renorm=True).get_config()
+        config["renorm"] = False
+        _DEFAULT_CONFIG.update(config)
+    return _DEFAULT_CONFIG

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from ..normalization import BatchNormalization
@@ -105,10 +104,7 @@ def load_keras_weights(module: nn.Module, path: str, by_name: bool = True) -> li
                     f"Layer {layer.name} has weights of shapes {wanted}; {path} holds {got}."
                 )
     for layer, values in pairs:
-        if layer.built:
-            layer.set_weights(values)
-        else:
-            layer._pending_weights = [torch.as_tensor(v) for v in values]
+        layer._load_weights(values)
     return [layer.name for layer, _ in pairs]
 
 

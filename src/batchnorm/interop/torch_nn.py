@@ -18,6 +18,7 @@ from ..normalization import BatchNormalization
 __all__ = ["from_torch", "to_torch"]
 
 _TORCH_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+_RANKS = {nn.BatchNorm2d: 4, nn.BatchNorm3d: 5}
 
 
 def _convert(bn: nn.modules.batchnorm._BatchNorm) -> BatchNormalization:
@@ -33,7 +34,7 @@ def _convert(bn: nn.modules.batchnorm._BatchNorm) -> BatchNormalization:
         )
     layer = BatchNormalization(
         axis=1,
-        momentum=1.0 - bn.momentum,
+        momentum=_complement(bn.momentum),
         epsilon=bn.eps,
         center=bn.affine,
         scale=bn.affine,
@@ -43,15 +44,39 @@ def _convert(bn: nn.modules.batchnorm._BatchNorm) -> BatchNormalization:
     )
     values = [bn.weight, bn.bias] if bn.affine else []
     values += [bn.running_mean, bn.running_var]
-    layer._pending_weights = [v.detach().clone() for v in values]
+    values = [v.detach() for v in values]
+    rank = _RANKS.get(type(bn))
+    if rank is not None:  # BatchNorm2d/3d fix the input's rank: built at once
+        if bn.running_mean.dtype == torch.float64:
+            layer._inferred_dtype = torch.float64
+        layer.build((None, bn.num_features, *[None] * (rank - 2)))
+        layer.set_weights(values)
+    else:  # BatchNorm1d takes 2-D and 3-D input: real variables, the rank fixed by the call
+        layer._load_weights(values)
+    layer.to(bn.running_mean.device)
     layer.train(bn.training)
     return layer
 
 
+def _complement(momentum: float) -> float:
+    """``1 − momentum`` (TensorFlow's momentum from PyTorch's and back) as the shortest
+    decimal that gives back ``momentum``: 0.1 ↔ 0.9, not 0.09999999999999998."""
+    exact = 1.0 - momentum
+    for digits in range(1, 18):
+        short = float(f"{exact:.{digits}g}")
+        if 1.0 - short == momentum:
+            return short
+    return exact
+
+
 def from_torch(module: nn.Module) -> nn.Module:
     """A copy of ``module`` with every ``torch.nn.BatchNorm1d/2d/3d`` and ``SyncBatchNorm``
-    replaced by an equivalent ``BatchNormalization`` (weights and running statistics
-    carried over; the layer builds on its first call). A batch-norm module itself is
+    replaced by an equivalent ``BatchNormalization`` with the same numbers: ``axis=1``,
+    momentum ``1 − m``, ``eps``, the unbiased moving variance, and the weights and
+    running statistics as real parameters and buffers from the start (an optimizer or
+    checkpoint made right after the conversion holds them), on the module's device.
+    ``BatchNorm2d``/``3d`` layers are built for 4-D/5-D input; a ``BatchNorm1d`` layer
+    fixes its rank (2-D or 3-D) on its first call. A batch-norm module itself is
     returned converted."""
     if isinstance(module, _TORCH_BN):
         return _convert(module)
@@ -86,7 +111,7 @@ def to_torch(layer: BatchNormalization, inference_only: bool = False) -> nn.Modu
     module = cls[layer._input_rank](
         channels,
         eps=layer.epsilon,
-        momentum=1.0 - layer.momentum,
+        momentum=_complement(layer.momentum),
         affine=layer.scale,
         dtype=layer.moving_mean.dtype,
         device=layer.moving_mean.device,
