@@ -10,18 +10,45 @@ optimizer step (``Layer.apply_constraints()``, or automatically with
 - ``UnitNorm(axis=0)``: ``w / (ε + n)``
 - ``MinMaxNorm(min_value=0, max_value=1, rate=1, axis=0)``:
   ``w · (rate·clip(n, min, max) + (1 − rate)·n) / (ε + n)``
+- ``RadialConstraint()``: each square ``(h, h)`` filter of a 4-D ``(h, h, in, out)``
+  kernel becomes constant on each ring around its centre, taking values from its diagonal
+  exactly as tf_keras does (see the class)
+
+``max_norm``, ``non_neg``, ``unit_norm``, ``min_max_norm`` and ``radial_constraint`` are
+aliases of the classes, as in ``tf_keras.constraints``. ``get`` also takes a
+tf_keras/Keras constraint object and rebuilds ours from its ``get_config()``.
+
+Differences from ``tf_keras.constraints``: ``NonNeg`` keeps the weight's dtype (Keras
+casts the mask to float32); ``RadialConstraint`` raises ValueError for a non-square or
+1×1 filter (TensorFlow fails inside a reshape); ``get`` instantiates a class it is given
+(Keras returns the class).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
-from ._utils import lookup, serialize
+from . import _keras_objects
 
-__all__ = ["Constraint", "MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm", "get", "serialize"]
+__all__ = [
+    "Constraint",
+    "MaxNorm",
+    "MinMaxNorm",
+    "NonNeg",
+    "RadialConstraint",
+    "UnitNorm",
+    "deserialize",
+    "get",
+    "max_norm",
+    "min_max_norm",
+    "non_neg",
+    "radial_constraint",
+    "serialize",
+    "unit_norm",
+]
 
 EPSILON = 1e-7  # Keras' backend.epsilon()
 
@@ -52,7 +79,7 @@ class Constraint:
 
 
 class MaxNorm(Constraint):
-    """Rescale so that the norm along ``axis`` is at most ``max_value``."""
+    """``w · clip(n, 0, max_value) / (ε + n)``: the norm along ``axis`` at most ``max_value``."""
 
     def __init__(self, max_value: float = 2, axis: Axis = 0) -> None:
         self.max_value = max_value
@@ -68,14 +95,14 @@ class MaxNorm(Constraint):
 
 
 class NonNeg(Constraint):
-    """Zero out negative entries."""
+    """``w · (w ≥ 0)``: zero out negative entries."""
 
     def __call__(self, w: torch.Tensor) -> torch.Tensor:
         return w * (w >= 0).to(w.dtype)
 
 
 class UnitNorm(Constraint):
-    """Rescale to unit norm along ``axis``."""
+    """``w / (ε + n)``: unit norm along ``axis``."""
 
     def __init__(self, axis: Axis = 0) -> None:
         self.axis = axis
@@ -88,7 +115,8 @@ class UnitNorm(Constraint):
 
 
 class MinMaxNorm(Constraint):
-    """Move the norm along ``axis`` toward ``[min_value, max_value]`` at ``rate``."""
+    """``w · (rate·clip(n, min_value, max_value) + (1 − rate)·n) / (ε + n)``: move the norm
+    along ``axis`` toward ``[min_value, max_value]`` at ``rate``."""
 
     def __init__(
         self, min_value: float = 0.0, max_value: float = 1.0, rate: float = 1.0, axis: Axis = 0
@@ -112,14 +140,81 @@ class MinMaxNorm(Constraint):
         }
 
 
+class RadialConstraint(Constraint):
+    """Make each ``(h, h)`` filter of a 4-D ``(h, h, in, out)`` kernel constant on each
+    ring around its centre (Chebyshev distance k from the centre: k = 0 is the centre
+    pixel for odd h, the central 2×2 block for even h). With ``s = h // 2`` and d the
+    filter's diagonal, ring k takes ``d[s + k − 1]`` for odd h; for even h the centre
+    block takes ``d[s − 1]`` and ring k ≥ 1 takes ``d[s + k]``: tf_keras' values (its
+    docstring's picture differs from what its code computes; we follow the code)."""
+
+    def __call__(self, w: torch.Tensor) -> torch.Tensor:
+        if w.dim() != 4:
+            raise ValueError(
+                f"RadialConstraint needs a 4-D weight (h, h, in, out); received shape "
+                f"{tuple(w.shape)}."
+            )
+        h = w.shape[0]
+        if w.shape[1] != h or h < 2:
+            raise ValueError(
+                f"RadialConstraint needs square filters of size >= 2; received shape "
+                f"{tuple(w.shape)}."
+            )
+        s = h // 2
+        i = torch.arange(h, device=w.device)
+        ring = (i - s).abs() if h % 2 else torch.where(i >= s, i - s, s - 1 - i)
+        k = torch.maximum(ring[:, None], ring[None, :])
+        source = s + k - 1 if h % 2 else torch.where(k == 0, s - 1, s + k)
+        return w[i, i][source]
+
+
+max_norm = MaxNorm
+"""Alias of `MaxNorm` (Keras' lowercase name)."""
+non_neg = NonNeg
+"""Alias of `NonNeg`."""
+unit_norm = UnitNorm
+"""Alias of `UnitNorm`."""
+min_max_norm = MinMaxNorm
+"""Alias of `MinMaxNorm`."""
+radial_constraint = RadialConstraint
+"""Alias of `RadialConstraint`."""
+
+_CLASSES: dict[str, type] = {
+    cls.__name__: cls for cls in (MaxNorm, MinMaxNorm, NonNeg, RadialConstraint, UnitNorm)
+}
 _REGISTRY: dict[str, type] = {
     "max_norm": MaxNorm,
     "non_neg": NonNeg,
     "unit_norm": UnitNorm,
     "min_max_norm": MinMaxNorm,
+    "radial_constraint": RadialConstraint,
 }
+_KIND = _keras_objects.Kind(
+    "constraint", _REGISTRY, _CLASSES, Constraint, "(weight) -> projected torch.Tensor"
+)
 
 
 def get(identifier: Any, argument: str | None = None) -> Callable[..., torch.Tensor] | None:
-    """Resolve a constraint from a name, config dict, instance or callable (None stays None)."""
-    return lookup("constraint", identifier, _REGISTRY, Constraint, argument)
+    """Resolve a constraint (None stays None): a name, a config dict, one of our classes
+    (instantiated) or instances, a tf_keras/Keras constraint (converted through
+    ``get_config()``; TypeError naming ``argument`` when there is no equivalent) or a
+    callable ``(weight) -> projected weight``."""
+    return _keras_objects.resolve(_KIND, identifier, argument)
+
+
+def serialize(constraint: Any, use_legacy_format: bool = False) -> Any:
+    """Keras' config: ``{"module": "keras.constraints", "class_name", "config",
+    "registered_name": None}`` (``{"class_name", "config"}`` with ``use_legacy_format``),
+    readable by ``tf_keras.constraints.deserialize``."""
+    return _keras_objects.serialize(_KIND, constraint, use_legacy_format)
+
+
+def deserialize(
+    config: str | Mapping[str, Any],
+    custom_objects: Mapping[str, Any] | None = None,
+    use_legacy_format: bool = False,
+) -> Callable[..., torch.Tensor]:
+    """A constraint from a name or a config dict in either Keras format (the output of
+    ``serialize`` here or in tf_keras); ``custom_objects`` maps extra class names."""
+    del use_legacy_format  # both formats are read
+    return _keras_objects.deserialize(_KIND, config, custom_objects)

@@ -1,23 +1,50 @@
-"""Initializers with TensorFlow/Keras names and defaults.
+"""Initializers with TensorFlow/Keras names, defaults and configs.
 
 Every initializer is called as ``init(shape, dtype=None)`` and returns a new
-``torch.Tensor``. ``get(identifier)`` resolves a name (``'zeros'``,
-``'random_normal'``, ``'GlorotUniform'``, ...), a Keras config dict, an
-instance or any callable with that signature. Seeded random initializers give
-the same values on every call, as Keras' do.
+``torch.Tensor``. Keras' lowercase names (``he_normal``, ``zeros``, ...) are aliases of
+the classes, as in ``tf_keras.initializers``. ``get(identifier)`` resolves a name
+(``'zeros'``, ``'random_normal'``, ``'GlorotUniform'``, ...), a Keras config dict, one of
+our classes or instances, a tf_keras/Keras/TensorFlow initializer (rebuilt from its
+``get_config()``) or any callable with that signature.
+
+Differences from ``tf_keras.initializers``:
+
+- Random values come from torch's generators, so a seed gives the same values on every
+  call but not Keras' values; an unseeded initializer draws new values on every call
+  (Keras returns the same values again, with a warning).
+- ``__call__`` takes no ``partition_shape``/``partition_offset``/``layout`` keywords:
+  they serve TensorFlow's partitioned variables and DTensor.
+- ``get`` raises TypeError, not ValueError, for an identifier of the wrong type.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
-from ._utils import as_dtype, lookup, serialize
-
-Shape = Sequence[int]
+from . import _keras_objects
+from ._initializers_classes import (
+    Constant,
+    GlorotNormal,
+    GlorotUniform,
+    HeNormal,
+    HeUniform,
+    Identity,
+    Initializer,
+    LecunNormal,
+    LecunUniform,
+    Ones,
+    Orthogonal,
+    RandomNormal,
+    RandomUniform,
+    Shape,
+    TruncatedNormal,
+    VarianceScaling,
+    Zeros,
+)
+from ._utils import to_snake_case
 
 __all__ = [
     "Constant",
@@ -36,316 +63,120 @@ __all__ = [
     "TruncatedNormal",
     "VarianceScaling",
     "Zeros",
+    "constant",
+    "deserialize",
     "get",
+    "glorot_normal",
+    "glorot_uniform",
+    "he_normal",
+    "he_uniform",
+    "identity",
+    "lecun_normal",
+    "lecun_uniform",
+    "ones",
+    "orthogonal",
+    "random_normal",
+    "random_uniform",
     "serialize",
+    "truncated_normal",
+    "variance_scaling",
+    "zeros",
 ]
 
-
-def _resolve(shape: Shape, dtype: Any) -> tuple[tuple[int, ...], torch.dtype]:
-    resolved = as_dtype(dtype) or torch.get_default_dtype()
-    return tuple(int(d) for d in shape), resolved
-
-
-class Initializer:
-    """Base class: ``__call__(shape, dtype=None) -> Tensor`` and ``get_config()``."""
-
-    def __call__(self, shape: Shape, dtype: Any = None) -> torch.Tensor:
-        raise NotImplementedError
-
-    def get_config(self) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Initializer:
-        return cls(**config)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
-
-class Zeros(Initializer):
-    """All zeros."""
-
-    def __call__(self, shape: Shape, dtype: Any = None) -> torch.Tensor:
-        shape, dtype = _resolve(shape, dtype)
-        return torch.zeros(shape, dtype=dtype)
-
-
-class Ones(Initializer):
-    """All ones."""
-
-    def __call__(self, shape: Shape, dtype: Any = None) -> torch.Tensor:
-        shape, dtype = _resolve(shape, dtype)
-        return torch.ones(shape, dtype=dtype)
-
-
-class Constant(Initializer):
-    """Every element equal to ``value`` (a scalar)."""
-
-    def __init__(self, value: float = 0.0) -> None:
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise TypeError(f"Constant `value` must be a number; received {value!r}.")
-        self.value = value
-
-    def __call__(self, shape: Shape, dtype: Any = None) -> torch.Tensor:
-        shape, dtype = _resolve(shape, dtype)
-        return torch.full(shape, float(self.value), dtype=dtype)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"value": self.value}
-
-
-class _Random(Initializer):
-    """Random initializers draw from a private generator when seeded."""
-
-    def __init__(self, seed: int | None = None) -> None:
-        if seed is not None and not isinstance(seed, int):
-            raise TypeError(f"`seed` must be an int or None; received {seed!r}.")
-        self.seed = seed
-
-    def _generator(self) -> torch.Generator | None:
-        if self.seed is None:
-            return None
-        return torch.Generator().manual_seed(self.seed)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"seed": self.seed}
-
-
-class RandomNormal(_Random):
-    """Normal distribution with ``mean`` and ``stddev``."""
-
-    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None) -> None:
-        super().__init__(seed)
-        self.mean = mean
-        self.stddev = stddev
-
-    def __call__(self, shape: Shape, dtype: Any = None) -> torch.Tensor:
-        shape, dtype = _resolve(shape, dtype)
-        out = torch.empty(shape, dtype=dtype)
-        return torch.nn.init.normal_(out, self.mean, self.stddev, generator=self._generator())
-
-    def get_config(self) -> dict[str, Any]:
-        return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
-
-
-class RandomUniform(_Random):
-    """Uniform distribution on ``[minval, maxval)``."""
-
-    def __init__(
-        self, minval: float = -0.05, maxval: float = 0.05, seed: int | None = None
-    ) -> None:
-        super().__init__(seed)
-        self.minval = minval
-        self.maxval = maxval
-
-    def __call__(self, shape: Shape, dtype: Any = None) -> torch.Tensor:
-        shape, dtype = _resolve(shape, dtype)
-        out = torch.empty(shape, dtype=dtype)
-        return torch.nn.init.uniform_(out, self.minval, self.maxval, generator=self._generator())
-
-    def get_config(self) -> dict[str, Any]:
-        return {"minval": self.minval, "maxval": self.maxval, "seed": self.seed}
-
-
-class TruncatedNormal(_Random):
-    """Normal distribution re-drawn outside ``mean ± 2·stddev`` (Keras' rule)."""
-
-    def __init__(self, mean: float = 0.0, stddev: float = 0.05, seed: int | None = None) -> None:
-        super().__init__(seed)
-        self.mean = mean
-        self.stddev = stddev
-
-    def __call__(self, shape: Shape, dtype: Any = None) -> torch.Tensor:
-        shape, dtype = _resolve(shape, dtype)
-        out = torch.empty(shape, dtype=dtype)
-        lo, hi = self.mean - 2 * self.stddev, self.mean + 2 * self.stddev
-        return torch.nn.init.trunc_normal_(
-            out, self.mean, self.stddev, lo, hi, generator=self._generator()
-        )
-
-    def get_config(self) -> dict[str, Any]:
-        return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
-
-
-def _compute_fans(shape: tuple[int, ...]) -> tuple[float, float]:
-    """Keras' fan rule: 1-D uses the length, 2-D (in, out), N-D a receptive field."""
-    if len(shape) < 1:
-        return 1.0, 1.0
-    if len(shape) == 1:
-        return float(shape[0]), float(shape[0])
-    if len(shape) == 2:
-        return float(shape[0]), float(shape[1])
-    receptive = math.prod(shape[:-2])
-    return float(shape[-2] * receptive), float(shape[-1] * receptive)
-
-
-class VarianceScaling(_Random):
-    """Samples with variance ``scale / n`` where n is fan_in, fan_out or their mean.
-
-    ``distribution`` is ``'truncated_normal'`` (stddev corrected by 0.8796 for the
-    truncation), ``'untruncated_normal'`` or ``'uniform'`` (limit √(3·scale/n)).
-    """
-
-    _MODES = ("fan_in", "fan_out", "fan_avg")
-    _DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform")
-
-    def __init__(
-        self,
-        scale: float = 1.0,
-        mode: str = "fan_in",
-        distribution: str = "truncated_normal",
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(seed)
-        if not scale > 0.0:
-            raise ValueError(f"`scale` must be a positive float; received scale={scale!r}.")
-        if mode not in self._MODES:
-            raise ValueError(f"`mode` must be one of {self._MODES}; received {mode!r}.")
-        distribution = distribution.lower()
-        if distribution == "normal":
-            distribution = "truncated_normal"
-        if distribution not in self._DISTRIBUTIONS:
-            raise ValueError(
-                f"`distribution` must be one of {self._DISTRIBUTIONS}; received {distribution!r}."
-            )
-        self.scale = scale
-        self.mode = mode
-        self.distribution = distribution
-
-    def __call__(self, shape: Shape, dtype: Any = None) -> torch.Tensor:
-        shape, dtype = _resolve(shape, dtype)
-        fan_in, fan_out = _compute_fans(shape)
-        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
-        scale = self.scale / max(1.0, n)
-        out = torch.empty(shape, dtype=dtype)
-        gen = self._generator()
-        if self.distribution == "truncated_normal":
-            std = math.sqrt(scale) / 0.87962566103423978
-            return torch.nn.init.trunc_normal_(out, 0.0, std, -2 * std, 2 * std, generator=gen)
-        if self.distribution == "untruncated_normal":
-            return torch.nn.init.normal_(out, 0.0, math.sqrt(scale), generator=gen)
-        limit = math.sqrt(3.0 * scale)
-        return torch.nn.init.uniform_(out, -limit, limit, generator=gen)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "scale": self.scale,
-            "mode": self.mode,
-            "distribution": self.distribution,
-            "seed": self.seed,
-        }
-
-
-class _Scaling(VarianceScaling):
-    """A VarianceScaling preset: subclasses fix (scale, mode, distribution)."""
-
-    PRESET: tuple[float, str, str] = (1.0, "fan_in", "truncated_normal")
-
-    def __init__(self, seed: int | None = None) -> None:
-        super().__init__(*self.PRESET, seed=seed)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"seed": self.seed}
-
-
-class GlorotUniform(_Scaling):
-    """Uniform on ±√(6/(fan_in + fan_out))."""
-
-    PRESET = (1.0, "fan_avg", "uniform")
-
-
-class GlorotNormal(_Scaling):
-    """Truncated normal with stddev √(2/(fan_in + fan_out))."""
-
-    PRESET = (1.0, "fan_avg", "truncated_normal")
-
-
-class HeNormal(_Scaling):
-    """Truncated normal with stddev √(2/fan_in)."""
-
-    PRESET = (2.0, "fan_in", "truncated_normal")
-
-
-class HeUniform(_Scaling):
-    """Uniform on ±√(6/fan_in)."""
-
-    PRESET = (2.0, "fan_in", "uniform")
-
-
-class LecunNormal(_Scaling):
-    """Truncated normal with stddev √(1/fan_in)."""
-
-    PRESET = (1.0, "fan_in", "truncated_normal")
-
-
-class LecunUniform(_Scaling):
-    """Uniform on ±√(3/fan_in)."""
-
-    PRESET = (1.0, "fan_in", "uniform")
-
-
-class Orthogonal(_Random):
-    """A (semi-)orthogonal matrix times ``gain``, over the shape flattened to (rows, last)."""
-
-    def __init__(self, gain: float = 1.0, seed: int | None = None) -> None:
-        super().__init__(seed)
-        self.gain = gain
-
-    def __call__(self, shape: Shape, dtype: Any = None) -> torch.Tensor:
-        shape, dtype = _resolve(shape, dtype)
-        if len(shape) < 2:
-            raise ValueError(
-                f"The Orthogonal initializer needs a shape of rank >= 2; received {shape}."
-            )
-        rows, cols = math.prod(shape[:-1]), shape[-1]
-        flat = torch.empty((rows, cols), dtype=dtype)
-        torch.nn.init.orthogonal_(flat, self.gain, generator=self._generator())
-        return flat.reshape(shape)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"gain": self.gain, "seed": self.seed}
-
-
-class Identity(Initializer):
-    """``gain`` times the identity matrix (2-D shapes only)."""
-
-    def __init__(self, gain: float = 1.0) -> None:
-        self.gain = gain
-
-    def __call__(self, shape: Shape, dtype: Any = None) -> torch.Tensor:
-        shape, dtype = _resolve(shape, dtype)
-        if len(shape) != 2:
-            raise ValueError(f"The Identity initializer needs a 2-D shape; received {shape}.")
-        return self.gain * torch.eye(*shape, dtype=dtype)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"gain": self.gain}
-
-
-_REGISTRY: dict[str, type] = {
-    "zeros": Zeros,
-    "ones": Ones,
-    "constant": Constant,
-    "random_normal": RandomNormal,
-    "random_uniform": RandomUniform,
-    "truncated_normal": TruncatedNormal,
-    "variance_scaling": VarianceScaling,
-    "glorot_uniform": GlorotUniform,
-    "glorot_normal": GlorotNormal,
-    "he_normal": HeNormal,
-    "he_uniform": HeUniform,
-    "lecun_normal": LecunNormal,
-    "lecun_uniform": LecunUniform,
-    "orthogonal": Orthogonal,
-    "identity": Identity,
+zeros = Zeros
+"""Alias of `Zeros` (Keras' lowercase name)."""
+ones = Ones
+"""Alias of `Ones`."""
+constant = Constant
+"""Alias of `Constant`."""
+random_normal = RandomNormal
+"""Alias of `RandomNormal`."""
+random_uniform = RandomUniform
+"""Alias of `RandomUniform`."""
+truncated_normal = TruncatedNormal
+"""Alias of `TruncatedNormal`."""
+variance_scaling = VarianceScaling
+"""Alias of `VarianceScaling`."""
+glorot_normal = GlorotNormal
+"""Alias of `GlorotNormal`."""
+glorot_uniform = GlorotUniform
+"""Alias of `GlorotUniform`."""
+he_normal = HeNormal
+"""Alias of `HeNormal`."""
+he_uniform = HeUniform
+"""Alias of `HeUniform`."""
+lecun_normal = LecunNormal
+"""Alias of `LecunNormal`."""
+lecun_uniform = LecunUniform
+"""Alias of `LecunUniform`."""
+orthogonal = Orthogonal
+"""Alias of `Orthogonal`."""
+identity = Identity
+"""Alias of `Identity`."""
+
+_CLASSES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        Zeros,
+        Ones,
+        Constant,
+        RandomNormal,
+        RandomUniform,
+        TruncatedNormal,
+        VarianceScaling,
+        GlorotNormal,
+        GlorotUniform,
+        HeNormal,
+        HeUniform,
+        LecunNormal,
+        LecunUniform,
+        Orthogonal,
+        Identity,
+    )
 }
+# Keras' names for strings and configs (matched ignoring case and underscores)
+_REGISTRY: dict[str, type] = {
+    **{to_snake_case(name): cls for name, cls in _CLASSES.items()},
+    "normal": RandomNormal,
+    "uniform": RandomUniform,
+    "one": Ones,
+    "zero": Zeros,
+}
+
+_KIND = _keras_objects.Kind(
+    "initializer",
+    _REGISTRY,
+    # Keras 3 names two of its classes differently
+    {**_CLASSES, "IdentityInitializer": Identity, "OrthogonalInitializer": Orthogonal},
+    Initializer,
+    "(shape, dtype=None) -> torch.Tensor",
+)
 
 
 def get(identifier: Any, argument: str | None = None) -> Callable[..., torch.Tensor] | None:
-    """Resolve an initializer from a name, config dict, instance or callable (None stays None)."""
-    return lookup("initializer", identifier, _REGISTRY, Initializer, argument)
+    """Resolve an initializer (None stays None): a name, a config dict, one of our classes
+    (instantiated) or instances, a tf_keras/Keras/TensorFlow initializer (converted through
+    ``get_config()``; TypeError naming ``argument`` when there is no equivalent) or a
+    callable ``(shape, dtype=None) -> Tensor``."""
+    return _keras_objects.resolve(_KIND, identifier, argument)
+
+
+def serialize(initializer: Any, use_legacy_format: bool = False) -> Any:
+    """Keras' config: ``{"module": "keras.initializers", "class_name", "config",
+    "registered_name": None}`` (``{"class_name", "config"}`` with ``use_legacy_format``),
+    readable by ``tf_keras.initializers.deserialize``."""
+    return _keras_objects.serialize(_KIND, initializer, use_legacy_format)
+
+
+def deserialize(
+    config: str | Mapping[str, Any],
+    custom_objects: Mapping[str, Any] | None = None,
+    use_legacy_format: bool = False,
+) -> Callable[..., torch.Tensor]:
+    """An initializer from a name or a config dict in either Keras format (the output of
+    ``serialize`` here or in tf_keras); ``custom_objects`` maps extra class names."""
+    del use_legacy_format  # both formats are read
+    return _keras_objects.deserialize(_KIND, config, custom_objects)
 
 
 def initialize(
