@@ -171,6 +171,7 @@ class _KerasRegularizer(tf_keras.regularizers.Regularizer):
         ("beta_regularizer", _KerasRegularizer(), "subclass of a Keras class"),
         ("gamma_initializer", tf.zeros, "TensorFlow/Keras function"),
         ("gamma_regularizer", tf_keras.regularizers.l1_l2, "TensorFlow/Keras function"),
+        ("beta_initializer", tf.constant([1.0, 2.0]), "EagerTensor, a TensorFlow/Keras"),
         ("beta_initializer", tf_keras.regularizers.L2(0.1), "no batchnorm.initializers"),
         ("gamma_constraint", tf_keras.initializers.Ones(), "no batchnorm.constraints"),
     ],

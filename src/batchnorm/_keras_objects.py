@@ -65,10 +65,12 @@ class Kind:
         )
         where = f"{cls.__module__}.{cls.__qualname__}"
         if not inspect.isclass(identifier) and not hasattr(identifier, "get_config"):
-            name = getattr(identifier, "__qualname__", repr(identifier))
+            module = getattr(identifier, "__module__", cls.__module__)
+            name = getattr(identifier, "__qualname__", cls.__qualname__)
             raise TypeError(
-                f"{self.what(argument)} received {identifier.__module__}.{name}, a "
-                f"TensorFlow/Keras function, which cannot run on torch tensors; {help_text}."
+                f"{self.what(argument)} received {module}.{name}, a TensorFlow/Keras "
+                f"function or object without get_config(), which cannot run on torch "
+                f"tensors; {help_text}."
             )
         ours = self.classes.get(cls.__name__) if _in_keras(cls.__module__) else None
         if ours is None:
