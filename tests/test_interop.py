@@ -6,9 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -401,122 +398,6 @@ def test_to_keras_refuses_what_tensorflow_cannot_express():
         batchnorm.to_keras(bessel)
     with pytest.raises(ValueError, match="tf_keras BatchNormalization"):
         batchnorm.from_keras(tf_keras.layers.Dense(3))
-
-
-# --------------------------------------------------------------------------------------
-# Keras weight files (h5py, no TensorFlow)
-
-
-def keras_model():
-    tf.random.set_seed(3)
-    inputs = tf_keras.Input((6,))
-    h = tf_keras.layers.Dense(4, name="dense")(inputs)
-    h = tf_keras.layers.BatchNormalization(name="bn_a", momentum=0.5)(h)
-    h = tf_keras.layers.BatchNormalization(
-        name="bn_b", renorm=True, virtual_batch_size=2, momentum=0.5
-    )(h)
-    model = tf_keras.Model(inputs, h)
-    rng = np.random.default_rng(7)
-    for _ in range(3):
-        model(rng.standard_normal((4, 6)).astype(np.float32) * 2 + 1, training=True)
-    return model
-
-
-def torch_twin(built: bool) -> nn.Sequential:
-    model = nn.Sequential(
-        nn.Linear(6, 4),
-        batchnorm.BatchNormalization(name="bn_a", momentum=0.5),
-        batchnorm.BatchNormalization(name="bn_b", renorm=True, virtual_batch_size=2),
-    )
-    if built:
-        model(torch.zeros(2, 6))
-    return model
-
-
-@pytest.fixture(scope="module")
-def keras_files(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("keras")
-    model = keras_model()
-    paths = {
-        "save_weights_h5": directory / "weights.h5",
-        "model_h5": directory / "model.h5",
-        "weights_h5_v3": directory / "model.weights.h5",
-    }
-    model.save_weights(paths["save_weights_h5"])
-    model.save(paths["model_h5"])
-    model.save_weights(paths["weights_h5_v3"])
-    expected = {
-        layer.name: layer.get_weights() for layer in model.layers if layer.name.startswith("bn")
-    }
-    return paths, expected
-
-
-@pytest.mark.parametrize("kind", ["save_weights_h5", "model_h5", "weights_h5_v3"])
-@pytest.mark.parametrize("built", [True, False])
-def test_load_keras_weights(keras_files, kind, built):
-    paths, expected = keras_files
-    model = torch_twin(built)
-    loaded = batchnorm.load_keras_weights(model, str(paths[kind]))
-    assert loaded == ["bn_a", "bn_b"]
-    if not built:
-        model.eval()(torch.zeros(2, 6))  # pending weights land on the first build
-    for layer in (model[1], model[2]):
-        for w, ref in zip(layer.get_weights(), expected[layer.name], strict=True):
-            np.testing.assert_array_equal(w, ref)
-
-
-def test_load_keras_weights_by_name_order_and_errors(keras_files):
-    paths, expected = keras_files
-    renamed = nn.Sequential(  # names absent from the file
-        nn.Linear(6, 4),
-        batchnorm.BatchNormalization(name="first"),
-        batchnorm.BatchNormalization(name="second", renorm=True, virtual_batch_size=2),
-    )
-    renamed(torch.zeros(2, 6))
-    with pytest.raises(ValueError, match="None of the layer names"):
-        batchnorm.load_keras_weights(renamed, str(paths["model_h5"]))
-    assert batchnorm.load_keras_weights(renamed, str(paths["model_h5"]), by_name=False) == [
-        "first",
-        "second",
-    ]
-    np.testing.assert_array_equal(renamed[2].get_weights()[4], expected["bn_b"][4])
-    wrong = nn.Sequential(
-        batchnorm.BatchNormalization(name="bn_a"), batchnorm.BatchNormalization(name="bn_b")
-    )
-    wrong(torch.zeros(2, 5))  # 5 channels, the file has 4
-    before = snapshot(wrong)
-    with pytest.raises(ValueError, match="shapes"):
-        batchnorm.load_keras_weights(wrong, str(paths["save_weights_h5"]))
-    assert_unchanged(wrong, before)
-    with pytest.raises(ValueError, match="equal counts"):
-        batchnorm.load_keras_weights(wrong[0], str(paths["weights_h5_v3"]))
-
-
-def test_load_keras_weights_needs_no_tensorflow(keras_files):
-    paths, expected = keras_files
-    script = textwrap.dedent(
-        f"""
-        import sys
-        sys.modules["tensorflow"] = None  # any import of TensorFlow now fails
-        sys.modules["tf_keras"] = None
-        import torch, batchnorm
-        model = torch.nn.Sequential(
-            torch.nn.Linear(6, 4),
-            batchnorm.BatchNormalization(name="bn_a"),
-            batchnorm.BatchNormalization(name="bn_b", renorm=True, virtual_batch_size=2),
-        )
-        print(batchnorm.load_keras_weights(model, {str(paths["model_h5"])!r}))
-        model.eval()(torch.zeros(2, 6))
-        print(float(model[2].moving_stddev.sum()))
-        """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert lines[0] == "['bn_a', 'bn_b']"
-    assert float(lines[1]) == pytest.approx(float(expected["bn_b"][4].sum()), rel=1e-6)
 
 
 # --------------------------------------------------------------------------------------

@@ -1,9 +1,37 @@
-"""Keras weight files: ``load_keras_weights`` reads ``.h5`` files with h5py alone."""
+"""Keras weight files: ``load_keras_weights`` reads them with h5py alone (no TensorFlow).
+
+Three formats, each read into the file's batch-norm layers in the Keras model's layer
+order (depth-first through nested models):
+
+- Keras 2 HDF5 (``model.save('m.h5')``, ``save_weights('w.h5')``): the root (or its
+  ``model_weights`` group) lists the top-level layers in ``layer_names``; a layer's group
+  lists its datasets in ``weight_names`` as ``<layer>/<variable>:0``. A nested model's
+  group holds the weights of all its layers, each named by its own layer, trainable
+  ones first: they are regrouped by layer and put in TensorFlow's order.
+- Keras 3 format (``save_weights('w.weights.h5')``): ``layers/<class>[_k]/vars/<i>``,
+  nested per container, without layer names. Keras writes the groups in the model's
+  layer order, which the HDF5 object addresses keep (group names sort alphabetically,
+  which would put a nested model's layers ahead of later top-level ones).
+- ``.keras`` archives: a zip of ``config.json`` (layer names and nesting) and
+  ``model.weights.h5`` (the Keras 3 format); the config names the layers.
+
+Layers are matched by name where the file has names and ``by_name`` is set, else in
+order (``module.modules()`` order against the file's). Every layer is checked (count,
+dtype and shape of its weights) before any layer changes; a layout that differs only by
+where its one channel dimension sits (a channels-last ghost-batch layer's
+``(1, 1, 1, 1, C)`` into an ``axis=1`` one's ``(1, 1, C, 1, 1)``, or into ``(C,)``) is
+converted, any other difference refused.
+"""
 
 from __future__ import annotations
 
+import io
+import json
 import re
-from collections.abc import Sequence
+import warnings
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,99 +41,27 @@ from ..normalization import BatchNormalization
 
 __all__ = ["load_keras_weights"]
 
-_BN_GROUP = re.compile(r"^batch_normalization(?:_(\d+))?$")
+_ORDER = (
+    "gamma",
+    "beta",
+    "moving_mean",
+    "moving_variance",
+    "moving_stddev",
+    "renorm_mean",
+    "renorm_stddev",
+)
+_BN_GROUP = re.compile(r"^(sync_)?batch_normalization(_\d+)?$")
+_BN_CLASSES = ("BatchNormalization", "SyncBatchNormalization")
 
 
-def _legacy_groups(root: Any) -> dict[str, list[np.ndarray]]:
-    """Layer name → weights (in the file's ``weight_names`` order) of an HDF5 file
-    written by Keras 2 (``model.save('m.h5')`` or ``save_weights('w.h5')``)."""
-    layers: dict[str, list[np.ndarray]] = {}
-    for name in _h5_strings(root.attrs["layer_names"]):
-        group = root[name]
-        names = _h5_strings(group.attrs["weight_names"])
-        if names:
-            layers[name] = [np.asarray(group[n]) for n in names]
-    return layers
+@dataclass
+class Stored:
+    """One batch-norm layer of a file: its name (None where the format has none), where
+    it sits in the file, and its weights in TensorFlow's order."""
 
-
-def _v3_groups(root: Any, prefix: str = "") -> list[tuple[str, list[np.ndarray]]]:
-    """(path, weights) of every ``batch_normalization[_k]`` layer of a Keras 3-format
-    ``.weights.h5`` file, in layer order within each container."""
-    found: list[tuple[str, list[np.ndarray]]] = []
-    layers = root.get("layers")
-    if layers is None:
-        return found
-
-    def order(name: str) -> tuple[int, str]:
-        match = _BN_GROUP.match(name)
-        return (int(match.group(1) or 0) if match else -1, name)
-
-    for name in sorted(layers, key=order):
-        group = layers[name]
-        path = f"{prefix}{name}"
-        if _BN_GROUP.match(name) and "vars" in group:
-            variables = group["vars"]
-            found.append((path, [np.asarray(variables[k]) for k in sorted(variables, key=int)]))
-        found.extend(_v3_groups(group, path + "/"))
-    return found
-
-
-def load_keras_weights(module: nn.Module, path: str, by_name: bool = True) -> list[str]:
-    """Load BatchNormalization weights from a Keras HDF5 file into the
-    ``BatchNormalization`` layers of ``module`` (or ``module`` itself); returns the
-    names of the layers loaded. Needs h5py, not TensorFlow.
-
-    - Keras 2 ``.h5`` files (``model.save``, ``save_weights``): with ``by_name`` each
-      layer takes the weights of the file's layer with its ``name`` (layers absent
-      from the file are left alone); otherwise the file's batch-norm layers are
-      matched in order (those whose weight names end in ``gamma``/``beta``/
-      ``moving_mean``/``moving_variance``).
-    - Keras 3-format ``.weights.h5`` files name layers by class and position
-      (``batch_normalization``, ``batch_normalization_1``, …), not by layer name:
-      their batch-norm layers are matched to ours in order.
-
-    Weights come in TensorFlow's order and shapes (``get_weights``); unbuilt layers
-    take them on their first build. Every shape is checked before any layer changes."""
-    try:
-        import h5py
-    except ImportError as exc:
-        raise ImportError("load_keras_weights needs h5py: pip install h5py") from exc
-    ours = [m for m in module.modules() if isinstance(m, BatchNormalization)]
-    if not ours:
-        raise ValueError("`module` holds no BatchNormalization layer.")
-    with h5py.File(path, "r") as f:
-        root = f.get("model_weights", f)
-        if "layer_names" in root.attrs:
-            stored = _legacy_groups(root)
-            if by_name:
-                pairs = [(layer, stored[layer.name]) for layer in ours if layer.name in stored]
-                if not pairs:
-                    raise ValueError(
-                        f"None of the layer names {[m.name for m in ours]} is in {path} "
-                        f"(its layers: {list(stored)})."
-                    )
-            else:
-                bn = [
-                    values
-                    for name, values in stored.items()
-                    if len(values) in (2, 3, 4, 5, 6, 7) and _looks_like_bn(root[name])
-                ]
-                pairs = _in_order(ours, bn, path)
-        elif "layers" in root:
-            pairs = _in_order(ours, [values for _, values in _v3_groups(root)], path)
-        else:
-            raise ValueError(f"{path} is not a Keras weights file (no layer_names, no layers).")
-    for layer, values in pairs:  # every check before any change
-        if layer.built:
-            wanted = [tuple(w.shape) for w in layer.weights]
-            got = [tuple(v.shape) for v in values]
-            if wanted != got:
-                raise ValueError(
-                    f"Layer {layer.name} has weights of shapes {wanted}; {path} holds {got}."
-                )
-    for layer, values in pairs:
-        layer._load_weights(values)
-    return [layer.name for layer, _ in pairs]
+    name: str | None
+    where: str
+    values: list[np.ndarray]
 
 
 def _h5_strings(values: Any) -> list[str]:
@@ -113,17 +69,244 @@ def _h5_strings(values: Any) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
 
 
-def _looks_like_bn(group: Any) -> bool:
-    names = _h5_strings(group.attrs["weight_names"])
-    return any(n.rsplit("/", 1)[-1].startswith("moving_mean") for n in names)
+def _legacy_layers(root: Any) -> list[Stored]:
+    """The batch-norm layers of a Keras 2 HDF5 file, nested models included."""
+    found: list[Stored] = []
+    for top in _h5_strings(root.attrs["layer_names"]):
+        group = root[top]
+        by_layer: dict[str, dict[str, np.ndarray]] = {}
+        for weight in _h5_strings(group.attrs["weight_names"]):
+            parts = weight.split("/")
+            layer = parts[-2] if len(parts) > 1 else top
+            variable = parts[-1].split(":")[0]
+            by_layer.setdefault(layer, {})[variable] = np.asarray(group[weight])
+        for layer, variables in by_layer.items():
+            if {"moving_mean", "moving_variance"} <= set(variables) <= set(_ORDER):
+                values = [variables[v] for v in _ORDER if v in variables]
+                found.append(Stored(layer, f"{top}/{layer}" if layer != top else top, values))
+    return found
 
 
-def _in_order(
-    ours: Sequence[BatchNormalization], stored: Sequence[list[np.ndarray]], path: str
-) -> list[tuple[BatchNormalization, list[np.ndarray]]]:
-    if len(stored) != len(ours):
+def _v3_groups(group: Any, path: str = "") -> Iterator[tuple[int, str, Any]]:
+    """(object address, path, group) of every batch-norm group under ``group``."""
+    import h5py
+
+    for name, child in group.items():
+        if not isinstance(child, h5py.Group):
+            continue
+        where = f"{path}/{name}" if path else name
+        if _BN_GROUP.match(name) and isinstance(child.get("vars"), h5py.Group):
+            yield h5py.h5o.get_info(child.id).addr, where, child
+        else:
+            yield from _v3_groups(child, where)
+
+
+def _v3_layers(root: Any, names: list[str] | None = None) -> list[Stored]:
+    """The batch-norm layers of a Keras 3-format file in the order Keras wrote them
+    (object addresses), named by ``names`` (from a ``.keras`` config) when given."""
+    groups = sorted(_v3_groups(root))
+    if names is not None and len(names) != len(groups):
         raise ValueError(
-            f"{path} holds {len(stored)} BatchNormalization layers; the module has "
-            f"{len(ours)} ({[m.name for m in ours]}). Matching in order needs equal counts."
+            f"The archive's config lists {len(names)} BatchNormalization layers ({names}) "
+            f"but its weights hold {len(groups)}; the file is inconsistent."
         )
-    return list(zip(ours, stored, strict=True))
+    found = []
+    for i, (_, where, group) in enumerate(groups):
+        variables = group["vars"]
+        values = [np.asarray(variables[k]) for k in sorted(variables, key=int)]
+        found.append(Stored(None if names is None else names[i], where, values))
+    return found
+
+
+def _config_names(config: dict[str, Any]) -> list[str]:
+    """Names of the batch-norm layers of a Keras model config, depth-first in layer
+    order (the order Keras saves them in)."""
+    names: list[str] = []
+    for layer in (config.get("config") or {}).get("layers") or []:
+        if layer.get("class_name") in _BN_CLASSES:
+            names.append(layer["config"]["name"])
+        else:
+            names.extend(_config_names(layer))
+    return names
+
+
+def _read(path: str) -> list[Stored]:
+    """The batch-norm layers of a Keras weights file, in model order."""
+    try:
+        import h5py
+    except ImportError as exc:
+        raise ImportError("load_keras_weights needs h5py: pip install h5py") from exc
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            members = set(archive.namelist())
+            if not {"config.json", "model.weights.h5"} <= members:
+                raise ValueError(
+                    f"{path} is a zip archive but not a .keras model (it lacks config.json or "
+                    "model.weights.h5)."
+                )
+            config = json.loads(archive.read("config.json"))
+            data = io.BytesIO(archive.read("model.weights.h5"))
+        names = _config_names(config) if "layers" in (config.get("config") or {}) else None
+        with h5py.File(data, "r") as f:
+            return _v3_layers(f, names)
+    with h5py.File(path, "r") as f:
+        root = f.get("model_weights", f)
+        if "layer_names" in root.attrs:
+            return _legacy_layers(root)
+        if "layers" in root:
+            return _v3_layers(root)
+    raise ValueError(f"{path} is not a Keras weights file (no layer_names, no layers).")
+
+
+# --------------------------------------------------------------------------------------
+# Matching and layouts
+
+
+def _match(
+    ours: list[BatchNormalization], stored: list[Stored], by_name: bool, path: str
+) -> tuple[list[tuple[BatchNormalization, Stored]], list[str]]:
+    """Pairs of (our layer, file layer) and a description of every unmatched one."""
+    if by_name and all(s.name is not None for s in stored):
+        table = {s.name: s for s in stored}
+        pairs = [(layer, table[layer.name]) for layer in ours if layer.name in table]
+        if not pairs:
+            raise ValueError(
+                f"None of the layer names {[m.name for m in ours]} is in {path} (its "
+                f"BatchNormalization layers: {list(table)}); pass by_name=False to match "
+                "them in order."
+            )
+        taken = {s.name for _, s in pairs}
+        counts = {name: [m.name for m in ours].count(name) for name in taken}
+        unmatched = [f"{m.name} (ours: not in the file)" for m in ours if m.name not in table]
+        unmatched += [
+            f"{s.name} (the file's: not in the module)" for s in stored if s.name not in taken
+        ]
+        unmatched += [f"{n} (ours: {k} layers share the name)" for n, k in counts.items() if k > 1]
+        return pairs, unmatched
+    if len(ours) != len(stored):  # (as Keras: a count mismatch is never skipped)
+        raise ValueError(
+            f"{path} holds {len(stored)} BatchNormalization layers "
+            f"({[s.name or s.where for s in stored]}); the module has {len(ours)} "
+            f"({[m.name for m in ours]}). Matching in order needs equal counts."
+        )
+    return list(zip(ours, stored, strict=True)), []
+
+
+def _non_unit(shape: Sequence[int]) -> list[int]:
+    return [n for n in shape if n != 1]
+
+
+def _target_shape(layer: BatchNormalization, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The shape ``layer`` holds its weights in, for file weights of ``shape``: its own
+    when it holds variables; else ``shape`` itself when it fits the layer's axes, or the
+    layer's layout of the file's one channel dimension (None when there is none)."""
+    held = layer._held_shape()
+    if held is not None:
+        return held
+    try:
+        layer._input_shape_for(shape)
+        return shape
+    except ValueError:
+        pass
+    channels = _non_unit(shape)
+    if len(channels) > 1 or len(layer.axis if isinstance(layer.axis, list) else [0]) > 1:
+        return None
+    size = channels[0] if channels else 1
+    if layer.virtual_batch_size is None:
+        return (size,)
+    for rank in (len(shape) - 1, len(shape)):  # a ghost-batch layout, or a multi-axis one
+        try:
+            axes = layer._validate_axes(rank)
+        except ValueError:
+            continue
+        return layer._param_shape(tuple(size if d in axes else None for d in range(rank)), axes)
+    return None
+
+
+def _fit(layer: BatchNormalization, item: Stored) -> tuple[list[np.ndarray] | None, str]:
+    """The file's weights laid out for ``layer``, or None and the reason they cannot be."""
+    names = layer._variable_names()
+    values = item.values
+    label = f"{layer.name} <- {item.name or item.where}"
+    if len(values) != len(names):
+        return None, (
+            f"{label}: the file has {len(values)} weights, the layer expects {len(names)} "
+            f"({', '.join(names)})"
+        )
+    if any(not np.issubdtype(v.dtype, np.floating) for v in values):
+        return None, f"{label}: the file's weights are not floating point"
+    shapes = {v.shape for v in values}
+    if len(shapes) != 1:
+        return None, f"{label}: the file's weights have different shapes {sorted(shapes)}"
+    shape = values[0].shape
+    target = _target_shape(layer, shape)
+    if target == shape:
+        return values, ""
+    if target is not None and _non_unit(target) == _non_unit(shape):
+        return [v.reshape(target) for v in values], ""
+    wanted = (
+        f"{target}"
+        if target
+        else "a layout its axes fit (build it first, layer.build(input_shape), so that the "
+        "file's weights can be laid out for it)"
+    )
+    return None, (
+        f"{label}: the weight shapes differ: the file's are {shape}, layer {layer.name} "
+        f"(axis={layer.axis}, virtual_batch_size={layer.virtual_batch_size}) needs {wanted}"
+    )
+
+
+def load_keras_weights(
+    module: nn.Module, path: str, by_name: bool = True, skip_mismatch: bool = False
+) -> list[str]:
+    """Load the weights of a Keras file's ``BatchNormalization`` layers into the
+    ``BatchNormalization`` layers of ``module`` (or ``module`` itself); returns the names
+    of the layers loaded. Needs h5py, not TensorFlow.
+
+    Reads Keras 2 ``.h5`` files (``model.save``, ``save_weights``), Keras 3-format
+    ``.weights.h5`` files and ``.keras`` archives, nested models included (see the
+    module docstring). With ``by_name`` (and a format that stores names: ``.h5`` and
+    ``.keras``) each layer takes the weights of the file's layer of its ``name``;
+    otherwise the file's batch-norm layers are matched to ``module``'s in order
+    (depth-first layer order against ``module.modules()`` order).
+
+    Every layer of either side must find its counterpart, with weights that fit it,
+    before anything changes: otherwise ValueError listing every mismatch. With
+    ``skip_mismatch=True`` (as in Keras) the mismatches are skipped with a warning
+    listing them, and the rest is loaded. An unbuilt layer gets real parameters and
+    buffers at once (built when the weights fix its input's rank)."""
+    ours = [m for m in module.modules() if isinstance(m, BatchNormalization)]
+    if not ours:
+        raise ValueError("`module` holds no BatchNormalization layer.")
+    pairs, problems = _match(ours, _read(str(path)), by_name, str(path))
+    loads = []
+    for layer, item in pairs:
+        values, problem = _fit(layer, item)
+        if values is None:
+            problems.append(problem)
+        else:
+            loads.append((layer, values))
+    if problems:
+        message = f"{path} does not match the module: " + "; ".join(problems) + "."
+        if not skip_mismatch:
+            raise ValueError(message + " Nothing was loaded (skip_mismatch=True loads the rest).")
+        warnings.warn(message + " These were skipped.", UserWarning, stacklevel=2)
+    _load_all(loads)
+    return [layer.name for layer, _ in loads]
+
+
+def _load_all(loads: list[tuple[BatchNormalization, list[np.ndarray]]]) -> None:
+    """Load every layer, or (should one still fail) restore the ones loaded before it."""
+    saved = [
+        (layer, layer._checkpoint(), [w.detach().clone() for w in layer.weights])
+        for layer, _ in loads
+    ]
+    try:
+        for layer, values in loads:
+            layer._load_weights(values)
+    except BaseException:
+        for layer, checkpoint, weights in saved:
+            if weights:
+                layer.set_weights(weights)
+            layer._rollback(checkpoint)
+        raise

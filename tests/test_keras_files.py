@@ -1,0 +1,330 @@
+"""Keras weight files written by tf_keras 2.21 itself (Keras 2 ``.h5`` from
+``save_weights`` and ``model.save``, Keras 3-format ``.weights.h5``, ``.keras``
+archives) loaded with ``load_keras_weights``: nested models, name and order matching,
+mismatches refused before any change, and layouts converted or refused at load time.
+Values are compared with the Keras layers' own weights and outputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+import torch
+from torch import nn
+from torch.nn.parameter import UninitializedParameter
+
+import batchnorm
+from helpers import assert_unchanged, snapshot
+from oracle import rel_error
+
+
+def keras_model():
+    tf.random.set_seed(3)
+    inputs = tf_keras.Input((6,))
+    h = tf_keras.layers.Dense(4, name="dense")(inputs)
+    h = tf_keras.layers.BatchNormalization(name="bn_a", momentum=0.5)(h)
+    h = tf_keras.layers.BatchNormalization(
+        name="bn_b", renorm=True, virtual_batch_size=2, momentum=0.5
+    )(h)
+    model = tf_keras.Model(inputs, h)
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        model(rng.standard_normal((4, 6)).astype(np.float32) * 2 + 1, training=True)
+    return model
+
+
+def torch_twin(built: bool) -> nn.Sequential:
+    model = nn.Sequential(
+        nn.Linear(6, 4),
+        batchnorm.BatchNormalization(name="bn_a", momentum=0.5),
+        batchnorm.BatchNormalization(name="bn_b", renorm=True, virtual_batch_size=2),
+    )
+    if built:
+        model(torch.zeros(2, 6))
+    return model
+
+
+@pytest.fixture(scope="module")
+def keras_files(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("keras")
+    model = keras_model()
+    paths = {
+        "save_weights_h5": directory / "weights.h5",
+        "model_h5": directory / "model.h5",
+        "weights_h5_v3": directory / "model.weights.h5",
+    }
+    model.save_weights(paths["save_weights_h5"])
+    model.save(paths["model_h5"])
+    model.save_weights(paths["weights_h5_v3"])
+    expected = {
+        layer.name: layer.get_weights() for layer in model.layers if layer.name.startswith("bn")
+    }
+    return paths, expected
+
+
+@pytest.mark.parametrize("kind", ["save_weights_h5", "model_h5", "weights_h5_v3"])
+@pytest.mark.parametrize("built", [True, False])
+def test_load_keras_weights(keras_files, kind, built):
+    paths, expected = keras_files
+    model = torch_twin(built)
+    loaded = batchnorm.load_keras_weights(model, str(paths[kind]))
+    assert loaded == ["bn_a", "bn_b"]
+    assert not any(isinstance(p, UninitializedParameter) for p in model.parameters())
+    if not built:
+        model.eval()(torch.zeros(2, 6))  # the first build keeps the loaded weights
+    for layer in (model[1], model[2]):
+        for w, ref in zip(layer.get_weights(), expected[layer.name], strict=True):
+            np.testing.assert_array_equal(w, ref)
+
+
+def test_load_keras_weights_by_name_order_and_errors(keras_files):
+    paths, expected = keras_files
+    renamed = nn.Sequential(  # names absent from the file
+        nn.Linear(6, 4),
+        batchnorm.BatchNormalization(name="first"),
+        batchnorm.BatchNormalization(name="second", renorm=True, virtual_batch_size=2),
+    )
+    renamed(torch.zeros(2, 6))
+    with pytest.raises(ValueError, match="None of the layer names"):
+        batchnorm.load_keras_weights(renamed, str(paths["model_h5"]))
+    assert batchnorm.load_keras_weights(renamed, str(paths["model_h5"]), by_name=False) == [
+        "first",
+        "second",
+    ]
+    np.testing.assert_array_equal(renamed[2].get_weights()[4], expected["bn_b"][4])
+    wrong = nn.Sequential(
+        batchnorm.BatchNormalization(name="bn_a"), batchnorm.BatchNormalization(name="bn_b")
+    )
+    wrong(torch.zeros(2, 5))  # 5 channels, the file has 4
+    before = snapshot(wrong)
+    with pytest.raises(ValueError, match="shapes"):
+        batchnorm.load_keras_weights(wrong, str(paths["save_weights_h5"]))
+    assert_unchanged(wrong, before)
+    with pytest.raises(ValueError, match="equal counts"):
+        batchnorm.load_keras_weights(wrong[0], str(paths["weights_h5_v3"]))
+
+
+def test_load_keras_weights_needs_no_tensorflow(keras_files):
+    paths, expected = keras_files
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["tensorflow"] = None  # any import of TensorFlow now fails
+        sys.modules["tf_keras"] = None
+        import torch, batchnorm
+        model = torch.nn.Sequential(
+            torch.nn.Linear(6, 4),
+            batchnorm.BatchNormalization(name="bn_a"),
+            batchnorm.BatchNormalization(name="bn_b", renorm=True, virtual_batch_size=2),
+        )
+        print(batchnorm.load_keras_weights(model, {str(paths["model_h5"])!r}))
+        model.eval()(torch.zeros(2, 6))
+        print(float(model[2].moving_stddev.sum()))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "['bn_a', 'bn_b']"
+    assert float(lines[1]) == pytest.approx(float(expected["bn_b"][4].sum()), rel=1e-6)
+
+
+# --------------------------------------------------------------------------------------
+# Nested models
+
+
+def nested_keras_model():
+    """bn_outer, then a nested Sequential holding bn_inner and a Sequential holding
+    bn_deep, then bn_last: four layers of 4 channels, so a swap is a silent error."""
+    tf.random.set_seed(5)
+    deep = tf_keras.Sequential([tf_keras.layers.BatchNormalization(name="bn_deep")], name="deep")
+    inner = tf_keras.Sequential(
+        [
+            tf_keras.layers.Dense(4, name="dense_inner"),
+            tf_keras.layers.BatchNormalization(name="bn_inner", momentum=0.5),
+            deep,
+        ],
+        name="inner",
+    )
+    inputs = tf_keras.Input((4,))
+    h = tf_keras.layers.BatchNormalization(name="bn_outer", momentum=0.5)(inputs)
+    h = inner(h)
+    h = tf_keras.layers.BatchNormalization(name="bn_last", momentum=0.5)(h)
+    model = tf_keras.Model(inputs, h)
+    rng = np.random.default_rng(11)
+    for layer in (
+        model.get_layer("bn_outer"),
+        inner.get_layer("bn_inner"),
+        model.get_layer("bn_last"),
+    ):
+        layer.set_weights([rng.uniform(0.5, 2.0, (4,)).astype(np.float32) for _ in range(4)])
+    return model
+
+
+def nested_twin(built: bool) -> nn.Sequential:
+    model = nn.Sequential(
+        batchnorm.BatchNormalization(name="bn_outer"),
+        nn.Sequential(
+            nn.Linear(4, 4),
+            batchnorm.BatchNormalization(name="bn_inner"),
+            nn.Sequential(batchnorm.BatchNormalization(name="bn_deep")),
+        ),
+        batchnorm.BatchNormalization(name="bn_last"),
+    )
+    if built:
+        model.eval()(torch.zeros(2, 4))
+    return model
+
+
+NESTED_ORDER = ["bn_outer", "bn_inner", "bn_deep", "bn_last"]
+
+
+@pytest.fixture(scope="module")
+def nested_files(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("nested")
+    model = nested_keras_model()
+    paths = {
+        "save_weights_h5": directory / "weights.h5",
+        "model_h5": directory / "model.h5",
+        "weights_h5_v3": directory / "model.weights.h5",
+        "keras": directory / "model.keras",
+    }
+    model.save_weights(paths["save_weights_h5"])
+    model.save(paths["model_h5"])
+    model.save_weights(paths["weights_h5_v3"])
+    model.save(paths["keras"])
+    layers = {name: _find(model, name) for name in NESTED_ORDER}
+    return paths, layers
+
+
+def _find(model, name):
+    for layer in model.layers:
+        if layer.name == name:
+            return layer
+        if hasattr(layer, "layers"):
+            found = _find(layer, name)
+            if found is not None:
+                return found
+    return None
+
+
+@pytest.mark.parametrize("kind", ["save_weights_h5", "model_h5", "weights_h5_v3", "keras"])
+@pytest.mark.parametrize("by_name", [True, False])
+@pytest.mark.parametrize("built", [True, False])
+def test_nested_models_load_into_the_right_layers(nested_files, kind, by_name, built):
+    paths, keras_layers = nested_files
+    model = nested_twin(built)
+    loaded = batchnorm.load_keras_weights(model, str(paths[kind]), by_name=by_name)
+    assert loaded == NESTED_ORDER
+    ours = {m.name: m for m in model.modules() if isinstance(m, batchnorm.BatchNormalization)}
+    x = np.random.default_rng(2).normal(1.0, 2.0, (5, 4)).astype(np.float32)
+    for name, keras_layer in keras_layers.items():
+        for w, ref in zip(ours[name].get_weights(), keras_layer.get_weights(), strict=True):
+            np.testing.assert_array_equal(w, ref)
+        y = ours[name].eval()(torch.from_numpy(x)).detach().numpy()
+        assert rel_error(y, keras_layer(x, training=False).numpy()) <= 5e-5
+
+
+def test_a_file_that_does_not_match_is_refused_before_any_change(nested_files):
+    paths, keras_layers = nested_files
+    model = nested_twin(built=True)
+    model[2] = batchnorm.BatchNormalization(name="bn_extra")  # bn_last is missing
+    model[2].eval()(torch.zeros(2, 4))
+    before = snapshot(model)
+    for kind in ("save_weights_h5", "keras"):
+        with pytest.raises(ValueError) as error:
+            batchnorm.load_keras_weights(model, str(paths[kind]))
+        assert "bn_extra (ours: not in the file)" in str(error.value)
+        assert "bn_last (the file's: not in the module)" in str(error.value)
+        assert "Nothing was loaded" in str(error.value)
+        assert_unchanged(model, before)
+    with pytest.warns(UserWarning, match=r"bn_extra \(ours: not in the file\).*skipped"):
+        loaded = batchnorm.load_keras_weights(model, str(paths["model_h5"]), skip_mismatch=True)
+    assert loaded == ["bn_outer", "bn_inner", "bn_deep"]
+    np.testing.assert_array_equal(
+        model[1][1].get_weights()[2], keras_layers["bn_inner"].get_weights()[2]
+    )
+    assert_unchanged(model[2], {k[2:]: v for k, v in before.items() if k.startswith("2.")})
+    with pytest.raises(ValueError, match="Matching in order needs equal counts"):
+        batchnorm.load_keras_weights(model[1], str(paths["weights_h5_v3"]), skip_mismatch=True)
+
+
+def test_a_shape_mismatch_is_refused_or_skipped(nested_files):
+    paths, _ = nested_files
+    model = nested_twin(built=False)
+    model[0] = batchnorm.BatchNormalization(name="bn_outer", renorm=True)  # 7 weights
+    with pytest.raises(ValueError, match=r"bn_outer <- bn_outer: the file has 4 weights"):
+        batchnorm.load_keras_weights(model, str(paths["model_h5"]))
+    assert not model[1][1].built and isinstance(model[1][1].gamma, UninitializedParameter)
+    with pytest.warns(UserWarning, match="bn_outer <- bn_outer"):
+        loaded = batchnorm.load_keras_weights(model, str(paths["keras"]), skip_mismatch=True)
+    assert loaded == ["bn_inner", "bn_deep", "bn_last"]
+
+
+# --------------------------------------------------------------------------------------
+# Layouts
+
+
+def ghost_keras_layer(axis):
+    """A trained ghost-batch Keras layer on 4-D input (virtual_batch_size=2)."""
+    layer = tf_keras.layers.BatchNormalization(
+        axis=axis, virtual_batch_size=2, momentum=0.5, name="ghost"
+    )
+    rng = np.random.default_rng(4)
+    shape = (4, 3, 5, 5) if axis == 1 else (4, 5, 5, 3)
+    for _ in range(2):
+        layer(rng.normal(1.0, 2.0, shape).astype(np.float32), training=True)
+    return layer
+
+
+@pytest.fixture(scope="module")
+def ghost_files(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("ghost")
+    layer = ghost_keras_layer(-1)
+    model = tf_keras.Sequential([tf_keras.Input((5, 5, 3)), layer])
+    paths = {"h5": directory / "ghost.h5", "v3": directory / "ghost.weights.h5"}
+    model.save_weights(paths["h5"])
+    model.save_weights(paths["v3"])
+    return paths, layer
+
+
+@pytest.mark.parametrize("kind", ["h5", "v3"])
+@pytest.mark.parametrize("built", [True, False])
+def test_channels_last_ghost_weights_convert_into_a_channels_first_layer(ghost_files, kind, built):
+    """Keras' (1, 1, 1, 1, C) ghost-batch weights of an NHWC layer load into an
+    ``axis=1`` ghost-batch layer as (1, 1, C, 1, 1); it then trains like the Keras layer
+    on the same data transposed to NCHW."""
+    paths, keras_layer = ghost_files
+    ours = batchnorm.BatchNormalization(axis=1, virtual_batch_size=2, momentum=0.5, name="ghost")
+    if built:
+        ours.build((None, 3, 5, 5))
+    batchnorm.load_keras_weights(ours, str(paths[kind]))
+    assert tuple(ours.gamma.shape) == (1, 1, 3, 1, 1)
+    reference = ghost_keras_layer(-1)
+    reference.set_weights(keras_layer.get_weights())
+    x = np.random.default_rng(9).normal(1.0, 2.0, (4, 5, 5, 3)).astype(np.float32)
+    y_tf = reference(x, training=True).numpy()
+    y = ours(torch.from_numpy(x).permute(0, 3, 1, 2), training=True)
+    assert rel_error(y.detach().permute(0, 2, 3, 1).numpy(), y_tf) <= 5e-5
+    for w, ref in zip(ours.get_weights(), reference.get_weights(), strict=True):
+        assert rel_error(w.reshape(-1), ref.reshape(-1)) <= 5e-5
+
+
+def test_ghost_weights_load_into_a_plain_layer_and_a_bad_layout_is_refused(ghost_files):
+    paths, keras_layer = ghost_files
+    plain = batchnorm.BatchNormalization(axis=1, name="ghost")
+    batchnorm.load_keras_weights(plain, str(paths["v3"]))
+    np.testing.assert_array_equal(plain.get_weights()[0], keras_layer.get_weights()[0].ravel())
+    multi = batchnorm.BatchNormalization(axis=[1, 2], name="ghost")
+    multi.build((None, 3, 5, 5))
+    before = snapshot(multi)
+    with pytest.raises(ValueError, match=r"the weight shapes differ.*needs \(1, 3, 5, 1\)"):
+        batchnorm.load_keras_weights(multi, str(paths["h5"]))
+    assert_unchanged(multi, before)
