@@ -5,7 +5,9 @@ see the weights or refuse with PyTorch's own error, never skip them."""
 
 from __future__ import annotations
 
+import copy
 import io
+import pickle
 
 import numpy as np
 import pytest
@@ -228,3 +230,30 @@ def test_momentum_converts_without_float_noise(momentum):
     back = batchnorm.to_torch(ours)
     assert back.momentum == momentum
     assert ours.momentum == float(f"{1 - momentum:.12g}")
+
+
+def test_unbuilt_layers_deepcopy_and_pickle_and_build_independently():
+    """``copy.deepcopy`` of torch's own lazy buffers fails; ours copies into fresh
+    placeholders, so ``from_torch``, ``fold`` and EMA copies work on unbuilt models."""
+    layer = BatchNormalization(renorm=True)
+    for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+        assert isinstance(clone.moving_stddev, UninitializedBuffer)
+        assert clone.moving_mean is not layer.moving_mean
+        x = torch.randn(8, 3, dtype=torch.float64) * 2 + 1
+        y = clone(x, training=True)
+        state = R.State(
+            np.ones(3),
+            np.zeros(3),
+            np.zeros(3),
+            np.ones(3),
+            np.ones(3) ** 0.5,
+            np.zeros(3),
+            np.ones(3),
+        )
+        options = R.Options(renorm=True)
+        y_ref, *_ = R.train_step(x.numpy(), np.zeros((8, 3)), [1], state, options)
+        np.testing.assert_allclose(y.detach().numpy(), y_ref, atol=1e-10)
+        assert not layer.built and isinstance(layer.gamma, UninitializedParameter)
+    model = batchnorm.from_torch(nn.Sequential(BatchNormalization(), nn.BatchNorm1d(3)))
+    assert isinstance(model[0].gamma, UninitializedParameter)
+    assert not isinstance(model[1].gamma, UninitializedParameter)

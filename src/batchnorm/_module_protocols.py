@@ -177,6 +177,11 @@ class ModuleProtocols(LazyModuleMixin):
         cls = type(self)
         clone = cls.__new__(cls)
         memo[id(self)] = clone
+        for buffer in self._buffers.values():  # torch's UninitializedBuffer cannot deepcopy
+            if buffer is not None and is_lazy(buffer) and id(buffer) not in memo:
+                memo[id(buffer)] = type(buffer)(
+                    buffer.requires_grad, buffer.data.device, buffer.data.dtype
+                )
         for key, value in self.__dict__.items():
             if key == "_graph":
                 clone.__dict__[key] = value
