@@ -6,6 +6,13 @@ never called → AttributeError (``input``, ``output``, shapes) or RuntimeError
 (``get_*_at``); a node index out of range → ValueError; several nodes →
 AttributeError for ``input``/``output`` (and for shapes that differ); a layer
 only ever called on concrete tensors (eager) → RuntimeError naming symbolic mode.
+
+The errors of the four properties (``input``, ``output``, ``input_shape``,
+``output_shape``) on an eager layer, and of ``scope_name`` before the first call,
+are also ``AttributeError``s (``SymbolicModeError``, ``ScopeNameError``): Python's
+attribute protocol (``hasattr``, ``getattr(obj, name, default)``,
+``inspect.getmembers``) and the tools built on it (``torch.jit.trace``) then see an
+absent attribute instead of failing. ``graph`` is always readable.
 """
 
 from __future__ import annotations
@@ -31,8 +38,25 @@ def _same(a: Any, b: Any) -> bool:
     return len(fa) == len(fb) and all(x is y for x, y in zip(fa, fb, strict=True))
 
 
+__all__ = ["GraphAPI", "ScopeNameError", "SymbolicModeError"]
+
+
+class SymbolicModeError(RuntimeError, AttributeError):
+    """A symbolic-mode property (``input``, ``output``, ``input_shape``,
+    ``output_shape``) read on a layer only ever called on concrete tensors.
+
+    A ``RuntimeError`` as TF1 documents, and an ``AttributeError`` so that
+    ``hasattr(layer, "output")`` is False instead of raising."""
+
+
+class ScopeNameError(ValueError, AttributeError):
+    """``scope_name`` read before the layer's first call: a ``ValueError`` as TF1
+    documents, and an ``AttributeError`` so that ``hasattr`` is False instead of
+    raising."""
+
+
 _module_getattr = torch.nn.Module.__getattr__
-_PROPERTIES = frozenset({"input", "output", "input_shape", "output_shape", "graph", "scope_name"})
+_PROPERTIES = frozenset({"input", "output", "input_shape", "output_shape", "scope_name"})
 
 
 class GraphAPI:
@@ -52,24 +76,26 @@ class GraphAPI:
     # ------------------------------------------------------------------ graph and scope
     @property
     def graph(self) -> symbolic.Graph:
-        """The Graph this layer was created in (and records its symbolic calls in)."""
-        self._require_symbolic("graph")
+        """The Graph this layer was created in (and records its symbolic calls in);
+        readable in eager mode too (eager layers belong to the default graph)."""
         return self._graph
 
     @property
     def scope_name(self) -> str:
         """The variable scope: ``scope=`` of the first call, else the layer name."""
         if self._scope is None:
-            raise ValueError(
+            raise ScopeNameError(
                 f"No name available for layer scope because the layer {self.name!r} has not "
                 "been used yet. The scope name is determined the first time the layer "
                 "instance is called."
             )
         return self._scope
 
-    def _require_symbolic(self, what: str) -> None:
+    def _require_symbolic(self, what: str, error: type[RuntimeError] = RuntimeError) -> None:
+        """Raise ``error`` (RuntimeError; ``SymbolicModeError`` for properties) when the
+        layer was only ever called on concrete tensors."""
         if not self._inbound_nodes and self._called_eagerly:
-            raise RuntimeError(
+            raise error(
                 f"Layer.{what} is only available in symbolic mode: layer {self.name!r} has "
                 "only been called on concrete tensors. Call it on batchnorm.Input(...) tensors "
                 "to record inbound nodes."
@@ -106,7 +132,7 @@ class GraphAPI:
         return self._node_attribute_at(node_index, "output_shapes", "output shape")
 
     def _single_node(self, what: str, attr: str) -> Any:
-        self._require_symbolic(what)
+        self._require_symbolic(what, SymbolicModeError)
         if not self._inbound_nodes:
             raise AttributeError(f"Layer {self.name} is not connected, no {what} to return.")
         if len(self._inbound_nodes) > 1:
@@ -127,7 +153,7 @@ class GraphAPI:
         return self._single_node("output", "outputs")
 
     def _common_shape(self, what: str, attr: str) -> Any:
-        self._require_symbolic(what)
+        self._require_symbolic(what, SymbolicModeError)
         if not self._inbound_nodes:
             raise AttributeError(
                 f"The layer {self.name!r} has never been called and thus has no defined {what}."

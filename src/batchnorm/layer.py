@@ -29,6 +29,7 @@ from . import regularizers as regularizers_lib
 from . import symbolic
 from ._graph_api import GraphAPI
 from ._module_protocols import ModuleProtocols
+from ._tracing import traced_call
 from ._utils import ShapeLike, as_dtype, as_shape, param_dtype_for, to_snake_case
 from ._variables import VariablesAPI, _Variable
 from .partitioners import PartitionedVariable
@@ -165,6 +166,9 @@ class Layer(GraphAPI, VariablesAPI, ModuleProtocols, nn.Module):
         return self.call(*args, **kwargs)
 
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        traced = traced_call(self, inputs, args, kwargs)  # torch.fx node / jit.trace build
+        if traced is not None:
+            return traced
         scope = kwargs.pop("scope", None)  # TF's reserved keyword: the variable scope
         if self._scope is None:
             if scope is not None and not isinstance(scope, str):
