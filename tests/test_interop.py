@@ -1,4 +1,4 @@
-"""Interop against the real counterparts: torch.nn batch norm, folded Linear/Conv,
+"""Interop against the real counterparts: torch.nn batch norm,
 tf_keras layers and the HDF5 files tf_keras writes, checkpoints, configs."""
 
 from __future__ import annotations
@@ -152,87 +152,6 @@ def test_to_torch_round_trip_and_errors():
     assert rel_error(module(x).detach(), biased(x, training=False).detach()) <= TOL
     with pytest.raises(ValueError, match="not built"):
         batchnorm.to_torch(batchnorm.BatchNormalization(axis=1))
-
-
-# --------------------------------------------------------------------------------------
-# Folding
-
-
-def trained_bn(shape, axis, seed, **kwargs) -> batchnorm.BatchNormalization:
-    """A layer with non-trivial gamma, beta and moving statistics."""
-    g = torch.Generator().manual_seed(seed)
-    bn = batchnorm.BatchNormalization(axis=axis, momentum=0.5, **kwargs)
-    for _ in range(3):
-        bn(torch.randn(shape, generator=g) * 2 + 1, training=True)
-    with torch.no_grad():
-        if bn.gamma is not None:
-            bn.gamma.copy_(0.5 + torch.rand(bn.gamma.shape, generator=g))
-        if bn.beta is not None:
-            bn.beta.copy_(torch.randn(bn.beta.shape, generator=g))
-    return bn.eval()
-
-
-@pytest.mark.parametrize(
-    ("module", "x_shape", "axis", "extra"),
-    [
-        (nn.Linear(6, 5), (8, 6), -1, {}),
-        (nn.Linear(6, 5), (8, 6), -1, {"renorm": True}),
-        (nn.Linear(6, 5, bias=False), (8, 6), -1, {"virtual_batch_size": 4}),
-        (nn.Conv1d(3, 4, 3), (4, 3, 9), 1, {}),
-        (nn.Conv2d(3, 4, 3, padding=1, groups=1), (4, 3, 6, 6), 1, {"renorm": True}),
-        (nn.Conv2d(4, 6, 3, groups=2, bias=False), (4, 4, 6, 6), 1, {"virtual_batch_size": 2}),
-        (nn.Conv3d(2, 3, 2), (4, 2, 4, 4, 4), 1, {"center": False}),
-    ],
-)
-def test_fold_into_matches_the_eval_pair(module, x_shape, axis, extra):
-    torch.manual_seed(3)
-    with torch.no_grad():
-        z = module(torch.randn(x_shape))
-    bn = trained_bn(z.shape, axis, 4, **extra)
-    folded = batchnorm.fold_into(module, bn)
-    x = torch.randn(x_shape)
-    with torch.no_grad():
-        expected = bn(module(x))
-        assert rel_error(folded(x), expected) <= 1e-5
-    assert folded is not module and folded.bias is not None
-
-
-def test_fold_merges_sequential_pairs_at_any_depth():
-    torch.manual_seed(5)
-    model = nn.Sequential(
-        nn.Conv2d(3, 4, 3),
-        batchnorm.BatchNormalization(axis=1, momentum=0.5),
-        nn.ReLU(),
-        nn.Sequential(nn.Flatten(), nn.Linear(64, 8), batchnorm.BatchNormalization(momentum=0.5)),
-        nn.ReLU(),
-        batchnorm.BatchNormalization(momentum=0.5),  # follows a ReLU: kept
-    )
-    model.train()
-    for _ in range(3):
-        model(torch.randn(8, 3, 6, 6) * 2 + 1)
-    model.eval()
-    folded = batchnorm.fold(model)
-    assert isinstance(folded[1], nn.Identity) and isinstance(folded[3][2], nn.Identity)
-    assert isinstance(folded[5], batchnorm.BatchNormalization)
-    assert isinstance(model[1], batchnorm.BatchNormalization)  # the original is kept
-    x = torch.randn(5, 3, 6, 6)
-    with torch.no_grad():
-        assert rel_error(folded(x), model(x)) <= 1e-5
-    assert not folded.training
-
-
-def test_fold_into_errors():
-    bn = trained_bn((4, 3, 5), [1, 2], 0)
-    with pytest.raises(ValueError, match="single channel axis"):
-        batchnorm.fold_into(nn.Conv1d(2, 3, 1), bn)
-    with pytest.raises(ValueError, match="axis 1"):
-        batchnorm.fold_into(nn.Conv1d(2, 5, 1), trained_bn((4, 3, 5), -1, 0))
-    with pytest.raises(ValueError, match="5 channels"):
-        batchnorm.fold_into(nn.Linear(2, 3), trained_bn((4, 5), -1, 0))
-    with pytest.raises(ValueError, match="nn.Linear or nn.Conv"):
-        batchnorm.fold_into(nn.ReLU(), trained_bn((4, 5), -1, 0))
-    with pytest.raises(ValueError, match="not built"):
-        batchnorm.fold_into(nn.Linear(2, 3), batchnorm.BatchNormalization())
 
 
 # --------------------------------------------------------------------------------------
