@@ -82,7 +82,8 @@ def test_accessors_of_a_layer_never_called():
 def test_accessors_of_a_layer_only_called_eagerly_need_symbolic_mode():
     layer = BatchNormalization()
     layer(torch.randn(4, 3))
-    for attr in ("input", "output", "input_shape", "output_shape", "graph", "updates_for"):
+    assert layer.graph is bn.get_default_graph()  # readable in eager mode too
+    for attr in ("input", "output", "input_shape", "output_shape", "updates_for"):
         if attr == "updates_for":
             with pytest.raises(RuntimeError, match="symbolic mode"):
                 layer.get_updates_for(None)

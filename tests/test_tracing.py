@@ -123,6 +123,21 @@ def test_jit_trace_builds_a_converted_layer_like_torch(mode):
     assert rel_error(model[1].moving_variance, reference[1].running_var) <= TOL
 
 
+def test_jit_trace_in_training_keeps_the_bessel_factor_of_each_batch():
+    """A module traced in train mode on 8 examples and run on 6 feeds the moving variance
+    σ²·6/5 (as torch.nn.BatchNorm1d's trace does), not the traced batch's 8/7, and the
+    trace records no constant-folding warning."""
+    layer = batchnorm.BatchNormalization(momentum=0.0, unbiased_moving_variance=True)
+    layer(torch.zeros(2, 3), training=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        traced = torch.jit.trace(layer, torch.randn(8, 3))
+    x = torch.randn(6, 3, dtype=torch.float64) * 2 + 1
+    traced(x.float())
+    expected = x.var(0, unbiased=True)
+    assert rel_error(layer.moving_variance.double().numpy(), expected.numpy()) <= 1e-6
+
+
 def test_jit_trace_of_placeholder_variables_needs_a_first_call_as_torch_lazy_modules():
     """No lazy module can be traced before its first call: torch.jit.trace refuses it
     with PyTorch's own error, ours as nn.LazyBatchNorm1d; after one call it traces."""

@@ -33,8 +33,10 @@ def channel_sample(x: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
     the spread of the data rather than its mean (float32 data with mean 1e4 and std 1
     keeps its precision). Zeros where a reduced dimension is empty."""
     shift = x.detach()
+    tracing = torch.jit.is_tracing()  # (a traced size is a tensor: assume it is not empty)
     for d in dims:
-        shift = shift.narrow(d, 0, 1) if x.shape[d] else shift.sum(dim=d, keepdim=True)
+        nonempty = tracing or x.shape[d]
+        shift = shift.narrow(d, 0, 1) if nonempty else shift.sum(dim=d, keepdim=True)
     return shift
 
 

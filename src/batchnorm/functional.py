@@ -431,7 +431,10 @@ def train_forward(
     if renorm is not None:
         renorm = (renorm[0].reshape(view), renorm[1].reshape(view), renorm[2])
     y = _composite_train(x, mean, var, g, b, epsilon, ghost_dim, renorm, adjustment)
-    if weights is None:
+    if weights is None and torch.jit.is_tracing():  # the count stays traced, not a constant
+        n = (torch._shape_as_tensor(x).prod() / torch._shape_as_tensor(mean).prod()).to(var)
+        unbiased = var * (n / torch.clamp(n - 1, min=1))
+    elif weights is None:
         n = x.numel() // max(1, mean.numel())
         unbiased = var * (n / max(n - 1, 1))
     else:

@@ -245,13 +245,14 @@ class BatchNormalization(CallInputs, BatchNormVariables, Layer):
         ``adjustment``: the values this call's ``adjustment(shape)`` already returned."""
         group = distributed.active_group(self.process_group) if self.synchronized else None
         dims = F.reduction_dims(x.dim(), self._axes)
-        if group is None and 0 in [x.shape[d] for d in dims]:  # synchronized: decided globally
+        checked = group is None and not torch.jit.is_tracing()  # (traced sizes are tensors)
+        if checked and 0 in [x.shape[d] for d in dims]:  # synchronized: decided globally
             raise ValueError(
                 f"Layer {self.name} received an empty batch (shape {tuple(x.shape)}) in "
                 "training: batch statistics are undefined. Use training=False for empty input."
             )
         vbs = self.virtual_batch_size
-        if vbs is not None and group is None and x.shape[0] % vbs:  # synchronized: globally
+        if vbs is not None and checked and x.shape[0] % vbs:  # synchronized: globally
             raise ValueError(
                 f"Layer {self.name}: the batch size {x.shape[0]} is not divisible by "
                 f"virtual_batch_size={vbs}; in training every ghost batch needs {vbs} examples."
