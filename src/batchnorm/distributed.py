@@ -35,7 +35,8 @@ import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
 from torch import nn
 
-from . import _layout, _native, _torch_passes
+from . import _layout
+from ._sync_norm import SyncTrainNorm, count_moments
 
 __all__ = ["active_group", "check_batches", "convert_sync_batchnorm", "sync_train"]
 
@@ -90,73 +91,6 @@ class _Exchange:
         except Exception as exc:
             raise self._fail("summing gradient statistics", exc) from exc
         return tensor
-
-
-def _count_moments(
-    x: torch.Tensor, dims: Sequence[int], weights: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-channel count, mean and sum of squared deviations ``(n, μ, M2)`` of ``x``
-    over ``dims`` (kept as size 1), in float64 as differentiable torch operations;
-    ``weights`` (a mask) broadcasts against ``x``, zero total weight gives μ = 0."""
-    xd, dims = x.double(), list(dims)
-
-    def total(t: torch.Tensor) -> torch.Tensor:
-        return t.sum(dim=dims, keepdim=True) if dims else t
-
-    if weights is None:
-        count = 1
-        for d in dims:
-            count *= x.shape[d]
-        shape = [1 if d in dims else n for d, n in enumerate(x.shape)]
-        n = torch.full(shape, float(count), dtype=torch.float64, device=x.device)
-        mean = total(xd) / max(count, 1)
-        return n, mean, total((xd - mean).square())
-    w = torch.broadcast_to(weights, x.shape).double()
-    n = total(w)
-    mean = total(w * xd) / torch.clamp(n, min=1)
-    return n, mean, total(w * (xd - mean).square())
-
-
-def _local_moments(
-    x: torch.Tensor, geo: _layout.Geometry, weights: torch.Tensor | None, lib: Any
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-channel (n, μ, M2) of this process's data (stat-shaped, float64): the C
-    statistics pass where it applies, else ``_count_moments``."""
-    shape = geo.stat_shape
-    if x.numel() == 0:
-        zero = torch.zeros(shape, dtype=torch.float64, device=x.device)
-        return zero, zero.clone(), zero.clone()
-    if weights is not None or lib is None:
-        return _count_moments(x, geo.reduce_dims, weights)
-    mean = torch.empty(geo.channels, dtype=torch.float64)
-    var = torch.empty(geo.channels, dtype=torch.float64)
-    _layout.function(lib, "stats", x.dtype)(
-        x.data_ptr(),
-        geo.native.dims,
-        geo.native.strides,
-        mean.data_ptr(),
-        var.data_ptr(),
-        _native.threads(x.numel()),
-    )
-    n = torch.full(shape, float(geo.count), dtype=torch.float64)
-    return n, mean.reshape(shape), var.reshape(shape) * n
-
-
-def _merge(parts: list[torch.Tensor], k: int, shape: Sequence[int]) -> tuple[torch.Tensor, ...]:
-    """Chan's merge of every process's (n, μ, M2), in rank order."""
-    n = mean = m2 = None
-    for part in parts:
-        nb, mb, qb = part[4 : 4 + k], part[4 + k : 4 + 2 * k], part[4 + 2 * k : 4 + 3 * k]
-        if n is None:
-            n, mean, m2 = nb.clone(), mb.clone(), qb.clone()
-            continue
-        total = n + nb
-        safe = torch.where(total > 0, total, torch.ones_like(total))
-        delta = mb - mean
-        mean = mean + delta * (nb / safe)
-        m2 = m2 + qb + delta.square() * (n * nb / safe)
-        n = total
-    return n.reshape(shape), mean.reshape(shape), m2.reshape(shape)
 
 
 def check_batches(
@@ -288,7 +222,7 @@ def gathered_moments(
 
     with every process's ``(n_r, μ_r, M2_r)`` computed in float64 around its own mean,
     so large means do not cancel. Results are float64, reduced dims kept."""
-    n, mean, m2 = _count_moments(x, dims, weights)
+    n, mean, m2 = count_moments(x, dims, weights)
     stat = mean.shape
     parts = _GatherStats.apply(torch.stack([n, mean, m2]).reshape(-1), group)
     parts = parts.reshape(-1, 3, *stat)
@@ -298,139 +232,6 @@ def gathered_moments(
     mean = (n_r * mean_r).sum(0) / safe
     var = (m2_r.sum(0) + (n_r * (mean_r - mean).square()).sum(0)) / safe
     return total, mean, var
-
-
-class SyncTrainNorm(torch.autograd.Function):
-    """Forward and backward with one collective each (see the module docstring)."""
-
-    @staticmethod
-    def forward(ctx: Any, x, gamma, beta, plan, lib, weights, exchange, check_numerics):  # type: ignore[override]
-        geo = plan.geo
-        k = geo.channels
-        xs = x if x.dtype in (torch.float32, torch.float64) or lib is not None else x.float()
-        n, mean, m2 = _local_moments(xs, geo, weights, lib)
-        flag = float(bool(check_numerics) and not bool(torch.isfinite(x).all()))
-        header = torch.tensor(
-            [float(x.shape[0]), flag, float(k), 0.0], dtype=torch.float64, device=x.device
-        )
-        packed = torch.cat([header, n.reshape(-1), mean.reshape(-1), m2.reshape(-1)])
-        parts = exchange.gather(packed)
-        if any(p[1] > 0 for p in parts):  # a check_batches that ran on an earlier call
-            raise ValueError(
-                f"Layer {exchange.layer}: a training batch holds NaN or Inf on process(es) "
-                f"{[r for r, p in enumerate(parts) if p[1] > 0]} (check_numerics=True); "
-                "nothing was updated."
-            )
-        n, mean, m2 = _merge(parts, k, geo.stat_shape)
-        if float(n.sum()) == 0:
-            raise ValueError(
-                f"Layer {exchange.layer}: the global training batch is empty on all "
-                f"{exchange.world} processes; batch statistics are undefined."
-            )
-        var = torch.where(n > 0, m2 / torch.where(n > 0, n, 1), 0)
-        slope, intercept = _torch_passes.slope_intercept(plan, mean, var)
-        inv = torch.rsqrt(var + plan.epsilon)
-        g = plan.stat(gamma.detach()).double() if gamma is not None else 1.0
-        b = plan.stat(beta.detach()).double() if beta is not None else 0.0
-        scale, shift = inv * slope * g, intercept * g + b
-        if lib is not None and scale.shape == geo.stat_shape and shift.shape == geo.stat_shape:
-            pdt = _layout.PARAM_DTYPE[x.dtype]
-            vec = [t.reshape(-1).to(pdt).contiguous() for t in (mean, scale, shift)]
-            y = torch.empty_like(x)
-            _layout.function(lib, "affine", x.dtype)(
-                x.data_ptr(),
-                y.data_ptr(),
-                geo.native.dims,
-                geo.native.strides,
-                *(v.data_ptr() for v in vec),
-                _native.threads(x.numel()),
-            )
-        else:
-            dt = xs.dtype
-            y = ((xs - mean.to(dt)) * scale.to(dt) + shift.to(dt)).to(x.dtype)
-        ctx.save_for_backward(x, gamma, beta)
-        ctx.stats = (n, mean, inv, slope, intercept)
-        ctx.plan, ctx.lib, ctx.weights, ctx.exchange = plan, lib, weights, exchange
-        ctx.mark_non_differentiable(n, mean, var)
-        return y, n, mean, var
-
-    @staticmethod
-    def backward(ctx: Any, dy, _dn, _dmean, _dvar):  # type: ignore[override]
-        """dx = inv·(g − (w/n)·(ΣG + (x − μ)·inv²·ΣG(x − μ))) with g = dy·r·a_s·γ and the
-        sums over the global batch (one all_reduce); dγ, dβ of the local data."""
-        if torch.is_grad_enabled():
-            raise RuntimeError(
-                "Double backward through synchronized batch statistics is not supported."
-            )
-        x, gamma, beta = ctx.saved_tensors
-        n, mean, inv, slope, intercept = ctx.stats
-        plan, lib, weights, exchange = ctx.plan, ctx.lib, ctx.weights, ctx.exchange
-        geo = plan.geo
-        dims = geo.reduce_dims
-
-        def total(t: torch.Tensor) -> torch.Tensor:
-            return t.sum(dim=dims, keepdim=True) if dims else t
-
-        g = plan.stat(gamma.detach()).double() if gamma is not None else 1.0
-        safe = torch.where(n > 0, n, torch.ones_like(n))
-        stat = geo.stat_shape
-        dx = None
-        if lib is not None and slope.shape == stat and intercept.shape == stat:
-            dyc = _layout.like(dy, x)
-            pdt = _layout.PARAM_DTYPE[x.dtype]
-            sdy = torch.empty(geo.channels, dtype=torch.float64)
-            sdx = torch.empty(geo.channels, dtype=torch.float64)
-            mean_v = mean.reshape(-1).to(pdt).contiguous()
-            _layout.function(lib, "reduce", x.dtype)(
-                dyc.data_ptr(),
-                x.data_ptr(),
-                geo.native.dims,
-                geo.native.strides,
-                mean_v.data_ptr(),
-                sdy.data_ptr(),
-                sdx.data_ptr(),
-                _native.threads(x.numel()),
-            )
-            sdy, sdx = sdy.reshape(stat), sdx.reshape(stat)
-            sdy_g, sdx_g = exchange.sum(torch.stack([sdy, sdx]))
-            if ctx.needs_input_grad[0]:
-                k = (sdy_g / safe, inv.square() * sdx_g / safe, inv * slope * g)
-                vec = [t.reshape(-1).to(pdt).contiguous() for t in (mean, *k)]
-                dx = torch.empty_like(x)
-                _layout.function(lib, "dx", x.dtype)(
-                    dyc.data_ptr(),
-                    x.data_ptr(),
-                    dx.data_ptr(),
-                    geo.native.dims,
-                    geo.native.strides,
-                    *(v.data_ptr() for v in vec),
-                    _native.threads(x.numel()),
-                )
-            dgamma = slope * inv * sdx + intercept * sdy
-            dbeta = sdy
-        else:
-            xd, dyd = x.double(), dy.double()
-            centered = xd - mean
-            gs = dyd * slope * g
-            sg, sgx = exchange.sum(
-                torch.stack(torch.broadcast_tensors(total(gs), total(gs * centered)))
-            )
-            if ctx.needs_input_grad[0]:
-                w = 1.0 if weights is None else torch.broadcast_to(weights, x.shape).double()
-                dx = inv * (gs - (w / safe) * (sg + centered * inv.square() * sgx))
-                dx = dx.to(x.dtype)
-            dgamma = total(dyd * (centered * inv * slope + intercept))
-            dbeta = total(dyd)
-        if gamma is not None and ctx.needs_input_grad[1]:
-            dgamma = dgamma.sum_to_size(plan.stat(gamma).shape).reshape(gamma.shape)
-            dgamma = dgamma.to(gamma.dtype)
-        else:
-            dgamma = None
-        if beta is not None and ctx.needs_input_grad[2]:
-            dbeta = dbeta.sum_to_size(plan.stat(beta).shape).reshape(beta.shape).to(beta.dtype)
-        else:
-            dbeta = None
-        return dx, dgamma, dbeta, None, None, None, None, None
 
 
 def convert_sync_batchnorm(
