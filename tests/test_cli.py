@@ -283,3 +283,40 @@ def test_bench_sync_runs_two_gloo_processes():
     rows = table_rows(result.stdout)
     assert [r[:2] for r in rows] == [["C", "train_fwd"], ["C", "train_fwd_bwd"]]
     assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
+
+
+def test_bench_help_lists_the_valid_values(capsys):
+    from batchnorm import bench
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    for name, case in bench.CASES.items():
+        assert f"{name} = {case.notes}" in text
+    assert ", ".join(bench.VARIANTS) in text
+    assert ", ".join(bench.MODES) in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--cases", "Z"], "--cases: unknown value 'Z'; choose among A, B, C, D"),
+        (["--cases", "A,Q,X"], "--cases: unknown values 'Q', 'X'; choose among A, B, C, D"),
+        (["--variants", "plain,fast"], "--variants: unknown value 'fast'; choose among plain,"),
+        (["--modes", "train"], "--modes: unknown value 'train'; choose among train_fwd,"),
+        (["--sync", "2", "--modes", "inference"], "choose among train_fwd, train_fwd_bwd"),
+        (["--sync", "2", "--variants", "renorm"], "--variants does not apply"),
+        (["--sync", "-1"], "--sync must be >= 1"),
+        (["--rounds", "0"], "--rounds must be >= 1"),
+        (["--paired", "--variants", "renorm"], "--paired takes --variants among plain,"),
+    ],
+)
+def test_bench_refuses_bad_values_with_one_error_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith("batchnorm bench: error: ")
+    assert message in err.splitlines()[-1]

@@ -7,16 +7,14 @@ round runs in reverse order), and implementations on the same dtype read the sam
 tensor: to a ``y.copy_(x)`` of the same tensor (the memory traffic unit: inference needs ≥ 1.0×, a
 training forward ≥ 1.5×, forward + backward ≈ 4×), to PyTorch's native kernel on the
 same data, and to our own plain path. Run ``python -m batchnorm bench`` (or ``python
-benchmarks/run.py``); preload tcmalloc for stable numbers (see ``benchmarks/RESULTS.md``);
-``--sync WORLD`` measures synchronized statistics (``batchnorm/bench_sync.py``).
+benchmarks/run.py``); preload tcmalloc for stable numbers (see ``benchmarks/RESULTS.md``).
+The command line is ``bench_cli.py``; ``--paired`` is ``bench_paired.py``, ``--memory``
+``bench_memory.py`` and ``--sync WORLD`` (synchronized statistics) ``bench_sync.py``.
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
-import os
-import random
 import statistics
 import time
 from collections.abc import Callable
@@ -26,7 +24,6 @@ from typing import Any
 import torch
 import torch.nn.functional as TF
 
-from . import _cxx, _native
 from .normalization import BatchNormalization
 
 MODES = ("train_fwd", "train_fwd_bwd", "inference")
@@ -299,57 +296,6 @@ def run(
     return rows
 
 
-PAIRED_VARIANTS = ("plain", "float16", "bfloat16")  # the variants --paired compares
-
-
-def paired(
-    cases: list[str],
-    modes: list[str],
-    variants: list[str],
-    rounds: int = 41,
-    min_time: float = 10.0,
-    device: str = "cpu",
-) -> list[str]:
-    """Ours against ``F.batch_norm`` alone, to tell parity from a difference: for each
-    case, mode and dtype (``plain`` is float32) the two run in ``rounds`` interleaved
-    rounds (``min_time`` seconds each in all); the row gives the median over rounds of
-    ours ÷ torch within a round, a bootstrap 95 % confidence interval of that median
-    (2,000 resamples of the rounds) and how many rounds ours was faster. Returns the
-    table's lines (also printed)."""
-    sync = _sync(device)
-    resample = random.Random(0)
-    lines = [
-        "| case | mode | dtype | ours ÷ torch, median | 95 % interval | rounds ours faster |",
-        "|---|---|---|---|---|---|",
-    ]
-    print("\n".join(lines), flush=True)
-    for case_name in cases:
-        case = CASES[case_name]
-        for mode in modes:
-            for name in variants:
-                variant = VARIANTS[name]
-                dtype = variant.get("dtype", torch.float32)
-                x = _input(case, dtype, device)
-                fns = {
-                    "ours": _ours(case, variant, mode, x),
-                    "torch": _torch_functional(case, mode, x),
-                }
-                times = _measure(fns, rounds, min_time, sync)
-                ratios = [a / b for a, b in zip(times["ours"], times["torch"], strict=True)]
-                medians = sorted(
-                    statistics.median(resample.choices(ratios, k=len(ratios))) for _ in range(2000)
-                )
-                faster = sum(r < 1 for r in ratios)
-                lines.append(
-                    f"| {case_name} | {mode} | {str(dtype).removeprefix('torch.')} | "
-                    f"{statistics.median(ratios):.3f}× | {medians[50]:.3f}–{medians[1949]:.3f} | "
-                    f"{faster}/{len(ratios)} |"
-                )
-                print(lines[-1], flush=True)
-                gc.collect()
-    return lines
-
-
 def _format(row: Row) -> str:
     return (
         f"| {row.case} | {row.mode} | {row.impl} | {row.ms:.3f} | {row.copy:.2f}× | "
@@ -357,176 +303,9 @@ def _format(row: Row) -> str:
     )
 
 
-def _resident(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not found in /proc/self/status")
-
-
-def _training_step(case: Case, variant: str, impl: str, x: torch.Tensor) -> Callable[[], Any]:
-    """A forward + backward closure of ``impl`` ("ours" or "torch") on ``x``."""
-    if impl == "ours":
-        return _ours(case, VARIANTS[variant], "train_fwd_bwd", x)
-    return _torch_functional(case, "train_fwd_bwd", x)
-
-
-def _memory_probe(case_name: str, variant: str, impl: str) -> float:
-    """In a fresh process: resident bytes a training step (forward + backward) adds at
-    its peak, beyond the output and the input gradient, as a multiple of the input."""
-    case = CASES[case_name]
-    x = _input(case)
-    step = _training_step(case, variant, impl, x)
-    step()
-    step()
-    step.input.grad = None  # type: ignore[attr-defined]
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")  # reset the peak resident size (VmHWM)
-    base = _resident("VmRSS")
-    step()
-    return (_resident("VmHWM") - base) / (x.numel() * x.element_size()) - 2
-
-
-def _cuda_peak_extra_memory(case_name: str, variant: str, device: str) -> tuple[float, float]:
-    """``peak_extra_memory`` on a CUDA device, from PyTorch's allocator statistics."""
-    case = CASES[case_name]
-    x = _input(case, device=device)
-    results = []
-    for impl in ("ours", "torch"):
-        step = _training_step(case, variant, impl, x)
-        step()
-        step.input.grad = None  # type: ignore[attr-defined]
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        step()
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) - base
-        results.append(peak / (x.numel() * x.element_size()) - 2)
-        del step
-    return results[0], results[1]
-
-
-def peak_extra_memory(
-    case_name: str, variant: str = "plain", device: str = "cpu"
-) -> tuple[float, float]:
-    """Peak resident memory of one training step beyond its output and input gradient,
-    as a multiple of the input size: (ours, torch native). Each is measured in a fresh
-    process with glibc's malloc returning every large block to the system
-    (``MALLOC_MMAP_THRESHOLD_=65536``), so the peak resident size counts every byte the
-    step touches; ``/proc/self/clear_refs`` resets the peak before the step (Linux). On
-    a CUDA ``device``: from PyTorch's allocator statistics, in this process."""
-    import subprocess
-    import sys
-
-    if torch.device(device).type == "cuda":
-        return _cuda_peak_extra_memory(case_name, variant, device)
-
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    env.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    results = []
-    for impl in ("ours", "torch"):
-        code = (
-            "from batchnorm.bench import _memory_probe; "
-            f"print(_memory_probe({case_name!r}, {variant!r}, {impl!r}))"
-        )
-        out = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-        )
-        results.append(float(out.stdout.strip().splitlines()[-1]))
-    return results[0], results[1]
-
-
-def header(device: str = "cpu") -> str:
-    threads = torch.get_num_threads()
-    preload = os.environ.get("LD_PRELOAD", "") or "none (glibc malloc)"
-    rate = os.environ.get("TCMALLOC_RELEASE_RATE")
-    if rate is not None:
-        preload += f", TCMALLOC_RELEASE_RATE={rate}"
-    on = ""
-    if torch.device(device).type == "cuda":
-        on = f"device {torch.cuda.get_device_name(device)} (PyTorch's CUDA kernels, cuDNN), "
-    return (
-        f"{on}torch {torch.__version__}, {threads} threads, LD_PRELOAD={preload}\n"
-        f"kernels: {_native.status()}\n"
-        f"autograd node: {_cxx.status()}\n\n"
-        "| case | mode | implementation | ms | ÷ copy | ÷ torch same dtype | ÷ ours plain |\n"
-        "|---|---|---|---|---|---|---|"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="batchnorm bench", description=__doc__)
-    parser.add_argument("--cases", default="A,B,C,D")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
-    parser.add_argument("--min-time", type=float, default=1.0, help="seconds per implementation")
-    parser.add_argument("--no-tf", action="store_true", help="skip tf_keras even if installed")
-    parser.add_argument("--memory", action="store_true", help="also report peak extra memory")
-    parser.add_argument("--device", default="cpu", help="cpu, or a CUDA device such as cuda")
-    parser.add_argument(
-        "--paired",
-        action="store_true",
-        help="instead: ours against F.batch_norm alone, median ratio with a 95%% interval "
-        "(--variants among plain, float16, bfloat16)",
-    )
-    parser.add_argument(
-        "--sync",
-        type=int,
-        metavar="WORLD",
-        default=0,
-        help="instead: the cost of synchronized statistics with WORLD gloo processes",
-    )
-    args = parser.parse_args(argv)
-    if args.sync:
-        from .bench_sync import run as run_sync
+    """Run the benchmark command line (``python -m batchnorm bench``); see
+    :func:`batchnorm.bench_cli.main`."""
+    from .bench_cli import main as cli_main
 
-        cases = [c for c in args.cases.split(",") if c in ("B", "C")] or ["B", "C"]
-        print("\n".join(run_sync(cases, args.sync, args.rounds, args.min_time)))
-        return 0
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        parser.error(f"--device must be cpu or a CUDA device; received {args.device!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: this PyTorch sees no CUDA device")
-    if device.type not in ("cpu", "cuda"):
-        parser.error(f"--device must be cpu or a CUDA device; received {args.device!r}")
-    _cxx.wait()  # time what a user gets once the C++ node is built
-    if args.paired:
-        print(header(args.device).split("\n\n")[0] + "\n")
-        variants = args.variants.split(",") if args.variants != ",".join(VARIANTS) else ["plain"]
-        unknown = [v for v in variants if v not in PAIRED_VARIANTS]
-        if unknown:
-            parser.error(
-                f"--paired takes --variants among {', '.join(PAIRED_VARIANTS)}; got {unknown}"
-            )
-        paired(
-            args.cases.split(","),
-            args.modes.split(","),
-            variants,
-            args.rounds,
-            args.min_time,
-            args.device,
-        )
-        return 0
-    print(header(args.device))
-    run(
-        args.cases.split(","),
-        args.variants.split(","),
-        args.modes.split(","),
-        args.rounds,
-        args.min_time,
-        not args.no_tf,
-        args.device,
-    )
-    if args.memory:
-        print("\n| case | variant | peak extra memory, ours | torch native |\n|---|---|---|---|")
-        for name in args.cases.split(","):
-            for variant in ("plain", "renorm", "vbs=8"):
-                ours, native = peak_extra_memory(name, variant, args.device)
-                print(f"| {name} | {variant} | {ours:.2f}× input | {native:.2f}× input |")
-    return 0
+    return cli_main(argv)

@@ -40,7 +40,14 @@ def _closures(case: bench.Case, mode: str, x: torch.Tensor) -> dict[str, Any]:
 
 
 def _worker(
-    rank: int, world: int, port: int, cases: list[str], rounds: int, min_time: float, queue: Any
+    rank: int,
+    world: int,
+    port: int,
+    cases: list[str],
+    modes: list[str],
+    rounds: int,
+    min_time: float,
+    queue: Any,
 ) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
@@ -55,7 +62,7 @@ def _worker(
     for name in cases:
         case = bench.CASES[name]
         x = bench._input(case)
-        for mode in MODES:
+        for mode in modes:
             fns = _closures(case, mode, x)
             calls = torch.zeros(len(fns), dtype=torch.int64)
             for i, fn in enumerate(fns.values()):
@@ -81,15 +88,24 @@ def _worker(
     dist.destroy_process_group()
 
 
-def run(cases: list[str], world: int = 2, rounds: int = 5, min_time: float = 1.0) -> list[str]:
-    """Spawn ``world`` gloo processes and return the table's lines."""
+def run(
+    cases: list[str],
+    world: int = 2,
+    rounds: int = 5,
+    min_time: float = 1.0,
+    modes: list[str] | None = None,
+) -> list[str]:
+    """Spawn ``world`` gloo processes timing every case of ``bench.CASES`` named in
+    ``cases`` in each of ``modes`` (default ``MODES``, the training modes); return the
+    table's lines."""
+    modes = list(MODES if modes is None else modes)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [
-        ctx.Process(target=_worker, args=(r, world, port, cases, rounds, min_time, queue))
+        ctx.Process(target=_worker, args=(r, world, port, cases, modes, rounds, min_time, queue))
         for r in range(world)
     ]
     for p in procs:

@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser, demo_parser = _build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
-        from .bench import main as bench_main
+        from .bench_cli import main as bench_main
 
         return bench_main(argv[1:])
     args = parser.parse_args(argv)
