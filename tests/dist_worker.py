@@ -319,9 +319,47 @@ def timeout_fault(rank, world):
     except RuntimeError as exc:
         return {
             "timeout": layer.name in str(exc),
+            "message": str(exc),
             "unchanged": all(torch.equal(a, b) for a, b in zip(before, layer.weights, strict=True)),
             "seconds": time.monotonic() - start,
         }
+
+
+def _failure(layer, call):
+    """Run ``call`` (expected to raise RuntimeError); its message, how long it took, and
+    whether every variable of ``layer`` kept its value."""
+    before = [w.detach().clone() for w in layer.weights]
+    start = time.monotonic()
+    try:
+        call()
+    except RuntimeError as exc:
+        return {
+            "message": str(exc),
+            "seconds": time.monotonic() - start,
+            "unchanged": all(torch.equal(a, b) for a, b in zip(before, layer.weights, strict=True)),
+        }
+    return {"message": "no error"}
+
+
+def peer_exit(rank, world):
+    """Rank 1 exits abruptly (as a crashed process does) right after the forward of a
+    synchronized step; rank 0 then runs that step's backward, another training call of
+    the same layer (the statistics exchange) and the first training call of a second
+    layer (the 32-byte check), each of which must fail."""
+    trained = batchnorm.BatchNormalization(synchronized=True, momentum=0.5, renorm=True)
+    fresh = batchnorm.BatchNormalization(synchronized=True, momentum=0.5)
+    for layer in (trained, fresh):
+        layer(torch.zeros(2, 3), training=False)
+    gen = torch.Generator().manual_seed(rank)
+    x = torch.randn(4, 3, generator=gen).requires_grad_()
+    y = trained(x, training=True)  # both ranks: this exchange succeeds
+    if rank != 0:
+        os._exit(3)  # no cleanup, no report
+    out = {"backward": _failure(trained, lambda: y.sum().backward())}
+    out["backward"]["no_grad"] = x.grad is None and trained.gamma.grad is None
+    out["trained"] = _failure(trained, lambda: trained(torch.randn(4, 3), training=True))
+    out["fresh"] = _failure(fresh, lambda: fresh(torch.randn(4, 3), training=True))
+    return out
 
 
 def channel_mismatch(rank, world):
@@ -342,6 +380,7 @@ TASKS = {
     "compiled": compiled,
     "faults": faults,
     "timeout_fault": timeout_fault,
+    "peer_exit": peer_exit,
     "channel_mismatch": channel_mismatch,
 }
 

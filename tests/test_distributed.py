@@ -4,6 +4,7 @@ against single-process layers that hold the concatenated global batch."""
 from __future__ import annotations
 
 import socket
+import time
 import warnings
 
 import pytest
@@ -22,8 +23,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(world: int, tasks: list, timeout: float = 20.0, wait: float = 120.0) -> dict:
-    """Run ``tasks`` on ``world`` processes; return {rank: {task: result}}."""
+def launch(
+    world: int,
+    tasks: list,
+    timeout: float = 20.0,
+    wait: float = 120.0,
+    exits: dict[int, int] | None = None,
+) -> dict:
+    """Run ``tasks`` on ``world`` processes; return {rank: {task: result}}. ``exits``
+    maps the ranks that exit abruptly (without reporting) to their exit codes."""
+    exits = exits or {}
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = free_port()
@@ -34,9 +43,10 @@ def launch(world: int, tasks: list, timeout: float = 20.0, wait: float = 120.0) 
     for p in procs:
         p.start()
     results = {}
+    deadline = time.monotonic() + wait
     try:
-        for _ in range(world):
-            rank, res = queue.get(timeout=wait)
+        while not set(range(world)) - set(exits) <= set(results):
+            rank, res = queue.get(timeout=max(deadline - time.monotonic(), 0.1))
             results[rank] = res
     finally:
         for p in procs:
@@ -46,6 +56,7 @@ def launch(world: int, tasks: list, timeout: float = 20.0, wait: float = 120.0) 
     for rank, res in results.items():
         for key, value in res.items():
             assert "error" not in value, f"rank {rank}, {key}:\n{value['error']}"
+    assert {r: procs[r].exitcode for r in exits} == exits
     return results
 
 
@@ -113,6 +124,63 @@ def test_a_collective_that_cannot_complete_raises_naming_the_layer():
     outcome = results[0]["timeout_fault"]
     assert outcome["timeout"] is True and outcome["unchanged"] is True, outcome
     assert 2.5 <= outcome["seconds"] <= 5.5, outcome  # the group's 3 s timeout, not a hang
+    message = outcome["message"]
+    assert "did not reach this exchange within the process group's timeout" in message
+    assert "same channels" not in message
+
+
+PEER_FAILED = "a peer process of the group failed or exited"
+
+
+def test_a_peer_that_exits_is_named_and_nothing_changes():
+    """Rank 1 exits after a forward; rank 0's backward and two training calls fail at
+    once (well within the group's 10 s timeout) saying a peer failed, not blaming the
+    channels, and leave the layers' variables as they were."""
+    results = launch(2, [("peer_exit", None)], timeout=10.0, wait=60.0, exits={1: 3})
+    outcome = results[0]["peer_exit"]
+    expected = {
+        "backward": "summing gradient statistics",
+        "trained": "exchanging batch statistics",
+        "fresh": "exchanging batch statistics",
+    }
+    for call, what in expected.items():
+        failure = outcome[call]
+        message = failure["message"]
+        assert what in message and PEER_FAILED in message, (call, message)
+        assert "same channels" not in message and "timeout" not in message, (call, message)
+        assert failure["unchanged"] is True and failure["seconds"] < 5.0, (call, failure)
+    assert "no gradient was computed" in outcome["backward"]["message"]
+    assert outcome["backward"]["no_grad"] is True
+    assert "no variable was changed" in outcome["fresh"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        (RuntimeError("[pair.cc:553] Connection closed by peer [127.0.0.1]:34456."), PEER_FAILED),
+        (RuntimeError("Read error [127.0.0.1]:47289: Connection reset by peer."), PEER_FAILED),
+        (
+            RuntimeError("NCCL error: remote process exited or there was a network error"),
+            PEER_FAILED,
+        ),
+        (torch.distributed.DistNetworkError("Broken connection"), PEER_FAILED),
+        (RuntimeError("Timed out waiting 3000ms for recv operation to complete"), "timeout"),
+        (RuntimeError("Application timeout caused pair closure"), "timeout"),
+        (
+            RuntimeError("Watchdog caught collective operation timeout: WorkNCCL(ALLGATHER)"),
+            "timeout",
+        ),
+        (RuntimeError("op.preamble.length <= op.nbytes. 8 vs 4. A collective mismatch?"), None),
+    ],
+)
+def test_collective_errors_are_told_apart(error, cause):
+    """Wording of torch's gloo and NCCL errors: a failed group is named as such, other
+    errors keep the advice on mismatched calls."""
+    found = batchnorm.distributed._group_failure(error)
+    if cause is None:
+        assert found is None
+    else:
+        assert found is not None and cause in found
 
 
 def test_mismatched_channels_raise_a_clear_error():

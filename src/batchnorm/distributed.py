@@ -17,10 +17,13 @@ Ghost batches: every process must hold the same local batch; ghost batch ``g``
 is the union of every process's local ghost batch ``g`` (``world_size·vbs``
 examples). Errors that depend on the global batch (empty batch, NaN/Inf with
 ``check_numerics``, unequal batches with ghost batches) are decided after the
-exchange, so every process raises together. A failed collective raises an error
-naming the layer and leaves every variable unchanged. Inference and
-``synchronized=False`` never touch the process group; without an initialized
-group ``synchronized=True`` computes locally (with a one-time warning).
+exchange, so every process raises together. A failed collective raises a
+``RuntimeError`` naming the layer that says whether the process group failed (a peer
+process died or exited, a connection was closed or reset, the group's timeout passed)
+or the processes called the layer differently, and leaves every variable
+unchanged. Inference and ``synchronized=False`` never touch the process group;
+without an initialized group ``synchronized=True`` computes locally (with a
+one-time warning).
 """
 
 from __future__ import annotations
@@ -61,35 +64,80 @@ def active_group(process_group: Any) -> Any:
     return None
 
 
+# How torch's backends word a failure of the process group itself, lower case: gloo
+# ("Connection closed by peer", "Read error ...: Connection reset by peer", "Timed out
+# waiting 3000ms for recv operation to complete", "Application timeout caused pair
+# closure"), NCCL ("remote process exited or there was a network error", "Watchdog caught
+# collective operation timeout", "NCCL communicator was aborted") and the TCP store.
+_TIMEOUT_MARKERS = ("timed out", "timeout")
+_PEER_LOST_MARKERS = (
+    "closed by peer",
+    "reset by peer",
+    "connection closed",
+    "connection reset",
+    "connection refused",
+    "broken pipe",
+    "remote process exited",
+    "network error",
+    "ncclremoteerror",
+    "communicator was aborted",
+)
+
+
+def _group_failure(exc: BaseException) -> str | None:
+    """What a failed collective says about the process group: a sentence when the group
+    itself failed (a peer process died or exited, a connection was closed or reset, the
+    group's timeout passed), None for anything else (such as mismatched calls)."""
+    text = str(exc).lower()
+    if any(m in text for m in _TIMEOUT_MARKERS):
+        return (
+            "a peer process of the group failed, exited or did not reach this exchange "
+            "within the process group's timeout"
+        )
+    if isinstance(exc, dist.DistNetworkError) or any(m in text for m in _PEER_LOST_MARKERS):
+        return "a peer process of the group failed or exited (its connection was lost)"
+    return None
+
+
 class _Exchange:
-    """The collectives of one layer call, with errors that name the layer."""
+    """The collectives of one layer call, with errors that name the layer and say whether
+    the process group failed (a peer died, a connection closed, a timeout) or the processes
+    called the layer differently."""
 
     def __init__(self, group: Any, layer: str) -> None:
         self.group = group
         self.layer = layer
         self.world = dist.get_world_size(group)
 
-    def _fail(self, what: str, exc: BaseException) -> RuntimeError:
+    def _fail(self, what: str, exc: BaseException, kept: str) -> RuntimeError:
+        failed = f"Layer {self.layer}: {what} across {self.world} processes failed"
+        cause = _group_failure(exc)
+        if cause is not None:
+            return RuntimeError(f"{failed}: {cause} ({exc}); {kept}.")
         return RuntimeError(
-            f"Layer {self.layer}: {what} across {self.world} processes failed ({exc}). "
-            "Every process must call the layer in training with the same channels; no "
-            "variable was changed."
+            f"{failed} ({exc}). Every process must call the layer in training with the same "
+            f"channels; {kept}."
         )
 
     def gather(self, packed: torch.Tensor) -> list[torch.Tensor]:
+        """Every process's ``packed`` (same size everywhere), in rank order."""
         parts = [torch.empty_like(packed) for _ in range(self.world)]
         try:
             dist.all_gather(parts, packed.contiguous(), group=self.group)
         except Exception as exc:
-            raise self._fail("exchanging batch statistics", exc) from exc
+            raise self._fail("exchanging batch statistics", exc, "no variable was changed") from exc
         return parts
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum of ``tensor`` over the processes (a new contiguous tensor or ``tensor``
+        itself when already contiguous, summed in place)."""
         tensor = tensor.contiguous()
         try:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=self.group)
         except Exception as exc:
-            raise self._fail("summing gradient statistics", exc) from exc
+            raise self._fail(
+                "summing gradient statistics", exc, "no gradient was computed"
+            ) from exc
         return tensor
 
 
