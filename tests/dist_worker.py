@@ -304,30 +304,9 @@ def faults(rank, world):
     return out
 
 
-def timeout_fault(rank, world):
-    """A collective that cannot complete: rank 0 trains, rank 1 does not."""
-    layer = batchnorm.BatchNormalization(synchronized=True)
-    layer(torch.zeros(2, 3), training=False)
-    before = [w.clone() for w in layer.weights]
-    if rank != 0:
-        time.sleep(6.0)  # alive, but never joins the collective (the group's timeout is 3 s)
-        return {"skipped": True}
-    start = time.monotonic()
-    try:
-        layer(torch.randn(4, 3), training=True)
-        return {"timeout": "no error"}
-    except RuntimeError as exc:
-        return {
-            "timeout": layer.name in str(exc),
-            "message": str(exc),
-            "unchanged": all(torch.equal(a, b) for a, b in zip(before, layer.weights, strict=True)),
-            "seconds": time.monotonic() - start,
-        }
-
-
 def _failure(layer, call):
-    """Run ``call`` (expected to raise RuntimeError); its message, how long it took, and
-    whether every variable of ``layer`` kept its value."""
+    """Run ``call`` (expected to raise RuntimeError): its message, whether it names
+    ``layer``, how long it took, and whether every variable of ``layer`` kept its value."""
     before = [w.detach().clone() for w in layer.weights]
     start = time.monotonic()
     try:
@@ -335,10 +314,21 @@ def _failure(layer, call):
     except RuntimeError as exc:
         return {
             "message": str(exc),
+            "named": layer.name in str(exc),
             "seconds": time.monotonic() - start,
             "unchanged": all(torch.equal(a, b) for a, b in zip(before, layer.weights, strict=True)),
         }
     return {"message": "no error"}
+
+
+def timeout_fault(rank, world):
+    """A collective that cannot complete: rank 0 trains, rank 1 does not."""
+    layer = batchnorm.BatchNormalization(synchronized=True)
+    layer(torch.zeros(2, 3), training=False)
+    if rank != 0:
+        time.sleep(6.0)  # alive, but never joins the collective (the group's timeout is 3 s)
+        return {"skipped": True}
+    return _failure(layer, lambda: layer(torch.randn(4, 3), training=True))
 
 
 def peer_exit(rank, world):

@@ -122,7 +122,7 @@ def test_global_errors_are_raised_by_every_rank_and_change_nothing(two_processes
 def test_a_collective_that_cannot_complete_raises_naming_the_layer():
     results = launch(2, [("timeout_fault", None)], timeout=3.0)
     outcome = results[0]["timeout_fault"]
-    assert outcome["timeout"] is True and outcome["unchanged"] is True, outcome
+    assert outcome["named"] is True and outcome["unchanged"] is True, outcome
     assert 2.5 <= outcome["seconds"] <= 5.5, outcome  # the group's 3 s timeout, not a hang
     message = outcome["message"]
     assert "did not reach this exchange within the process group's timeout" in message
@@ -148,7 +148,8 @@ def test_a_peer_that_exits_is_named_and_nothing_changes():
         message = failure["message"]
         assert what in message and PEER_FAILED in message, (call, message)
         assert "same channels" not in message and "timeout" not in message, (call, message)
-        assert failure["unchanged"] is True and failure["seconds"] < 5.0, (call, failure)
+        assert failure["named"] is True and failure["unchanged"] is True, (call, failure)
+        assert failure["seconds"] < 5.0, (call, failure)
     assert "no gradient was computed" in outcome["backward"]["message"]
     assert outcome["backward"]["no_grad"] is True
     assert "no variable was changed" in outcome["fresh"]["message"]
