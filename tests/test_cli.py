@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import batchnorm
-from batchnorm import _demo, cli
+from batchnorm import _demo, _demo_report, cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 VARIANTS = ["batchnorm", "renorm", "ghost", "none"]
@@ -28,12 +28,33 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     )
 
 
-def demo_table(stdout: str) -> dict[str, tuple[float, float, int, float]]:
-    """variant → (final accuracy, best accuracy, epoch of the best, seconds per epoch)."""
-    rows = re.findall(
-        r"^(\w+)\s+([\d.]+)\s+([\d.]+) \((\d+)\)\s+([\d.]+)\s+\S", stdout, re.MULTILINE
-    )
-    return {r[0]: (float(r[1]), float(r[2]), int(r[3]), float(r[4])) for r in rows}
+CELL = r"([\d.]+)(?: ± ([\d.]+))?"
+
+
+def demo_table(stdout: str) -> tuple[list[str], dict[str, dict]]:
+    """The learning rates of the table's columns, and variant → {"cells": [(mean, std or
+    None) per rate], "beats": (won, runs) or None, "seconds": s/epoch, "layer": text}."""
+    lines = stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("variant "))
+    lrs = re.findall(r"lr ([\d.e-]+)", lines[header])
+    row = re.compile(rf"^(\w+)\s+((?:{CELL}\s+){{{len(lrs)}}})(\d+/\d+|—)\s+([\d.]+)\s+(\S.*)$")
+    table = {}
+    for line in lines[header + 1 :]:
+        match = row.match(line)
+        if match is None:
+            break
+        cells = [
+            (float(mean), float(std) if std else None)
+            for mean, std in re.findall(CELL, match.group(2))
+        ]
+        beats = match.group(5)
+        table[match.group(1)] = {
+            "cells": cells,
+            "beats": None if beats == "—" else tuple(int(v) for v in beats.split("/")),
+            "seconds": float(match.group(6)),
+            "layer": match.group(7),
+        }
+    return lrs, table
 
 
 def check_png(path: Path) -> None:
@@ -44,45 +65,88 @@ def check_png(path: Path) -> None:
     assert pixels.ndim == 3 and pixels.shape[0] > 0 and pixels.shape[1] > 0
 
 
-def check_table(stdout: str, epochs: int) -> dict[str, tuple[float, float, int, float]]:
-    table = demo_table(stdout)
+def check_table(stdout: str, lrs: list[str], seeds: int, baseline: str) -> dict[str, dict]:
+    """The table lists the four variants with one sane cell per rate, and every
+    variant but the baseline counts its wins out of rates × seeds runs."""
+    columns, table = demo_table(stdout)
+    assert columns == lrs, stdout
     assert list(table) == VARIANTS, stdout
-    for final, best, best_epoch, seconds in table.values():
-        assert 0.0 <= final <= best <= 1.0
-        assert 1 <= best_epoch <= epochs
-        assert seconds > 0
+    for name, row in table.items():
+        assert len(row["cells"]) == len(lrs)
+        for mean, std in row["cells"]:
+            assert 0.0 <= mean <= 1.0
+            assert (std is None) == (seeds == 1)
+            assert std is None or 0.0 <= std <= 0.6
+        if name == baseline:
+            assert row["beats"] is None
+        else:
+            won, runs = row["beats"]
+            assert runs == len(lrs) * seeds and 0 <= won <= runs
+        assert row["seconds"] > 0
+    assert table["none"]["layer"] == "nn.Identity()"
+    assert table["renorm"]["layer"].startswith("BatchNormalization(renorm=True")
     return table
 
 
-def test_demo_compares_four_variants_and_writes_png(tmp_path):
-    out = tmp_path / "curves.png"
-    result = run("demo", "--epochs", "1", "--out", str(out))
+def test_demo_default_run_shows_batch_norm_ahead_at_every_rate(tmp_path):
+    """The default run (5 epochs, rates 0.02, 0.1, 0.5, seeds 0-2, a few seconds): every
+    normalized variant beats no normalization on every run, by more than the two
+    spreads together, and the printed plot path is absolute."""
+    result = run("demo", "--no-progress", "--out", "curves", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    table = check_table(result.stdout, epochs=1)
-    assert table["batchnorm"][0] > 0.8  # digits is easy: one epoch of a BN MLP gets there
+    table = check_table(result.stdout, ["0.02", "0.1", "0.5"], seeds=3, baseline="none")
+    assert "MLP 64-128-64-64-10" in result.stdout and "seeds 0, 1, 2" in result.stdout
     assert "batches of 64" in result.stdout and "ghost batches of 16" in result.stdout
-    assert f"plot: {out}" in result.stdout
-    check_png(out)
-    assert "epoch" in result.stderr  # the progress bars go to stderr
-    assert "it/s" not in result.stdout and "epoch/s" not in result.stdout
+    assert "Without normalization" in result.stdout  # the note on what to look at
+    for name in ("batchnorm", "renorm", "ghost"):
+        assert table[name]["beats"] == (9, 9), result.stdout
+        for (mean, std), (none_mean, none_std) in zip(
+            table[name]["cells"], table["none"]["cells"], strict=True
+        ):
+            assert mean > 0.9
+            assert mean - none_mean > std + none_std, result.stdout
+    plot = tmp_path / "curves" / _demo.DEFAULT_PLOT_NAME
+    assert f"plot: {plot}\n" in result.stdout
+    check_png(plot)
+    assert result.stderr == ""  # --no-progress
 
 
 def test_demo_small_batch_explains_and_writes_default_plot(tmp_path):
-    result = run("demo", "--small-batch", "--epochs", "1", "--no-progress", cwd=tmp_path)
+    result = run(
+        "demo", "--small-batch", "--epochs", "1", "--seeds", "2", "--no-progress", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
-    check_table(result.stdout, epochs=1)
+    check_table(result.stdout, ["0.01"], seeds=2, baseline="batchnorm")
     assert "batches of 4" in result.stdout and "ghost batches of 2" in result.stdout
+    assert "seeds 0, 1" in result.stdout and "momentum 0.99" in result.stdout
     notes = [line for line in result.stdout.splitlines() if line.startswith("--small-batch:")]
-    assert len(notes) == 1 and "renormalization" in notes[0]
+    assert len(notes) == 1 and "renormalization" in result.stdout
+    assert f"plot: {tmp_path / _demo.DEFAULT_PLOT_NAME}\n" in result.stdout
     check_png(tmp_path / _demo.DEFAULT_PLOT_NAME)
-    assert "epoch" not in result.stderr  # --no-progress
+    assert "run" not in result.stderr  # --no-progress
+
+
+def test_demo_one_seed_chosen_rates_and_progress(tmp_path):
+    result = run(
+        "demo", "--lr", "0.05,0.2", "--seed", "4", "--seeds", "1", "--epochs", "1",
+        "--out", "sub/figure.png", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    table = check_table(result.stdout, ["0.05", "0.2"], seeds=1, baseline="none")
+    assert table["batchnorm"]["cells"][0][0] > 0.8  # one epoch of the BN MLP gets there
+    assert "seeds 4\n" in result.stdout
+    assert "Without normalization" not in result.stdout  # the note describes the default rates
+    assert f"plot: {tmp_path / 'sub' / 'figure.png'}\n" in result.stdout
+    check_png(tmp_path / "sub" / "figure.png")
+    assert "/8" in result.stderr and "run" in result.stderr  # the progress bar goes to stderr
+    assert "run/s" not in result.stdout
 
 
 def test_demo_needs_the_extra():
     code = (
         "import sys; sys.modules['tqdm'] = None\n"
         "from batchnorm.cli import main\n"
-        "sys.exit(main(['demo', '--epochs', '1', '--out', 'unused.png']))"
+        "sys.exit(main(['demo', '--epochs', '1', '--seeds', '1', '--out', 'unused.png']))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
@@ -137,9 +201,13 @@ def test_bad_arguments():
     [
         (["--epochs", "-1"], "--epochs"),
         (["--epochs", "two"], "--epochs"),
+        (["--seeds", "0"], "--seeds"),
         (["--batch-size", "1"], "--batch-size"),
         (["--batch-size", "6", "--virtual-batch-size", "4"], "--virtual-batch-size"),
         (["--lr", "0"], "--lr"),
+        (["--lr", "0.1,-1"], "--lr"),
+        (["--lr", "0.1,fast"], "--lr"),
+        (["--lr", "nan"], "--lr"),
         (["--out", "curves.jpg"], "--out"),
     ],
 )
@@ -147,24 +215,35 @@ def test_demo_argument_errors_name_the_option(argv, option, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["demo", *argv])
     assert exc.value.code == 2
-    assert option in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert option in err.splitlines()[-1] and "error:" in err.splitlines()[-1]
 
 
 def test_demo_settings():
     assert _demo.default_virtual_batch_size(64) == 16
     assert _demo.default_virtual_batch_size(4) == 2
     assert _demo.default_virtual_batch_size(7) == 7
-    config = _demo.make_config(small_batch=True)
+    config = _demo.make_config()
+    assert (config.epochs, config.batch_size, config.virtual_batch_size) == (5, 64, 16)
+    assert (config.lrs, config.seeds, config.baseline) == ((0.02, 0.1, 0.5), (0, 1, 2), "none")
+    assert config.renorm_clipping == _demo.DEFAULT_RENORM_CLIPPING and config.steps == 21
+    config = _demo.make_config(small_batch=True, seed=5, seeds=2)
     assert (config.epochs, config.batch_size, config.virtual_batch_size) == (5, 4, 2)
-    config = _demo.make_config(batch_size=30)
-    assert (config.epochs, config.virtual_batch_size) == (10, 10)
+    assert (config.lrs, config.seeds, config.baseline) == ((0.01,), (5, 6), "batchnorm")
+    assert (config.momentum, config.steps) == (0.99, 336)
+    assert config.renorm_clipping == _demo.SMALL_BATCH_RENORM_CLIPPING
+    config = _demo.make_config(batch_size=30, lr=0.2)
+    assert (config.virtual_batch_size, config.lrs) == (10, (0.2,))
+    assert _demo.parse_lrs("0.1,1e-2") == (0.1, 0.01)
 
 
-def test_plot_path(tmp_path):
-    assert _demo.resolve_plot_path(None) == Path.cwd() / _demo.DEFAULT_PLOT_NAME
+def test_plot_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _demo.resolve_plot_path(None) == tmp_path / _demo.DEFAULT_PLOT_NAME
     assert _demo.resolve_plot_path(tmp_path) == tmp_path / _demo.DEFAULT_PLOT_NAME
     assert _demo.resolve_plot_path(tmp_path / "new") == tmp_path / "new" / _demo.DEFAULT_PLOT_NAME
     assert _demo.resolve_plot_path(tmp_path / "a.PNG") == tmp_path / "a.PNG"
+    assert _demo.resolve_plot_path("x/../b.png") == tmp_path / "b.png"  # absolute, normalized
 
 
 def test_variants_share_initial_weights():
@@ -172,151 +251,30 @@ def test_variants_share_initial_weights():
     for variant in _demo.demo_variants(_demo.make_config()):
         torch.manual_seed(0)
         model = _demo.make_mlp(variant.norm)
-        weights.append([p for n, p in model.named_parameters() if n in ("0.weight", "6.bias")])
+        assert len(model) == 10 and isinstance(model[1], type(variant.norm(8)))
+        weights.append([p for n, p in model.named_parameters() if n in ("0.weight", "9.bias")])
     for other in weights[1:]:
+        assert len(other) == 2
         assert all(torch.equal(a, b) for a, b in zip(weights[0], other, strict=True))
 
 
-def table_rows(text: str) -> list[list[str]]:
-    return [
-        [c.strip() for c in line.strip("|").split("|")]
-        for line in text.splitlines()
-        if line.startswith("| ") and "×" in line
-    ]
+def history(name: str, lr: float, seed: int, accuracy: float) -> _demo.History:
+    return _demo.History(name, f"{name}()", lr, seed, [1.0], [accuracy], [0.5])
 
 
-def test_bench_prints_times_and_ratios():
-    result = run(
-        "bench",
-        "--cases",
-        "D",
-        "--variants",
-        "plain,renorm",
-        "--modes",
-        "inference",
-        "--rounds",
-        "1",
-        "--min-time",
-        "0.01",
-        "--no-tf",
-        "--memory",
-    )
-    assert result.returncode == 0, result.stderr
-    rows = table_rows(result.stdout)
-    impls = {r[2] for r in rows if len(r) == 7}
-    assert {"ours plain", "ours renorm", "torch F.batch_norm", "torch nn.BatchNorm"} <= impls, rows
-    for r in rows:
-        if len(r) == 7:
-            assert float(r[3]) > 0 and float(r[4].rstrip("×")) > 0
-    memory = [r for r in rows if len(r) == 4]
-    assert {r[1] for r in memory} == {"plain", "renorm", "vbs=8"}
-
-
-def test_bench_rounds_alternate_the_order_and_pair_the_ratios():
-    """Every other round runs the implementations in reverse order; a ratio is the
-    median over rounds of the two times of one round."""
-    from batchnorm import bench
-
-    log: list[str] = []
-    fns = {name: (lambda name=name: log.append(name)) for name in ("a", "b", "c")}
-    times = bench._measure(fns, rounds=4, min_time=1e-9)
-    assert all(len(t) == 4 for t in times.values())
-    # one warm-up and one sizing call each, then one call per round
-    assert log[6:] == ["a", "b", "c", "c", "b", "a", "a", "b", "c", "c", "b", "a"]
-    assert bench._ratio([2.0, 9.0, 3.0], [1.0, 10.0, 1.0]) == 2.0  # not 14 / 12
-
-
-def test_bench_paired_gives_a_median_ratio_inside_its_interval():
-    result = run(
-        "bench",
-        "--paired",
-        "--cases",
-        "D",
-        "--modes",
-        "inference",
-        "--variants",
-        "plain,float16",
-        "--rounds",
-        "5",
-        "--min-time",
-        "0.05",
-    )
-    assert result.returncode == 0, result.stderr
-    rows = [r for r in table_rows(result.stdout) if r[0] == "D"]
-    assert [r[2] for r in rows] == ["float32", "float16"]
-    for r in rows:
-        median = float(r[3].rstrip("×"))
-        low, high = (float(v) for v in r[4].split("–"))
-        assert 0 < low <= median <= high
-        faster, total = (int(v) for v in r[5].split("/"))
-        assert total == 5 and 0 <= faster <= 5
-    bad = run("bench", "--paired", "--variants", "renorm", "--rounds", "1")
-    assert bad.returncode == 2 and "--paired takes --variants" in bad.stderr
-
-
-def test_bench_device_is_checked():
-    """A device the benchmark cannot use is refused with an error naming ``--device``."""
-    for device in ("cuda", "mps", "nonsense"):
-        if device == "cuda" and torch.cuda.is_available():
-            continue
-        result = run("bench", "--cases", "D", "--device", device, "--no-tf")
-        assert result.returncode == 2, (device, result.stdout, result.stderr)
-        assert "--device" in result.stderr and device in result.stderr, result.stderr
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_bench_runs_on_cuda():
-    result = run(
-        "bench", "--cases", "C", "--variants", "plain,renorm,float16", "--rounds", "1",
-        "--min-time", "0.01", "--device", "cuda", "--memory",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    rows = table_rows(result.stdout)
-    impls = {r[2] for r in rows if len(r) == 7}
-    assert {"ours plain", "ours renorm", "ours float16", "torch F.batch_norm"} <= impls, rows
-    assert "device" in result.stdout.splitlines()[0]
-
-
-def test_bench_sync_runs_two_gloo_processes():
-    result = run("bench", "--sync", "2", "--cases", "C", "--rounds", "1", "--min-time", "0.01")
-    assert result.returncode == 0, result.stderr
-    rows = table_rows(result.stdout)
-    assert [r[:2] for r in rows] == [["C", "train_fwd"], ["C", "train_fwd_bwd"]]
-    assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
-
-
-def test_bench_help_lists_the_valid_values(capsys):
-    from batchnorm import bench
-
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["bench", "--help"])
-    assert exc.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
-    for name, case in bench.CASES.items():
-        assert f"{name} = {case.notes}" in text
-    assert ", ".join(bench.VARIANTS) in text
-    assert ", ".join(bench.MODES) in text
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--cases", "Z"], "--cases: unknown value 'Z'; choose among A, B, C, D"),
-        (["--cases", "A,Q,X"], "--cases: unknown values 'Q', 'X'; choose among A, B, C, D"),
-        (["--variants", "plain,fast"], "--variants: unknown value 'fast'; choose among plain,"),
-        (["--modes", "train"], "--modes: unknown value 'train'; choose among train_fwd,"),
-        (["--sync", "2", "--modes", "inference"], "choose among train_fwd, train_fwd_bwd"),
-        (["--sync", "2", "--variants", "renorm"], "--variants does not apply"),
-        (["--sync", "-1"], "--sync must be >= 1"),
-        (["--rounds", "0"], "--rounds must be >= 1"),
-        (["--paired", "--variants", "renorm"], "--paired takes --variants among plain,"),
-    ],
-)
-def test_bench_refuses_bad_values_with_one_error_line(argv, message, capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["bench", *argv])
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert err.splitlines()[-1].startswith("batchnorm bench: error: ")
-    assert message in err.splitlines()[-1]
+def test_table_gives_mean_std_and_wins_over_the_same_rate_and_seed():
+    runs = [
+        history("bn", 0.1, 0, 0.9), history("bn", 0.1, 1, 0.8), history("bn", 0.5, 0, 0.4),
+        history("bn", 0.5, 1, 0.2), history("none", 0.1, 0, 0.85), history("none", 0.1, 1, 0.85),
+        history("none", 0.5, 0, 0.1), history("none", 0.5, 1, 0.3),
+    ]  # fmt: skip
+    assert _demo_report.wins(runs[:4], runs[4:]) == (2, 4)
+    lines = _demo.format_table(runs, baseline="none").splitlines()
+    assert lines[0].split() == ["variant", "lr", "0.1", "lr", "0.5", "beats", "none", "s/epoch",
+                                "layer"]  # fmt: skip
+    bn = lines[1].split()
+    assert bn[:7] == ["bn", "0.850", "±", "0.071", "0.300", "±", "0.141"]  # sample std (n − 1)
+    assert bn[7:] == ["2/4", "0.500", "bn()"]
+    assert lines[2].split()[7] == "—"
+    one_seed = _demo.format_table([history("bn", 0.1, 0, 0.9)], baseline="none")
+    assert one_seed.splitlines()[1].split()[:3] == ["bn", "0.900", "—"]
