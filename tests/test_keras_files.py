@@ -328,3 +328,35 @@ def test_ghost_weights_load_into_a_plain_layer_and_a_bad_layout_is_refused(ghost
     with pytest.raises(ValueError, match=r"the weight shapes differ.*needs \(1, 3, 5, 1\)"):
         batchnorm.load_keras_weights(multi, str(paths["h5"]))
     assert_unchanged(multi, before)
+
+
+@pytest.mark.parametrize("kind", ["weights.h5", "keras", "h5"])
+def test_many_layers_in_a_row_and_a_wrapped_layer_load_in_keras_order(tmp_path, kind):
+    """Twelve layers in one container (``batch_normalization_10`` sorts before ``_2``,
+    and HDF5 reuses freed header space, so neither names nor object addresses give the
+    order), then one inside TimeDistributed."""
+    rng = np.random.default_rng(3)
+    inputs = tf_keras.Input((2, 5))
+    h = inputs
+    for i in range(12):
+        h = tf_keras.layers.BatchNormalization(name=f"bn{i}")(h)
+    h = tf_keras.layers.TimeDistributed(
+        tf_keras.layers.BatchNormalization(name="bn_wrapped"), name="bn_wrapped"
+    )(h)
+    model = tf_keras.Model(inputs, h)
+    layers = [*model.layers[1:13], model.layers[13].layer]
+    for layer in layers:
+        layer.set_weights([rng.uniform(0.5, 2.0, (5,)).astype(np.float32) for _ in range(4)])
+    path = tmp_path / f"row.{kind}"
+    (model.save if kind == "keras" else model.save_weights)(path)
+    port = nn.Sequential(
+        *[batchnorm.BatchNormalization(name=f"bn{i}") for i in range(12)],
+        batchnorm.BatchNormalization(name="bn_wrapped"),
+    )
+    batchnorm.load_keras_weights(port, str(path))
+    for ours, keras_layer in zip(port, layers, strict=True):
+        for w, ref in zip(ours.get_weights(), keras_layer.get_weights(), strict=True):
+            np.testing.assert_array_equal(w, ref)
+    x = rng.normal(1.0, 2.0, (3, 2, 5)).astype(np.float32)
+    y = port.eval()(torch.from_numpy(x)).detach().numpy()
+    assert rel_error(y, model(x, training=False).numpy()) <= 5e-5

@@ -9,9 +9,11 @@ order (depth-first through nested models):
   group holds the weights of all its layers, each named by its own layer, trainable
   ones first: they are regrouped by layer and put in TensorFlow's order.
 - Keras 3 format (``save_weights('w.weights.h5')``): ``layers/<class>[_k]/vars/<i>``,
-  nested per container, without layer names. Keras writes the groups in the model's
-  layer order, which the HDF5 object addresses keep (group names sort alphabetically,
-  which would put a nested model's layers ahead of later top-level ones).
+  nested per container, without layer names. Keras writes the layers in the model's
+  layer order, depth-first, which the positions of their raw data in the file keep
+  (group names sort alphabetically, which would put a nested model's layers ahead of
+  later top-level ones, and ``_10`` before ``_2``); Keras' per-container numbering is
+  checked against that order.
 - ``.keras`` archives: a zip of ``config.json`` (layer names and nesting) and
   ``model.weights.h5`` (the Keras 3 format); the config names the layers.
 
@@ -87,24 +89,72 @@ def _legacy_layers(root: Any) -> list[Stored]:
     return found
 
 
+def _is_bn_group(name: str, group: Any) -> bool:
+    """A Keras 3-format group holding a batch-norm layer's variables: named after the
+    class (``batch_normalization_3``), or (an attribute of a subclassed model, the
+    ``layer`` of a wrapper) holding 3 to 7 variables of one shape."""
+    import h5py
+
+    variables = group.get("vars")
+    if not isinstance(variables, h5py.Group) or not len(variables):
+        return False
+    if _BN_GROUP.match(name):
+        return True
+    shapes = {variables[k].shape for k in variables}
+    return 3 <= len(variables) <= 7 and len(shapes) == 1
+
+
+def _written_at(group: Any) -> int:
+    """Where the raw data of a group's first variable lies in the file. Raw data is
+    allocated in the order it is written and never freed in a file Keras writes, so
+    this orders the layers as Keras saved them (object-header addresses do not: freed
+    metadata space is reused)."""
+    import h5py
+
+    first = group["vars"][sorted(group["vars"], key=int)[0]]
+    offset = first.id.get_offset()
+    return h5py.h5o.get_info(first.id).addr if offset is None else offset
+
+
 def _v3_groups(group: Any, path: str = "") -> Iterator[tuple[int, str, Any]]:
-    """(object address, path, group) of every batch-norm group under ``group``."""
+    """(write position, path, group) of every batch-norm group under ``group``."""
     import h5py
 
     for name, child in group.items():
         if not isinstance(child, h5py.Group):
             continue
         where = f"{path}/{name}" if path else name
-        if _BN_GROUP.match(name) and isinstance(child.get("vars"), h5py.Group):
-            yield h5py.h5o.get_info(child.id).addr, where, child
+        if _is_bn_group(name, child):
+            yield _written_at(child), where, child
         else:
             yield from _v3_groups(child, where)
 
 
-def _v3_layers(root: Any, names: list[str] | None = None) -> list[Stored]:
-    """The batch-norm layers of a Keras 3-format file in the order Keras wrote them
-    (object addresses), named by ``names`` (from a ``.keras`` config) when given."""
-    groups = sorted(_v3_groups(root))
+def _check_order(groups: list[tuple[int, str, Any]], path: str) -> None:
+    """Within each container, Keras numbers same-class layers in order
+    (``batch_normalization``, ``…_1``, …): the write order must agree with it."""
+    seen: dict[str, int] = {}
+    for _, where, _group in groups:
+        parent, _, name = where.rpartition("/")
+        match = _BN_GROUP.match(name)
+        if match is None:
+            continue
+        index = int(match.group(2)[1:]) if match.group(2) else 0
+        key = f"{parent}/{match.group(1) or ''}"
+        if seen.get(key, -1) >= index:
+            raise ValueError(
+                f"Cannot tell the order of the BatchNormalization layers in {path} (the "
+                f"file's write order disagrees with Keras' numbering at {where}); load a "
+                ".keras or Keras 2 .h5 file, which name the layers."
+            )
+        seen[key] = index
+
+
+def _v3_layers(root: Any, path: str, names: list[str] | None = None) -> list[Stored]:
+    """The batch-norm layers of a Keras 3-format file in the order Keras wrote them,
+    named by ``names`` (from a ``.keras`` config, in the same order) when given."""
+    groups = sorted(_v3_groups(root), key=lambda g: g[0])
+    _check_order(groups, path)
     if names is not None and len(names) != len(groups):
         raise ValueError(
             f"The archive's config lists {len(names)} BatchNormalization layers ({names}) "
@@ -120,9 +170,10 @@ def _v3_layers(root: Any, names: list[str] | None = None) -> list[Stored]:
 
 def _config_names(config: dict[str, Any]) -> list[str]:
     """Names of the batch-norm layers of a Keras model config, depth-first in layer
-    order (the order Keras saves them in)."""
+    order (the order Keras saves them in), wrapped layers (``TimeDistributed``) included."""
+    inner = config.get("config") or {}
     names: list[str] = []
-    for layer in (config.get("config") or {}).get("layers") or []:
+    for layer in [*(inner.get("layers") or []), *([inner["layer"]] if "layer" in inner else [])]:
         if layer.get("class_name") in _BN_CLASSES:
             names.append(layer["config"]["name"])
         else:
@@ -148,13 +199,13 @@ def _read(path: str) -> list[Stored]:
             data = io.BytesIO(archive.read("model.weights.h5"))
         names = _config_names(config) if "layers" in (config.get("config") or {}) else None
         with h5py.File(data, "r") as f:
-            return _v3_layers(f, names)
+            return _v3_layers(f, path, names)
     with h5py.File(path, "r") as f:
         root = f.get("model_weights", f)
         if "layer_names" in root.attrs:
             return _legacy_layers(root)
         if "layers" in root:
-            return _v3_layers(root)
+            return _v3_layers(root, path)
     raise ValueError(f"{path} is not a Keras weights file (no layer_names, no layers).")
 
 
