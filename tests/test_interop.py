@@ -105,6 +105,44 @@ def test_from_torch_copies_a_model_and_leaves_the_original_alone():
     assert_unchanged(fresh, before)
 
 
+def test_from_torch_keeps_shared_modules_and_tied_weights():
+    """A batch norm registered twice and called twice updates its running statistics
+    twice per step in torch; the copy must do the same (one layer, not two), and tied
+    weights elsewhere in the model stay tied."""
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn = nn.BatchNorm1d(3, momentum=0.3)
+            self.alias = self.bn
+            self.c, self.d = nn.Linear(3, 3), nn.Linear(3, 3)
+            self.d.weight = self.c.weight
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.alias(self.d(self.bn(self.c(x))))
+
+    torch.manual_seed(2)
+    net = Tied()
+    randomize_torch_bn(net.bn, 3)
+    ours = batchnorm.from_torch(net)
+    assert ours.bn is ours.alias and ours.c.weight is ours.d.weight
+    assert len(list(ours.parameters())) == len(list(net.parameters()))
+    x = torch.randn(8, 3) * 2 + 1
+    torch.testing.assert_close(ours(x), net(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours.bn.moving_variance, net.bn.running_var, rtol=1e-5, atol=1e-6)
+
+
+def test_from_torch_converts_lazy_batch_norms_to_unbuilt_layers():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyBatchNorm2d(momentum=0.2, eps=1e-4))
+    ours = batchnorm.from_torch(net)
+    layer = ours[1]
+    assert isinstance(layer, batchnorm.BatchNormalization) and not layer.built
+    assert (layer.axis, layer.momentum, layer.epsilon) == (1, 0.8, 1e-4)
+    x = torch.randn(4, 3, 6, 6)
+    torch.testing.assert_close(ours(x), net(x), rtol=1e-5, atol=1e-5)  # both build here
+    torch.testing.assert_close(layer.moving_variance, net[1].running_var, rtol=1e-5, atol=1e-6)
+
+
 def test_from_torch_refuses_what_tensorflow_cannot_express():
     with pytest.raises(ValueError, match="momentum=None"):
         batchnorm.from_torch(nn.BatchNorm1d(3, momentum=None))

@@ -9,15 +9,18 @@ statistics then agree in training and in evaluation.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from ..normalization import BatchNormalization
 
 __all__ = ["from_torch", "to_torch"]
 
 _TORCH_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+_LAZY_BN = (nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d)
 _RANKS = {nn.BatchNorm2d: 4, nn.BatchNorm3d: 5}
 
 
@@ -42,10 +45,13 @@ def _convert(bn: nn.modules.batchnorm._BatchNorm) -> BatchNormalization:
         synchronized=isinstance(bn, nn.SyncBatchNorm),
         process_group=getattr(bn, "process_group", None),
     )
+    if isinstance(bn, _LAZY_BN):  # uninitialized: the first call builds it
+        layer.train(bn.training)
+        return layer
     values = [bn.weight, bn.bias] if bn.affine else []
     values += [bn.running_mean, bn.running_var]
     values = [v.detach() for v in values]
-    rank = _RANKS.get(type(bn))
+    rank = next((r for cls, r in _RANKS.items() if isinstance(bn, cls)), None)
     if rank is not None:  # BatchNorm2d/3d fix the input's rank: built at once
         if bn.running_mean.dtype == torch.float64:
             layer._inferred_dtype = torch.float64
@@ -76,13 +82,26 @@ def from_torch(module: nn.Module) -> nn.Module:
     running statistics as real parameters and buffers from the start (an optimizer or
     checkpoint made right after the conversion holds them), on the module's device.
     ``BatchNorm2d``/``3d`` layers are built for 4-D/5-D input; a ``BatchNorm1d`` layer
-    fixes its rank (2-D or 3-D) on its first call. A batch-norm module itself is
+    fixes its rank (2-D or 3-D) on its first call; an uninitialized ``LazyBatchNorm*``
+    becomes an unbuilt layer. The copy keeps the model's sharing: a module registered
+    twice (or a tied weight) is one object in the copy too, and a batch-norm module
+    registered under several names becomes one layer. A batch-norm module itself is
     returned converted."""
-    if isinstance(module, _TORCH_BN):
+    if isinstance(module, _TORCH_BN + _LAZY_BN):
         return _convert(module)
-    module = copy.deepcopy(module)
-    for name, child in list(module.named_children()):
-        module._modules[name] = from_torch(child)
+    memo: dict[int, Any] = {  # torch's UninitializedBuffer cannot deepcopy itself
+        id(b): type(b)(b.requires_grad, b.data.device, b.data.dtype)
+        for b in module.buffers()
+        if is_lazy(b)
+    }
+    module = copy.deepcopy(module, memo)
+    converted: dict[int, BatchNormalization] = {}
+    for parent in list(module.modules()):
+        for name, child in parent._modules.items():
+            if isinstance(child, _TORCH_BN + _LAZY_BN):
+                if id(child) not in converted:
+                    converted[id(child)] = _convert(child)
+                parent._modules[name] = converted[id(child)]
     return module
 
 
