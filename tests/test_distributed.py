@@ -214,3 +214,35 @@ def test_convert_sync_batchnorm_keeps_weights_and_converts_torch_modules():
     assert isinstance(converted[2], batchnorm.BatchNormalization) and converted[2].synchronized
     with pytest.raises(ValueError, match="fused=True"):
         batchnorm.BatchNormalization(synchronized=True, fused=True)
+
+
+@pytest.mark.parametrize("built", [True, False])
+def test_converted_layers_follow_the_rules_of_synchronized_construction(built):
+    """A 4-D axis=1 layer on TF's rule feeds the Bessel-corrected variance; converted to
+    synchronized statistics it feeds the biased one, as ``synchronized=True`` at
+    construction does (TF's synchronized layer is non-fused). Against float64."""
+    layer = batchnorm.BatchNormalization(axis=1, momentum=0.0)
+    if built:
+        layer.build((None, 3, 4, 4))
+        assert layer._bessel
+    batchnorm.convert_sync_batchnorm(layer)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64) * 2 + 1
+    with warnings.catch_warnings():  # (no process group: local statistics, warned once)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        layer(x.float(), training=True)
+    biased = x.var(dim=(0, 2, 3), unbiased=False)
+    torch.testing.assert_close(layer.moving_variance.double(), biased, rtol=1e-5, atol=1e-6)
+    assert layer.get_config()["fused"] is False
+    kept = batchnorm.from_torch(torch.nn.BatchNorm2d(3, momentum=1.0))  # PyTorch's estimator
+    batchnorm.convert_sync_batchnorm(kept)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        kept(x.float(), training=True)
+    unbiased = x.var(dim=(0, 2, 3), unbiased=True)
+    torch.testing.assert_close(kept.moving_variance.double(), unbiased, rtol=1e-5, atol=1e-6)
+    fused = torch.nn.Sequential(
+        batchnorm.BatchNormalization(axis=1, fused=True, name="f"), batchnorm.BatchNormalization()
+    )
+    with pytest.raises(ValueError, match=r"\['f'\] have fused=True.*nothing was changed"):
+        batchnorm.convert_sync_batchnorm(fused)
+    assert not fused[1].synchronized

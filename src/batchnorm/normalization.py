@@ -25,17 +25,17 @@ from ._arguments import (
     fused_problem,
     resolve_fused,
 )
+from ._bn_config import BatchNormConfig
 from ._bn_variables import STATISTICS, BatchNormVariables
 from ._call_inputs import CallInputs
 from ._checks import check_clipping_values
-from ._utils import serialize
 from .layer import Layer, ShapeLike, as_shape
 from .symbolic import Update
 
 __all__ = ["BatchNormalization"]
 
 
-class BatchNormalization(CallInputs, BatchNormVariables, Layer):
+class BatchNormalization(CallInputs, BatchNormVariables, BatchNormConfig, Layer):
     """Batch normalization with every argument of TensorFlow's layer.
 
     Training normalizes each channel with the batch statistics and updates the
@@ -304,6 +304,22 @@ class BatchNormalization(CallInputs, BatchNormVariables, Layer):
             for name in ("moving_mean", "moving_variance")
         ]
 
+    def _synchronize(self, process_group: Any) -> None:
+        """Switch to synchronized statistics over ``process_group`` with the rules of
+        ``synchronized=True`` at construction: TensorFlow's non-fused ones (the biased
+        moving variance, unless ``unbiased_moving_variance`` says otherwise). ValueError
+        for ``fused=True``, which the constructor refuses with ``synchronized=True``."""
+        if self._fused_arg:
+            raise ValueError(
+                f"Layer {self.name} has fused=True, which synchronized statistics do not "
+                "support (TensorFlow's synchronized layer uses the non-fused rules)."
+            )
+        self.synchronized = True
+        self.process_group = process_group
+        self._fused_arg = self.fused = False
+        if self.built:
+            self._bessel = bool(self.unbiased_moving_variance)
+
     def _moving(self) -> F.MovingStatistics:
         """The variables a training step updates, and TF's rules for them."""
         buffers = self._buffers  # direct reads: this runs on every training call
@@ -321,86 +337,3 @@ class BatchNormalization(CallInputs, BatchNormVariables, Layer):
         return F.MovingStatistics(
             buffers["moving_mean"], buffers["moving_variance"], self.momentum, self._bessel
         )
-
-    # ------------------------------------------------------------------ config
-    def get_config(self) -> dict[str, Any]:
-        """Keras-style constructor arguments (JSON-serializable where the callables
-        have names or configs); ``axis`` is what was passed to the constructor."""
-        config: dict[str, Any] = {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": str(self._declared_dtype).removeprefix("torch.")
-            if self._declared_dtype
-            else None,
-            "axis": self._config_axis,
-            "momentum": self.momentum,
-            "epsilon": self.epsilon,
-            "center": self.center,
-            "scale": self.scale,
-        }
-        for key in (
-            "beta_initializer",
-            "gamma_initializer",
-            "moving_mean_initializer",
-            "moving_variance_initializer",
-            "beta_regularizer",
-            "gamma_regularizer",
-            "beta_constraint",
-            "gamma_constraint",
-        ):
-            config[key] = serialize(getattr(self, key))
-        config.update(
-            renorm=self.renorm,
-            fused=self._fused_arg,
-            virtual_batch_size=self.virtual_batch_size,
-            unbiased_moving_variance=self.unbiased_moving_variance,
-            ghost_grouping=self.ghost_grouping,
-            synchronized=self.synchronized,
-            check_numerics=self.check_numerics,
-        )
-        if self.renorm:
-            config["renorm_clipping"] = {k: float(v) for k, v in self.renorm_clipping.items()}
-            config["renorm_momentum"] = self.renorm_momentum
-        if self.activity_regularizer is not None:
-            config["activity_regularizer"] = serialize(self.activity_regularizer)
-        return config
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> BatchNormalization:
-        """Inverse of ``get_config`` (an ``adjustment`` callable is not part of it)."""
-        return cls(**dict(config))
-
-    def extra_repr(self) -> str:
-        """``name``, ``axis``, ``momentum`` and ``epsilon``, then every constructor argument
-        that differs from its default (an ``adjustment`` and a ``process_group`` too)."""
-        parts = [
-            f"name={self.name!r}",
-            f"axis={self._config_axis}",
-            f"momentum={self.momentum}",
-            f"epsilon={self.epsilon}",
-        ]
-        defaults = _default_config()
-        for key, value in self.get_config().items():
-            if key in ("name", "axis", "momentum", "epsilon") or value == defaults.get(key):
-                continue
-            if key.endswith(("_initializer", "_regularizer", "_constraint")):
-                value = getattr(self, key)  # the object's repr, not its config
-            parts.append(f"{key}={value!r}")
-        if self.adjustment is not None:
-            parts.append(f"adjustment={self.adjustment!r}")
-        if self.process_group is not None:
-            parts.append(f"process_group={self.process_group!r}")
-        return ", ".join(parts)
-
-
-_DEFAULT_CONFIG: dict[str, Any] = {}
-
-
-def _default_config() -> dict[str, Any]:
-    """``get_config()`` of a layer made with every default (the renorm entries of one
-    with ``renorm=True``), made once."""
-    if not _DEFAULT_CONFIG:
-        config = BatchNormalization(name="defaults", renorm=True).get_config()
-        config["renorm"] = False
-        _DEFAULT_CONFIG.update(config)
-    return _DEFAULT_CONFIG
