@@ -196,6 +196,24 @@ def test_to_torch_round_trip_and_errors():
 # Checkpoints and configs
 
 
+def test_layers_holding_weights_before_their_first_call_convert_back():
+    """``from_torch`` of a BatchNorm1d holds its weights with the rank still open:
+    ``to_torch`` gives the BatchNorm1d back (same numbers in train and eval); ``to_keras``
+    needs the rank and says so instead of returning an unbuilt Keras layer."""
+    ref = nn.BatchNorm1d(3, momentum=0.2, eps=1e-4)
+    randomize_torch_bn(ref, 4)
+    back = batchnorm.to_torch(batchnorm.from_torch(ref))
+    assert isinstance(back, nn.BatchNorm1d) and back.momentum == 0.2 and back.eps == 1e-4
+    x = torch.randn(6, 3, 5) * 2 + 1
+    for training in (True, False):
+        ref.train(training)
+        back.train(training)
+        assert rel_error(back(x).detach(), ref(x).detach()) <= TOL
+    assert rel_error(back.running_var, ref.running_var) <= TOL
+    with pytest.raises(ValueError, match="input rank is not fixed yet"):
+        batchnorm.to_keras(batchnorm.from_torch(ref))
+
+
 def test_state_dict_round_trip_with_weights_only_checkpoints():
     torch.manual_seed(6)
 

@@ -107,6 +107,12 @@ def to_keras(layer: BatchNormalization, adjustment: Callable[..., Any] | None = 
             f"Layer {layer.name} uses ghost_grouping={layer.ghost_grouping!r}; TensorFlow "
             "groups ghost batches strided only."
         )
+    if not layer.built and layer._held_shape() is not None:
+        raise ValueError(
+            f"Layer {layer.name} holds weights but its input rank is not fixed yet (it was "
+            "converted or loaded before its first call), and a Keras layer is built for one "
+            "rank: call it once or build(input_shape) it first."
+        )
     config = layer.get_config()
     unbiased = config.pop("unbiased_moving_variance", None)
     for key in ("ghost_grouping", "check_numerics"):

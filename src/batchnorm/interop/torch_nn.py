@@ -106,28 +106,37 @@ def from_torch(module: nn.Module) -> nn.Module:
 
 
 def to_torch(layer: BatchNormalization, inference_only: bool = False) -> nn.Module:
-    """The ``torch.nn.BatchNorm{1,2,3}d`` equivalent of a built layer, for
+    """The ``torch.nn.BatchNorm{1,2,3}d`` equivalent of a layer holding its weights, for
     configurations PyTorch can express (channel axis 1, center == scale, no renorm,
     ghost batches or adjustment, and the unbiased moving variance unless
-    ``inference_only``); ValueError naming the feature otherwise."""
-    if not layer.built:
-        raise ValueError(f"Layer {layer.name} is not built; call it once or build() it first.")
+    ``inference_only``); ValueError naming the feature otherwise. A layer whose weights
+    came before its first call (``from_torch`` of a ``BatchNorm1d``, a Keras file) and
+    whose input rank is not fixed yet gives ``BatchNorm1d``, which takes 2-D and 3-D
+    input (TensorFlow's rule for them is the biased moving variance)."""
+    if not layer.built and layer._held_shape() is None:
+        raise ValueError(
+            f"Layer {layer.name} is not built and holds no weights yet (its variables are "
+            "placeholders); call it once or build() it first."
+        )
+    rank = layer._input_rank if layer.built else None
+    axis = layer.axis if layer.built else layer._config_axis
+    bessel = layer._bessel if layer.built else bool(layer.unbiased_moving_variance)
     problems = {
-        "axis": layer.axis != [1],
+        "axis": axis not in (1, [1]),
         "renorm": layer.renorm,
         "virtual_batch_size": layer.virtual_batch_size is not None,
         "adjustment": layer.adjustment is not None,
         "center != scale": layer.center != layer.scale,
-        "biased moving variance (use inference_only=True)": not layer._bessel
-        and not inference_only,
-        "rank": layer._input_rank not in (2, 3, 4, 5),
+        "biased moving variance (use inference_only=True)": not bessel and not inference_only,
+        "rank": rank not in (None, 2, 3, 4, 5),
     }
     bad = [name for name, problem in problems.items() if problem]
     if bad:
         raise ValueError(f"torch.nn.BatchNorm cannot express {bad} of layer {layer.name}.")
-    cls = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
-    channels = layer._channel_sizes[1]
-    module = cls[layer._input_rank](
+    cls = {None: nn.BatchNorm1d, 2: nn.BatchNorm1d, 3: nn.BatchNorm1d}
+    cls.update({4: nn.BatchNorm2d, 5: nn.BatchNorm3d})
+    channels = layer.moving_mean.numel()
+    module = cls[rank](
         channels,
         eps=layer.epsilon,
         momentum=_complement(layer.momentum),
