@@ -238,6 +238,20 @@ def test_fold_reports_the_axis_of_a_layer_that_does_not_fit():
         assert rel_error(folded(x), bn64(model[1], conv64(model[0], x.double()))) <= 1e-5
 
 
+def test_fold_keeps_a_layer_whose_dtype_differs_from_the_module():
+    """A float64 layer after a float32 Conv returns float64; folded, the Conv would
+    return float32: the layer is kept, with the reason, and the output keeps its dtype."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), BN(axis=1, momentum=0.5, dtype="float64"))
+    model = warmed(model, (8, 3, 5, 4))
+    folded, report = batchnorm.fold(model, report=True)
+    assert report.folded == [] and "folding would change the output's dtype" in str(report)
+    x = torch.randn(6, 3, 5, 4)
+    with torch.no_grad():
+        y = folded(x)
+        assert y.dtype == torch.float64
+        assert rel_error(y, bn64(model[1], conv64(model[0], x.double()))) <= 1e-5
+
+
 class Branchy(nn.Module):
     """A forward whose path depends on the data: torch.fx cannot trace it."""
 

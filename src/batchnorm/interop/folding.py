@@ -63,6 +63,13 @@ def _fold_problem(module: nn.Module, bn: BatchNormalization) -> str | None:
             f"Layer {bn.name} normalizes axis {bn.axis}; after a {type(module).__name__} the "
             f"channels are on {where}."
         )
+    declared = bn._declared_dtype
+    if declared is not None and declared != module.weight.dtype:
+        return (
+            f"Layer {bn.name} computes in {declared} (its dtype) while the "
+            f"{type(module).__name__} before it outputs {module.weight.dtype}: folding would "
+            "change the output's dtype."
+        )
     channels = module.out_features if linear else module.out_channels
     if bn.moving_mean.numel() != channels:
         return (
