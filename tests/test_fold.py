@@ -252,6 +252,23 @@ def test_fold_keeps_a_layer_whose_dtype_differs_from_the_module():
         assert rel_error(y, bn64(model[1], conv64(model[0], x.double()))) <= 1e-5
 
 
+def test_fold_finds_pairs_inside_wrap_layers():
+    """``Wrap`` and ``Lambda`` are traced into like any container, so a pair inside a
+    ``Wrap`` folds (layers with variables stay one node)."""
+    model = nn.Sequential(
+        batchnorm.Wrap(nn.Sequential(nn.Conv2d(3, 4, 1), BN(axis=1, momentum=0.5))),
+        batchnorm.Lambda(torch.relu),
+    )
+    model = warmed(model, (8, 3, 5, 4))
+    folded, report = batchnorm.fold(model, report=True)
+    assert report.folded == [("0.module.0", "0.module.1")]
+    x = torch.randn(6, 3, 5, 4)
+    inner = model[0].module
+    with torch.no_grad():
+        expected = torch.relu(bn64(inner[1], conv64(inner[0], x.double())))
+        assert rel_error(folded(x), expected) <= 1e-5
+
+
 class Branchy(nn.Module):
     """A forward whose path depends on the data: torch.fx cannot trace it."""
 

@@ -132,6 +132,19 @@ def test_from_torch_keeps_shared_modules_and_tied_weights():
     torch.testing.assert_close(ours.bn.moving_variance, net.bn.running_var, rtol=1e-5, atol=1e-6)
 
 
+def test_from_torch_keeps_the_values_a_lazy_batch_norm_loaded():
+    """A LazyBatchNorm2d filled by load_state_dict keeps its Lazy class until its first
+    forward, with real values: the conversion carries them."""
+    source = nn.BatchNorm2d(3, momentum=0.3)
+    randomize_torch_bn(source, 5)
+    lazy = nn.LazyBatchNorm2d(momentum=0.3)
+    lazy.load_state_dict(source.state_dict())
+    ours = batchnorm.from_torch(nn.Sequential(lazy))[0]
+    assert ours.built and ours._input_rank == 4
+    x = torch.randn(4, 3, 5, 5)
+    assert rel_error(ours.eval()(x).detach(), source.eval()(x).detach()) <= TOL
+
+
 def test_from_torch_converts_lazy_batch_norms_to_unbuilt_layers():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyBatchNorm2d(momentum=0.2, eps=1e-4))
     ours = batchnorm.from_torch(net)

@@ -360,3 +360,51 @@ def test_many_layers_in_a_row_and_a_wrapped_layer_load_in_keras_order(tmp_path, 
     x = rng.normal(1.0, 2.0, (3, 2, 5)).astype(np.float32)
     y = port.eval()(torch.from_numpy(x)).detach().numpy()
     assert rel_error(y, model(x, training=False).numpy()) <= 5e-5
+
+
+def test_names_several_layers_share_are_reported_not_guessed(tmp_path):
+    """Nested Keras models may reuse a layer name: by name it is ambiguous, so it is
+    reported (and skipped under skip_mismatch, never loaded); in order it loads."""
+    rng = np.random.default_rng(8)
+    blocks = [tf_keras.Sequential([tf_keras.layers.BatchNormalization(name="bn")]) for _ in "ab"]
+    inputs = tf_keras.Input((3,))
+    model = tf_keras.Model(inputs, blocks[1](blocks[0](inputs)))
+    for block in blocks:
+        block.layers[0].set_weights([rng.uniform(0.5, 2.0, (3,)).astype(np.float32)] * 4)
+    model.save(tmp_path / "dup.keras")
+    port = nn.Sequential(batchnorm.BatchNormalization(name="bn"), batchnorm.BatchNormalization())
+    port.eval()(torch.zeros(1, 3))
+    before = snapshot(port)
+    with pytest.raises(ValueError, match=r"bn \(the name of 1 of ours and 2 of the file's"):
+        batchnorm.load_keras_weights(port, str(tmp_path / "dup.keras"))
+    assert_unchanged(port, before)
+    with pytest.warns(UserWarning, match="These were skipped"):
+        loaded = batchnorm.load_keras_weights(port, str(tmp_path / "dup.keras"), skip_mismatch=True)
+    assert loaded == []
+    assert_unchanged(port, before)
+    assert batchnorm.load_keras_weights(port, str(tmp_path / "dup.keras"), by_name=False) == [
+        "bn",
+        port[1].name,
+    ]
+    for ours, block in zip(port, blocks, strict=True):
+        np.testing.assert_array_equal(ours.get_weights()[0], block.layers[0].get_weights()[0])
+
+
+def test_a_subclassed_model_matched_in_order_warns(tmp_path):
+    class Net(tf_keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a_bn = tf_keras.layers.BatchNormalization(name="first")
+            self.z_bn = tf_keras.layers.BatchNormalization(name="second")
+
+        def call(self, x):
+            return self.z_bn(self.a_bn(x))
+
+    net = Net()
+    net(np.zeros((2, 3), np.float32))
+    net.save_weights(tmp_path / "sub.weights.h5")
+    port = nn.Sequential(
+        batchnorm.BatchNormalization(name="first"), batchnorm.BatchNormalization(name="second")
+    )
+    with pytest.warns(UserWarning, match="subclassed Keras model"):
+        batchnorm.load_keras_weights(port, str(tmp_path / "sub.weights.h5"))

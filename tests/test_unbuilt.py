@@ -257,3 +257,79 @@ def test_unbuilt_layers_deepcopy_and_pickle_and_build_independently():
     model = batchnorm.from_torch(nn.Sequential(BatchNormalization(), nn.BatchNorm1d(3)))
     assert isinstance(model[0].gamma, UninitializedParameter)
     assert not isinstance(model[1].gamma, UninitializedParameter)
+
+
+def test_data_parallel_replicas_refuse_placeholders_only():
+    """``nn.DataParallel`` replicates with ``_replicate_for_data_parallel``: PyTorch's
+    lazy-module error while placeholders remain, an ordinary replica once built."""
+    layer = BatchNormalization()
+    with pytest.raises(RuntimeError, match="uninitialized parameters"):
+        layer._replicate_for_data_parallel()
+    layer(torch.randn(4, 3), training=False)
+    replica = layer._replicate_for_data_parallel()
+    assert isinstance(replica, BatchNormalization) and replica is not layer
+
+
+def test_a_state_dict_holding_some_weights_fills_an_unbuilt_layer():
+    """A checkpoint of the trainable weights only (strict=False) creates every variable
+    through the layer: loaded γ/β, initial statistics; a first call works (float64)."""
+    layer = BatchNormalization(epsilon=0.0)
+    state = {"gamma": torch.tensor([2.0, 3.0]), "beta": torch.tensor([0.5, -1.0])}
+    result = layer.load_state_dict(state, strict=False)
+    assert set(result.missing_keys) == {"moving_mean", "moving_variance", "_extra_state"}
+    x = torch.randn(5, 2, dtype=torch.float64)
+    y = layer(x, training=False)
+    np.testing.assert_allclose(y.detach().numpy(), x.numpy() * [2.0, 3.0] + [0.5, -1.0])
+
+
+def test_a_failing_load_leaves_an_unbuilt_layer_unbuilt():
+    layer = BatchNormalization()
+    bad = {"gamma": torch.ones(3), "beta": torch.ones(4), "moving_mean": torch.zeros(3)}
+    bad["moving_variance"] = torch.ones(3)
+    with pytest.raises(RuntimeError, match="size mismatch for beta"):
+        layer.load_state_dict(bad)
+    assert not layer.built and layer.weights == []
+    assert isinstance(layer.gamma, UninitializedParameter)
+    assert isinstance(layer.moving_mean, UninitializedBuffer)
+
+
+def test_double_before_the_first_call_gives_float64_variables():
+    """As a PyTorch lazy module: ``.double()`` on an unbuilt layer makes float64
+    variables (a 16-bit cast keeps float32 ones, TensorFlow's rule for 16-bit layers)."""
+    layer = BatchNormalization(momentum=0.5).double()
+    x = torch.randn(6, 3, dtype=torch.float64) * 3 + 1e3
+    y = layer(x, training=True)
+    assert layer.gamma.dtype == torch.float64 and layer.moving_mean.dtype == torch.float64
+    state = R.State(np.ones(3), np.zeros(3), np.zeros(3), np.ones(3))
+    y_ref, _, _, _, state = R.train_step(x.numpy(), np.zeros((6, 3)), [1], state, R.Options(0.5))
+    np.testing.assert_allclose(y.detach().numpy(), y_ref, atol=1e-10)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), state.moving_variance, rtol=1e-12)
+    half = BatchNormalization().half()
+    half(torch.randn(4, 3).half())
+    assert half.gamma.dtype == torch.float32
+
+
+def test_a_layer_holding_an_unbuilt_one_runs_and_lists_no_placeholders():
+    """A ``Wrap`` with an activity regularizer around a model whose batch norm is
+    unbuilt: its first call runs (the regularizer's rollback copy skips placeholders),
+    and before it the weight lists hold no placeholders."""
+    inner = nn.Sequential(nn.Linear(3, 3), BatchNormalization())
+    wrap = batchnorm.Wrap(inner, activity_regularizer="l2")
+    assert len(wrap.get_weights()) == 2  # the Linear's weight and bias
+    x = torch.randn(4, 3)
+    y = wrap.eval()(x)
+    h = inner[0](x).detach().double()
+    expected = h / np.sqrt(1 + 1e-3)
+    np.testing.assert_allclose(y.detach().numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert len(wrap.get_weights()) == 6
+
+
+def test_repr_of_a_subclass_compares_with_the_librarys_defaults():
+    class Fused(BatchNormalization):
+        def __init__(self, units: int, **kwargs):
+            super().__init__(axis=1, fused=True, **kwargs)
+            self.units = units
+
+    assert repr(Fused(3, name="f")) == (
+        "Fused(name='f', axis=1, momentum=0.99, epsilon=0.001, fused=True)"
+    )

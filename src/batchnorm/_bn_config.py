@@ -107,18 +107,16 @@ class BatchNormConfig:
         return ", ".join(parts)
 
 
-_DEFAULT_CONFIGS: dict[type, dict[str, Any]] = {}
+_DEFAULT_CONFIG: dict[str, Any] = {}
 
 
 def _default_config(cls: type) -> dict[str, Any]:
-    """``get_config()`` of a ``cls`` made with every default (the renorm entries of one
-    with ``renorm=True``), made once per class; empty for a subclass that cannot be made
-    without arguments (its repr then shows every argument)."""
-    if cls not in _DEFAULT_CONFIGS:
-        try:
-            config = cls(name="defaults", renorm=True).get_config()
-            config["renorm"] = False
-        except TypeError:
-            config = {}
-        _DEFAULT_CONFIGS[cls] = config
-    return _DEFAULT_CONFIGS[cls]
+    """``get_config()`` of the library's own layer class (the last subclass of
+    ``BatchNormConfig`` in ``cls``'s MRO, whatever subclass ``cls`` is) made with every
+    default, the renorm entries from one with ``renorm=True``; made once."""
+    if not _DEFAULT_CONFIG:
+        base = [c for c in cls.__mro__ if issubclass(c, BatchNormConfig)][-2]
+        config = base(name="defaults", renorm=True).get_config()
+        config["renorm"] = False
+        _DEFAULT_CONFIG.update(config)
+    return _DEFAULT_CONFIG

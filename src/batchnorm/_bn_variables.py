@@ -105,7 +105,7 @@ class BatchNormVariables:
                     f"Input has undefined `axis` dimension. Received input with shape {shape} "
                     f"and axis={self._config_axis}"
                 )
-        declared = self._declared_dtype or self._inferred_dtype
+        declared = self._declared_dtype or self._inferred_dtype or self._placeholder_dtype()
         compute = declared or torch.float32
         fused = self._resolve_fused(rank, axes, compute)
         param_shape = self._param_shape(shape, axes)
@@ -131,6 +131,15 @@ class BatchNormVariables:
             self._create_variables(param_shape, values)
         self.axis = list(axes)
         super().build(shape)
+
+    def _placeholder_dtype(self) -> torch.dtype | None:
+        """float64 when the placeholders were cast to it before the build (``.double()``,
+        ``.to(torch.float64)``, as a PyTorch lazy module follows); 16-bit casts keep
+        float32 variables (TensorFlow's rule for 16-bit layers), so None otherwise."""
+        mean = self._buffers.get("moving_mean")
+        if mean is not None and is_lazy(mean) and mean.data.dtype == torch.float64:
+            return torch.float64
+        return None
 
     def _held_shape(self) -> tuple[int, ...] | None:
         """The shape of the variables the layer already holds, None while they are
@@ -216,9 +225,13 @@ class BatchNormVariables:
         )
 
     def _materialize_from_state(self, state_dict: dict[str, Any], prefix: str) -> None:
-        value = state_dict.get(prefix + "moving_mean")
-        if not self._variables and isinstance(value, torch.Tensor) and not is_lazy(value):
-            self._materialize(tuple(value.shape), value.dtype)
+        if self._variables:
+            return
+        for name in self._variable_names():  # any of them: a checkpoint may hold a subset
+            value = state_dict.get(prefix + name)
+            if isinstance(value, torch.Tensor) and not is_lazy(value):
+                self._materialize(tuple(value.shape), value.dtype)
+                return
 
     def _load_weights(self, values: Sequence[Any]) -> None:
         """``set_weights`` that also fills an unbuilt layer: its variables are first

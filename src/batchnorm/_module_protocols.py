@@ -14,6 +14,7 @@ rollback of a failed first call, copies and pickles.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,17 @@ from . import symbolic
 from ._utils import as_dtype
 
 _DTYPE_CODES = ("float16", "bfloat16", "float32", "float64")
+
+
+def seed_lazy_buffers(memo: dict[int, Any], buffers: Iterable[Any]) -> dict[int, Any]:
+    """Fresh placeholders in a ``copy.deepcopy`` memo for every ``UninitializedBuffer``
+    among ``buffers``: torch's cannot deepcopy themselves (``nn.LazyBatchNorm2d`` fails)."""
+    for buffer in buffers:
+        if buffer is not None and is_lazy(buffer) and id(buffer) not in memo:
+            memo[id(buffer)] = type(buffer)(
+                buffer.requires_grad, buffer.data.device, buffer.data.dtype
+            )
+    return memo
 
 
 class ModuleProtocols(LazyModuleMixin):
@@ -118,6 +130,8 @@ class ModuleProtocols(LazyModuleMixin):
         error_msgs: list[str],
     ) -> None:
         info = self._decode_extra_state(state_dict.get(prefix + "_extra_state"))
+        checkpoint = None if self.built else self._checkpoint()
+        errors = len(error_msgs)
         if not self.built and info is not None:
             if self._declared_dtype is None:
                 self._inferred_dtype = as_dtype(info[1])
@@ -127,6 +141,19 @@ class ModuleProtocols(LazyModuleMixin):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+        if checkpoint is not None and len(error_msgs) > errors:  # (load_state_dict raises)
+            self._rollback(checkpoint)
+
+    def _lazy_load_hook(self, *args: Any, **kwargs: Any) -> None:
+        """(``LazyModuleMixin``'s load hook materializes placeholders outside the layer's
+        variables; ``_load_from_state_dict`` creates them through the layer instead.)"""
+
+    def _replicate_for_data_parallel(self) -> Any:
+        """``nn.DataParallel`` replicas: refused while placeholders remain (PyTorch's
+        lazy-module error), as for any module once the layer holds real variables."""
+        if self.has_uninitialized_params():
+            return LazyModuleMixin._replicate_for_data_parallel(self)
+        return torch.nn.Module._replicate_for_data_parallel(self)  # type: ignore[arg-type]
 
     def _materialize_from_state(self, state_dict: dict[str, Any], prefix: str) -> None:
         """Create an unbuilt layer's variables from the shapes in ``state_dict`` (a state
@@ -177,11 +204,7 @@ class ModuleProtocols(LazyModuleMixin):
         cls = type(self)
         clone = cls.__new__(cls)
         memo[id(self)] = clone
-        for buffer in self._buffers.values():  # torch's UninitializedBuffer cannot deepcopy
-            if buffer is not None and is_lazy(buffer) and id(buffer) not in memo:
-                memo[id(buffer)] = type(buffer)(
-                    buffer.requires_grad, buffer.data.device, buffer.data.dtype
-                )
+        seed_lazy_buffers(memo, self._buffers.values())
         for key, value in self.__dict__.items():
             if key == "_graph":
                 clone.__dict__[key] = value

@@ -7,6 +7,9 @@
   ``nn.BatchNorm2d`` is: the ``GraphModule`` calls the real layer, which reads its
   ``training`` flag at run time (a module traced in train mode and switched to
   ``eval()`` normalizes with the moving statistics) and builds on its first real call.
+  Layers that only wrap a module or a function (``Wrap``, ``Lambda``: ``fx_leaf =
+  False``) are traced like any module, so the tracer sees what they hold (``fold``
+  finds a Conv → batch-norm pair inside a ``Wrap``).
 - ``torch.jit.trace``: a layer that holds real variables but is not built yet (after
   ``from_torch`` or loaded weights, whose rank the first call fixes) builds with
   tracing suspended, so the build reads the input's shape as integers and records
@@ -75,6 +78,8 @@ def _record_call(
             "which cannot record module calls; trace the model that holds the layer with "
             "torch.fx.symbolic_trace or a torch.fx.Tracer."
         )
+    if not getattr(layer, "fx_leaf", True):  # a wrapper: the tracer decides, as for any module
+        return call_module(layer, layer.forward, (inputs, *args), kwargs)
     target = path_of_module(layer)  # torch's NameError when not a submodule of the root
 
     def leaf(*call_args: Any, **call_kwargs: Any) -> Any:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from . import regularizers as regularizers_lib
 from . import symbolic
@@ -53,6 +54,8 @@ class Layer(GraphAPI, VariablesAPI, ModuleProtocols, nn.Module):
     input, builds on first use, runs ``call`` through ``nn.Module`` (so hooks
     work), rejects a ``None`` result and records activity regularization.
     """
+
+    fx_leaf = True  # torch.fx records a call as one call_module node (``_tracing``)
 
     def __init__(
         self,
@@ -212,7 +215,9 @@ class Layer(GraphAPI, VariablesAPI, ModuleProtocols, nn.Module):
         if self._call_losses:
             self._call_losses.clear()  # losses of the previous call (``losses`` copies the list)
         if self.activity_regularizer is not None:
-            saved = {name: b.clone() for name, b in self.named_buffers() if b is not None}
+            saved = {  # (a child's placeholders hold nothing to restore)
+                name: b.clone() for name, b in self.named_buffers() if not is_lazy(b)
+            }
         outputs = super().__call__(inputs, *args, **kwargs)
         if outputs is None:
             raise ValueError(

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from . import symbolic
 from ._utils import to_snake_case
@@ -27,6 +28,8 @@ class Wrap(Layer):
     The module is a submodule (its parameters train with the model); its
     parameters are listed as the layer's weights.
     """
+
+    fx_leaf = False  # torch.fx traces into the module, as into any container
 
     def __init__(self, module: nn.Module, name: str | None = None, **kwargs: Any) -> None:
         if not isinstance(module, nn.Module):
@@ -56,13 +59,15 @@ class Wrap(Layer):
     def trainable_weights(self) -> list[torch.Tensor]:
         if not self.trainable:
             return []
-        return [p for p in self.module.parameters() if p.requires_grad]
+        return [p for p in self.module.parameters() if p.requires_grad and not is_lazy(p)]
 
     @property
     def non_trainable_weights(self) -> list[torch.Tensor]:
-        params = list(self.module.parameters())
+        """The module's frozen parameters and its buffers (placeholders of unbuilt
+        layers inside it are not weights yet)."""
+        params = [p for p in self.module.parameters() if not is_lazy(p)]
         frozen = params if not self.trainable else [p for p in params if not p.requires_grad]
-        return frozen + list(self.module.buffers())
+        return frozen + [b for b in self.module.buffers() if not is_lazy(b)]
 
     @property
     def trainable(self) -> bool:
@@ -81,6 +86,8 @@ class Lambda(Layer):
     ``output_shape`` (per example, or a function of the input shape) skips the
     shape probe for functions that cannot run on zeros.
     """
+
+    fx_leaf = False  # torch.fx traces the function, as it would inline
 
     def __init__(
         self,

@@ -64,6 +64,7 @@ class Stored:
     name: str | None
     where: str
     values: list[np.ndarray]
+    attribute: bool = False  # saved under an attribute of a subclassed model (Keras 3 format)
 
 
 def _h5_strings(values: Any) -> list[str]:
@@ -164,7 +165,8 @@ def _v3_layers(root: Any, path: str, names: list[str] | None = None) -> list[Sto
     for i, (_, where, group) in enumerate(groups):
         variables = group["vars"]
         values = [np.asarray(variables[k]) for k in sorted(variables, key=int)]
-        found.append(Stored(None if names is None else names[i], where, values))
+        name = None if names is None else names[i]
+        found.append(Stored(name, where, values, attribute=not _under_layers(where)))
     return found
 
 
@@ -216,31 +218,52 @@ def _read(path: str) -> list[Stored]:
 def _match(
     ours: list[BatchNormalization], stored: list[Stored], by_name: bool, path: str
 ) -> tuple[list[tuple[BatchNormalization, Stored]], list[str]]:
-    """Pairs of (our layer, file layer) and a description of every unmatched one."""
+    """Pairs of (our layer, file layer) and a description of every layer left out: a
+    name on one side only, or a name several layers share on either side."""
     if by_name and all(s.name is not None for s in stored):
-        table = {s.name: s for s in stored}
-        pairs = [(layer, table[layer.name]) for layer in ours if layer.name in table]
-        if not pairs:
+        theirs = [s.name for s in stored]
+        names = [m.name for m in ours]
+        if not set(names) & set(theirs):
             raise ValueError(
-                f"None of the layer names {[m.name for m in ours]} is in {path} (its "
-                f"BatchNormalization layers: {list(table)}); pass by_name=False to match "
-                "them in order."
+                f"None of the layer names {names} is in {path} (its BatchNormalization "
+                f"layers: {theirs}); pass by_name=False to match them in order."
             )
-        taken = {s.name for _, s in pairs}
-        counts = {name: [m.name for m in ours].count(name) for name in taken}
-        unmatched = [f"{m.name} (ours: not in the file)" for m in ours if m.name not in table]
-        unmatched += [
-            f"{s.name} (the file's: not in the module)" for s in stored if s.name not in taken
+        shared = {n for n in theirs if theirs.count(n) > 1} | {
+            n for n in names if names.count(n) > 1
+        }
+        table = {s.name: s for s in stored}
+        pairs = [(m, table[m.name]) for m in ours if m.name in table and m.name not in shared]
+        left = [f"{n} (ours: not in the file)" for n in names if n not in table]
+        left += [f"{n} (the file's: not in the module)" for n in theirs if n not in names]
+        left += [
+            f"{n} (the name of {names.count(n)} of ours and {theirs.count(n)} of the file's "
+            "layers: match them in order, by_name=False)"
+            for n in sorted(shared)
         ]
-        unmatched += [f"{n} (ours: {k} layers share the name)" for n, k in counts.items() if k > 1]
-        return pairs, unmatched
+        return pairs, left
     if len(ours) != len(stored):  # (as Keras: a count mismatch is never skipped)
         raise ValueError(
             f"{path} holds {len(stored)} BatchNormalization layers "
             f"({[s.name or s.where for s in stored]}); the module has {len(ours)} "
             f"({[m.name for m in ours]}). Matching in order needs equal counts."
         )
+    if any(s.attribute for s in stored):
+        warnings.warn(
+            f"{path} comes from a subclassed Keras model and names no layers: they are "
+            "matched in order, but Keras saves attribute layers in its own order (reverse "
+            "alphabetical before the `layers` list). Check the result, or load a Keras 2 "
+            ".h5 file, which names the layers.",
+            UserWarning,
+            stacklevel=3,
+        )
     return list(zip(ours, stored, strict=True)), []
+
+
+def _under_layers(where: str) -> bool:
+    """Whether a Keras 3-format path is a chain of ``layers`` containers (the layer
+    lists of Functional and Sequential models, or a wrapper's ``layer``), not attributes."""
+    parts = where.split("/")
+    return all(p in ("layers", "layer") for p in parts[0:-1:2]) and parts[0] == "layers"
 
 
 def _non_unit(shape: Sequence[int]) -> list[int]:

@@ -9,12 +9,11 @@ statistics then agree in training and in evaluation.
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parameter import is_lazy
 
+from .._module_protocols import seed_lazy_buffers
 from ..normalization import BatchNormalization
 
 __all__ = ["from_torch", "to_torch"]
@@ -45,17 +44,18 @@ def _convert(bn: nn.modules.batchnorm._BatchNorm) -> BatchNormalization:
         synchronized=isinstance(bn, nn.SyncBatchNorm),
         process_group=getattr(bn, "process_group", None),
     )
-    if isinstance(bn, _LAZY_BN):  # uninitialized: the first call builds it
+    if isinstance(bn, _LAZY_BN) and bn.has_uninitialized_params():  # the first call builds it
         layer.train(bn.training)
         return layer
     values = [bn.weight, bn.bias] if bn.affine else []
     values += [bn.running_mean, bn.running_var]
     values = [v.detach() for v in values]
-    rank = next((r for cls, r in _RANKS.items() if isinstance(bn, cls)), None)
+    kind = bn.cls_to_become if isinstance(bn, _LAZY_BN) else type(bn)  # (a loaded lazy one)
+    rank = next((r for cls, r in _RANKS.items() if issubclass(kind, cls)), None)
     if rank is not None:  # BatchNorm2d/3d fix the input's rank: built at once
         if bn.running_mean.dtype == torch.float64:
             layer._inferred_dtype = torch.float64
-        layer.build((None, bn.num_features, *[None] * (rank - 2)))
+        layer.build((None, bn.running_mean.numel(), *[None] * (rank - 2)))
         layer.set_weights(values)
     else:  # BatchNorm1d takes 2-D and 3-D input: real variables, the rank fixed by the call
         layer._load_weights(values)
@@ -82,19 +82,15 @@ def from_torch(module: nn.Module) -> nn.Module:
     running statistics as real parameters and buffers from the start (an optimizer or
     checkpoint made right after the conversion holds them), on the module's device.
     ``BatchNorm2d``/``3d`` layers are built for 4-D/5-D input; a ``BatchNorm1d`` layer
-    fixes its rank (2-D or 3-D) on its first call; an uninitialized ``LazyBatchNorm*``
-    becomes an unbuilt layer. The copy keeps the model's sharing: a module registered
+    fixes its rank (2-D or 3-D) on its first call; a ``LazyBatchNorm*`` becomes an
+    unbuilt layer while it holds placeholders, and a layer with its values once they were
+    loaded. The copy keeps the model's sharing: a module registered
     twice (or a tied weight) is one object in the copy too, and a batch-norm module
     registered under several names becomes one layer. A batch-norm module itself is
     returned converted."""
     if isinstance(module, _TORCH_BN + _LAZY_BN):
         return _convert(module)
-    memo: dict[int, Any] = {  # torch's UninitializedBuffer cannot deepcopy itself
-        id(b): type(b)(b.requires_grad, b.data.device, b.data.dtype)
-        for b in module.buffers()
-        if is_lazy(b)
-    }
-    module = copy.deepcopy(module, memo)
+    module = copy.deepcopy(module, seed_lazy_buffers({}, module.buffers()))
     converted: dict[int, BatchNormalization] = {}
     for parent in list(module.modules()):
         for name, child in parent._modules.items():
