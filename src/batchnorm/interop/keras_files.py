@@ -39,19 +39,12 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from .._bn_variables import STATISTICS
 from ..normalization import BatchNormalization
 
 __all__ = ["load_keras_weights"]
 
-_ORDER = (
-    "gamma",
-    "beta",
-    "moving_mean",
-    "moving_variance",
-    "moving_stddev",
-    "renorm_mean",
-    "renorm_stddev",
-)
+_ORDER = ("gamma", "beta", *STATISTICS)  # TensorFlow's weights order
 _BN_GROUP = re.compile(r"^(sync_)?batch_normalization(_\d+)?$")
 _BN_CLASSES = ("BatchNormalization", "SyncBatchNormalization")
 
