@@ -29,19 +29,27 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
-@pytest.fixture(params=["native", "torch"])
-def backend(request, monkeypatch):
-    """Run a test on the C kernels and again on the PyTorch operations."""
-    from batchnorm import _native
+def _backend_names() -> list[str]:
+    from batchnorm import backends
 
-    if request.param == "native":
-        if os.environ.get("BATCHNORM_NATIVE", "1") == "0":
+    return backends.names()
+
+
+@pytest.fixture(params=_backend_names())
+def backend(request):
+    """Run a test on every registered backend, forced with ``backends.use``. A backend
+    that should be available here and is not fails the test, never skips it (the C
+    backend only skips when ``BATCHNORM_NATIVE=0`` switches it off on purpose)."""
+    from batchnorm import backends
+
+    chosen = backends.get(request.param)
+    reason = chosen.unavailable()
+    if reason is not None:
+        if request.param == "c" and os.environ.get("BATCHNORM_NATIVE", "1") == "0":
             pytest.skip("C kernels disabled by BATCHNORM_NATIVE=0")
-        if _native.library() is None:  # a missing compiler must not pass silently
-            pytest.fail(f"the C kernels did not build here: {_native.status()}")
-    else:
-        monkeypatch.setattr(_native, "library", lambda: None)
-    return request.param
+        pytest.fail(f"the {request.param} backend is not available here: {reason}")
+    with backends.use(request.param):
+        yield request.param
 
 
 @pytest.fixture(scope="session", autouse=True)

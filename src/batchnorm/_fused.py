@@ -31,21 +31,15 @@ from __future__ import annotations
 import ctypes
 import functools
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from . import _cxx, _native
 from ._layout import PARAM_DTYPE as _PARAM_DTYPE
-from ._layout import Geometry, Plan, function, geometry, in_place, like, native_library, vector
+from ._layout import Geometry, Plan, function, in_place, like, vector
 from ._layout import addr as _addr
-from ._torch_passes import (
-    TorchAffineNorm,
-    TorchTrainNorm,
-    composite_backward,
-    wants_grad,
-)
+from ._torch_passes import composite_backward, wants_grad
 
 _INF = float("inf")
 
@@ -345,51 +339,6 @@ class _NoGradContext:
 _NO_GRAD = _NoGradContext()
 
 
-def train(
-    x: torch.Tensor,
-    gamma: torch.Tensor | None,
-    beta: torch.Tensor | None,
-    plan_args: dict[str, Any],
-    axes: Sequence[int],
-    ghost_dim: int | None,
-    moving: Any = None,
-    layout: tuple[tuple[int, ...], tuple[int, ...], int] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor], int, bool]:
-    """Training pass on a (ghost-viewed) dense input; gamma/beta in parameter layout.
-
-    Returns y; the batch mean and biased variance pooled over ghost batches in
-    parameter order, either as a pair of float64 vectors or packed as the first
-    2·P entries of one float64 vector (the C pass's state: no per-call slicing when
-    nobody reads them); the number of values per channel of one ghost batch (for
-    Bessel's correction); and whether ``moving`` (a ``functional.MovingStatistics``)
-    was already updated in place. ``layout`` (shape, strides, ghost dimension) of a
-    view of ``x``'s memory (``ghost_layout``) gives the layout the statistics follow;
-    the C pass reads ``x`` through it and returns y in ``x``'s shape, so autograd
-    records no view operations."""
-    if layout is None:
-        shape, stride = tuple(x.shape), tuple(x.stride())
-    else:
-        shape, stride = layout[0], layout[1]
-    channel_dims = (*axes,) if ghost_dim is None else (ghost_dim, *axes)
-    geo = geometry(shape, stride, channel_dims, ghost_dim)
-    lib = native_library(x, geo)
-    plan = Plan(geo, lib=lib, **plan_args)
-    if lib is not None:
-        if moving is not None and _writable(moving, _PARAM_DTYPE[x.dtype]):
-            plan.moving = moving
-        y, state = train_native(x, gamma, beta, plan)
-        return y, state, geo.count, plan.moving is not None
-    xc = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    xc = xc if xc.shape == geo.shape else xc.reshape(geo.shape)
-    g = None if gamma is None else plan.stat(gamma)
-    b = None if beta is None else plan.stat(beta)
-    y, state = TorchTrainNorm.apply(xc, g, b, plan)
-    mean, var = state[0], state[1]
-    if ghost_dim is not None:
-        mean, var = mean.mean(dim=ghost_dim), var.mean(dim=ghost_dim)
-    return y, (mean.reshape(-1), var.reshape(-1)), geo.count, False
-
-
 def train_native(
     x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None, plan: Plan
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -420,32 +369,12 @@ def train_native(
     return NativeTrainNorm.forward(_NO_GRAD, x, gamma, beta, plan)
 
 
-def _writable(moving: Any, dtype: torch.dtype) -> bool:
+def writable(moving: Any, dtype: torch.dtype) -> bool:
     """Whether the C pass can update these variables in place."""
     return in_place(
         (moving.mean, moving.variance, moving.stddev, moving.renorm_mean, moving.renorm_stddev),
         dtype,
     )
-
-
-def infer(
-    x: torch.Tensor,
-    gamma: torch.Tensor | None,
-    beta: torch.Tensor | None,
-    mean: torch.Tensor,
-    var: torch.Tensor,
-    axes: Sequence[int],
-    epsilon: float,
-) -> torch.Tensor:
-    """Inference pass with given statistics, all in parameter layout."""
-    geo = geometry(tuple(x.shape), tuple(x.stride()), tuple(axes), None)
-    lib = native_library(x, geo)
-    if lib is not None:
-        return infer_native(x, gamma, beta, mean, var, geo, lib, epsilon)
-    plan = Plan(geo, epsilon, lib=lib)
-    xc = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    stat = [None if t is None else plan.stat(t) for t in (gamma, beta, mean, var)]
-    return TorchAffineNorm.apply(xc, *stat, plan)
 
 
 def infer_native(

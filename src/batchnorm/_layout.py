@@ -27,6 +27,9 @@ PARAM_DTYPE = {  # the parameters' and statistics' dtype for each input dtype
     torch.float16: torch.float32,
 }
 _I64x5 = ctypes.c_int64 * 5
+TRACED = (
+    "torch.compile, torch.jit.trace or torch.func is running, which see PyTorch operations only"
+)
 
 
 def addr(t: torch.Tensor | None) -> int | None:

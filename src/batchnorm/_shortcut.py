@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch.nn.modules import module as _module
 
-from . import _cxx, _fused
+from . import _cxx, _fused, _native, backends
 from . import functional as F
 from ._checks import check_clipping_values
 from ._layout import (
@@ -39,10 +39,11 @@ from ._layout import (
     geometry,
     ghost_layout,
     in_place,
-    native_library,
 )
 
 _MISSING = object()
+_C = backends.get("c")
+_short_calls = backends._short_calls  # [False] while another backend is forced
 is_compiling = torch.compiler.is_compiling  # (bound once: fewer lookups on each call)
 _tracing_state = torch._C._get_tracing_state
 _transforms_active = torch._C._are_functorch_transforms_active  # torch.func: vmap, grad, …
@@ -130,10 +131,9 @@ def _entry(layer: Any, x: torch.Tensor, training: bool) -> Entry | None:
             axes = [a + 1 for a in axes]
     channel_dims = (*axes,) if ghost_dim is None else (ghost_dim, *axes)
     geo = geometry(vshape, stride, channel_dims, ghost_dim)
-    lib = native_library(x, geo)
-    if lib is None:
+    if backends.select(x, geo) is not _C:  # the general path's route: another backend
         return None
-    return Entry(geo, lib, x.dtype, vshape, axes)
+    return Entry(geo, _native.library(), x.dtype, vshape, axes)
 
 
 def _hooked(layer: Any) -> bool:
@@ -164,7 +164,8 @@ def call(layer: Any, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor | 
         if training is not None and training is not True and training is not False:
             return None
     if (
-        not layer.built
+        not _short_calls[0]
+        or not layer.built
         or layer._scope is None
         or not _eligible_type(type(layer))
         or layer.activity_regularizer is not None

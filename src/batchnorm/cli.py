@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
-from . import __version__, _cxx, _native
+from . import __version__, _cxx, _native, backends
 from ._demo import DEFAULT_PLOT_NAME, demo, make_config, parse_lrs, resolve_plot_path
 
 
@@ -51,13 +51,17 @@ def optional_package(module: str, *distributions: str) -> str:
 
 
 def info_lines() -> list[str]:
-    """The lines ``info`` prints: versions, C kernels, CUDA, torch.distributed
-    backends, and the optional packages (found without importing them)."""
+    """The lines ``info`` prints: versions, every registered backend (available here, or
+    why not), the C kernels and C++ nodes, CUDA, torch.distributed backends, and the
+    optional packages (found without importing them)."""
     lines = [
         f"batchnorm {__version__}",
         f"python {platform.python_version()} ({platform.platform()})",
         f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
     ]
+    for name, ok, reason in backends.status():
+        chosen = " (forced: BATCHNORM_BACKEND / backends.use)" if backends.forced() == name else ""
+        lines.append(f"backend {name}: {'available' if ok else 'unavailable: ' + reason}{chosen}")
     available = "yes" if _native.library() is not None else "no"
     lines.append(f"C kernels: {available} ({_native.status()})")
     available = "yes" if _cxx.module() is not None else "no"
@@ -69,11 +73,11 @@ def info_lines() -> list[str]:
         lines.append("CUDA: no")
     dist = torch.distributed
     if dist.is_available():
-        backends = ", ".join(
+        collectives = ", ".join(
             f"{name} {'yes' if getattr(dist, f'is_{name}_available')() else 'no'}"
             for name in ("gloo", "nccl", "mpi")
         )
-        lines.append(f"torch.distributed: yes (backends: {backends})")
+        lines.append(f"torch.distributed: yes (backends: {collectives})")
     else:
         lines.append("torch.distributed: no")
     for module, distributions in (

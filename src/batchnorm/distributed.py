@@ -38,7 +38,7 @@ import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
 from torch import nn
 
-from . import _layout
+from . import _layout, _native, backends
 from ._sync_norm import SyncTrainNorm, count_moments
 
 __all__ = ["active_group", "check_batches", "convert_sync_batchnorm", "sync_train"]
@@ -234,7 +234,8 @@ def sync_train(
     x = _layout.dense(x)
     geo = _layout.Geometry.of(x, channel_dims, ghost_dim)
     plan = _layout.Plan(geo, epsilon, renorm, adjustment)
-    lib = _layout.native_library(x, geo) if weights is None else None
+    c_pieces = weights is None and backends.select(x, geo).name == "c"
+    lib = _native.library() if c_pieces else None
     exchange = _Exchange(group, layer)
     y, n, mean, var = SyncTrainNorm.apply(
         x, gamma, beta, plan, lib, weights, exchange, check_numerics

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from . import _fused, _layout, _torch_passes
+from . import _layout, _torch_passes, backends
 
 __all__ = [
     "BatchStatistics",
@@ -358,7 +358,7 @@ def train_forward(
     shape = x.shape
     weights = mask
     ghost_dim = None
-    compiling = _tracing()
+    compiling = backends.tracing()
     if group is None and weights is None and not compiling:  # the fast passes, if they fit
         fast = _fast_train(
             x,
@@ -463,8 +463,8 @@ def _fast_train(
     param_shape: Sequence[int] | None,
     moving: MovingStatistics | None,
 ) -> tuple[torch.Tensor, BatchStatistics] | None:
-    """``train_forward`` through ``_fused.train`` (no mask, no process group, not
-    tracing); None when the adjustment varies over a reduced dimension or needs a
+    """``train_forward`` through the selected backend's training pass (no mask, no process
+    group, not tracing); None when the adjustment varies over a reduced dimension or needs a
     gradient, which the composite path handles."""
     shape = x.shape
     x = _layout.dense(x)
@@ -476,10 +476,12 @@ def _fast_train(
     per_channel = None if adjustment is None else _parameter_layout(adjustment, vshape, axes)
     if adjustment is not None and per_channel is None:
         return None
-    plan_args = {"epsilon": epsilon, "renorm": renorm, "adjustment": per_channel}
-    y, pair, n, updated = _fused.train(
-        x, gamma, beta, plan_args, axes, ghost_dim, moving, layout=layout
-    )
+    vstride = tuple(x.stride()) if layout is None else layout[1]
+    channel_dims = (*axes,) if ghost_dim is None else (ghost_dim, *axes)
+    geo = _layout.geometry(tuple(vshape), vstride, channel_dims, ghost_dim)
+    plan = _layout.Plan(geo, epsilon, renorm, per_channel, moving=moving)
+    y, pair, updated = backends.select(x, geo).train(x, gamma, beta, plan)
+    n = geo.count
     if param_shape is None:
         param_shape = [size if d in axes else 1 for d, size in enumerate(vshape)]
     factor = n / max(n - 1, 1)
@@ -503,12 +505,15 @@ def inference_forward(
 ) -> torch.Tensor:
     """``y = (x − mean)·γ/√(variance + ε) + β`` with given (moving) statistics in one
     pass; ``gamma``, ``beta``, ``mean`` and ``variance`` are in parameter layout."""
-    if _tracing():
+    if backends.tracing():
         view = [n if d in axes else 1 for d, n in enumerate(x.shape)]
         x = x if x.dtype in (torch.float32, torch.float64) else x.float()
         g, b, m, v = (None if t is None else t.reshape(view) for t in (gamma, beta, mean, variance))
         return normalize(x, m, v, b, g, epsilon)
-    return _fused.infer(_layout.dense(x), gamma, beta, mean, variance, axes, epsilon)
+    x = _layout.dense(x)
+    geo = _layout.geometry(tuple(x.shape), tuple(x.stride()), tuple(axes), None)
+    plan = _layout.Plan(geo, epsilon)
+    return backends.select(x, geo).infer(x, gamma, beta, mean, variance, plan)
 
 
 def _global_statistics(
@@ -525,22 +530,6 @@ def _global_statistics(
     pshape = list(param_shape) if param_shape is not None else list(view)
     return BatchStatistics(
         *(_ghost_mean(t, ghost_dim).reshape(pshape) for t in (mean, var, unbiased))
-    )
-
-
-def _tracing() -> bool:
-    """True while ``torch.compile``/``torch.export`` trace or ``torch.jit.trace``
-    records, or a ``torch.func`` transform (``vmap``, ``grad``, ``jvp``, ``jacrev``, …)
-    runs: the computation must then be torch operations (the C kernels are invisible
-    to tracers, and read memory that functorch's wrapped tensors do not have), which
-    compilers fuse and functorch batches and differentiates. Both ONNX exporters run
-    the model under one of these (the TorchScript exporter under ``torch.jit``
-    tracing, the dynamo exporter under ``torch.export``), which
-    ``tests/test_interop.py`` checks; ``tests/test_func.py`` checks the transforms."""
-    return (
-        torch.compiler.is_compiling()
-        or torch.jit.is_tracing()
-        or torch._C._are_functorch_transforms_active()
     )
 
 

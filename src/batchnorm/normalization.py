@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from . import _cxx, _shortcut, distributed
+from . import _cxx, _shortcut, backends, distributed
 from . import functional as F
 from ._arguments import (
     constructor_arguments,
@@ -33,6 +33,8 @@ from .layer import Layer, ShapeLike, as_shape
 from .symbolic import Update
 
 __all__ = ["BatchNormalization"]
+
+_short_calls = backends._short_calls  # the C backend's short calls: off while another is forced
 
 
 class BatchNormalization(CallInputs, BatchNormVariables, BatchNormConfig, Layer):
@@ -177,7 +179,7 @@ class BatchNormalization(CallInputs, BatchNormVariables, BatchNormConfig, Layer)
 
     # ------------------------------------------------------------------ call
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
-        if not args and type(inputs) is torch.Tensor:
+        if not args and type(inputs) is torch.Tensor and _short_calls[0]:
             module = _cxx._module  # once loaded: its inference short call, checks in C++
             if module is not None and not _shortcut.is_compiling():
                 y = module.short_infer(self, inputs, kwargs)

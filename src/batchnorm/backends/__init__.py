@@ -1,0 +1,159 @@
+"""Backends: the registry, and ``select``, the one place a call's route is chosen.
+
+Each call asks ``select(x, geo)`` once (one process can hold CPU and CUDA tensors):
+
+1. while ``torch.compile``/``torch.export`` trace, ``torch.jit.trace`` records or a
+   ``torch.func`` transform runs, a traceable backend (PyTorch operations), forced or
+   not: the C kernels are invisible to tracers and read memory functorch's wrapped
+   tensors lack;
+2. a forced backend (``BATCHNORM_BACKEND=<name>``, read once at import, or the context
+   manager ``batchnorm.backends.use(name)``), which raises ``BackendError`` naming
+   itself and the reason when it cannot take the tensor;
+3. otherwise the first registered backend, in priority order, that is available and
+   supports the tensor.
+
+What the passes do not cover (a mask, an adjustment that varies per example) runs the
+composite formula as PyTorch operations whatever the backend; synchronized statistics
+combine the selected backend's pieces where it has them.
+
+``BATCHNORM_NATIVE=0`` makes the C backend unavailable and ``BATCHNORM_CPP=0`` switches
+its C++ autograd nodes off, as before. The C backend's per-layout short call (what
+makes a small call cost microseconds) is a cache of this decision kept on the layer;
+``short_calls()`` is False while a backend other than the C one is forced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from .base import Backend, BackendError
+from .c import CBackend
+from .torch_ops import TorchBackend
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "get",
+    "names",
+    "register",
+    "select",
+    "status",
+    "use",
+]
+
+_REGISTRY: dict[str, Backend] = {}
+_ORDER: list[Backend] = []  # priority order
+_forced: list[str | None] = [None]  # the override in force (a stack for ``use``)
+_short_calls = [True]  # whether the C backend's short calls may run (no other override)
+
+
+def register(backend: Backend, priority: int) -> None:
+    """Add ``backend``; ``select`` tries lower ``priority`` first."""
+    if not backend.name or backend.name in _REGISTRY:
+        raise ValueError(f"A backend needs a new name; received {backend.name!r}.")
+    backend.priority = priority  # type: ignore[attr-defined]
+    _REGISTRY[backend.name] = backend
+    _ORDER.append(backend)
+    _ORDER.sort(key=lambda b: b.priority)  # type: ignore[attr-defined]
+
+
+def names() -> list[str]:
+    """Every registered backend's name, in priority order."""
+    return [b.name for b in _ORDER]
+
+
+def get(name: str) -> Backend:
+    """The backend called ``name`` (ValueError listing the names otherwise)."""
+    backend = _REGISTRY.get(name)
+    if backend is None:
+        raise ValueError(f"Unknown backend {name!r}; the backends are {names()}.")
+    return backend
+
+
+def status() -> list[tuple[str, bool, str]]:
+    """(name, available, why not) of every backend, in priority order."""
+    rows = []
+    for backend in _ORDER:
+        reason = backend.unavailable()
+        rows.append((backend.name, reason is None, reason or ""))
+    return rows
+
+
+def tracing() -> bool:
+    """Whether a tracer or transform sees this call (``torch.compile``/``torch.export``,
+    ``torch.jit.trace``, ``torch.func``): only PyTorch operations are visible to them.
+    Both ONNX exporters run the model under one of these."""
+    return (
+        torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or torch._C._are_functorch_transforms_active()
+    )
+
+
+def forced() -> str | None:
+    """The name of the backend in force, if any."""
+    return _forced[-1]
+
+
+def short_calls() -> bool:
+    """Whether the C backend's per-layout short calls may run (no other backend forced)."""
+    return _short_calls[0]
+
+
+def select(x: torch.Tensor, geo: Any) -> Backend:
+    """The backend that runs this call (see the module docstring)."""
+    if tracing():
+        return _traceable()
+    name = _forced[-1]
+    if name is not None:
+        backend = _REGISTRY[name]
+        reason = backend.unavailable() or backend.supports(x, geo)
+        if reason is not None:
+            raise BackendError(f"The forced backend {name!r} cannot take this call: {reason}.")
+        return backend
+    for backend in _ORDER:
+        if backend.supports(x, geo) is None and backend.unavailable() is None:
+            return backend
+    raise BackendError(f"No backend takes a {x.dtype} tensor on {x.device}.")
+
+
+def _traceable() -> Backend:
+    for backend in _ORDER:
+        if backend.traceable:
+            return backend
+    raise BackendError("No traceable backend is registered.")
+
+
+def _force(name: str | None) -> None:
+    _forced.append(name)
+    _short_calls[0] = name in (None, "c")
+
+
+@contextlib.contextmanager
+def use(name: str) -> Iterator[Backend]:
+    """Force backend ``name`` inside the block (nestable): every call raises
+    ``BackendError`` when it cannot take the call, instead of choosing another."""
+    backend = get(name)
+    _force(name)
+    try:
+        yield backend
+    finally:
+        _forced.pop()
+        _short_calls[0] = _forced[-1] in (None, "c")
+
+
+register(CBackend(), priority=10)
+register(TorchBackend(), priority=100)
+_ENV = os.environ.get("BATCHNORM_BACKEND") or None
+if _ENV is not None:
+    if _ENV not in _REGISTRY:  # fails at import rather than on some later call
+        raise ValueError(
+            f"BATCHNORM_BACKEND={_ENV!r} names no backend; the backends are {names()}."
+        )
+    _forced[0] = _ENV
+    _short_calls[0] = _ENV == "c"

@@ -1,0 +1,72 @@
+"""The interface every backend provides, over one description of the work.
+
+A backend runs the layer's passes on some kind of tensor: the C kernels on CPU tensors,
+PyTorch operations anywhere, later Triton kernels on CUDA. It sees a ``Geometry`` (how
+the input maps to per-channel statistics: axes, ghost-batch view, counts) and a ``Plan``
+(the geometry plus epsilon, renorm, adjustment and the moving statistics to update);
+layers, arguments and checks stay outside.
+
+Both passes are differentiable (their backward is the backend's own, analytic: one
+reduce pass ``Σdy, Σdy·(x − μ)`` and one ``dx`` pass), and a double backward
+differentiates the composite formula. The training pass computes, per channel,
+
+    μ, σ² (biased);  y = (x − μ)·k + o,  k = γ·slope/√(σ² + ε),  o = intercept·γ + β
+
+with ``slope``/``intercept`` folding renorm's r, d and the adjustment, and returns the
+batch mean and variance it fed (or will feed) the moving averages.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import torch
+
+__all__ = ["Backend", "BackendError"]
+
+
+class BackendError(RuntimeError):
+    """A forced backend (``BATCHNORM_BACKEND``, ``batchnorm.backends.use``) cannot take a
+    call; the message names the backend and why."""
+
+
+class Backend(abc.ABC):
+    """One way to run the passes. ``name`` is what ``BATCHNORM_BACKEND`` and
+    ``backends.use`` take; ``traceable`` backends run as PyTorch operations, which
+    ``torch.compile``, ``torch.jit.trace`` and ``torch.func`` can see through."""
+
+    name: str = ""
+    traceable: bool = False
+
+    def unavailable(self) -> str | None:
+        """Why the backend cannot run in this process (None: it can)."""
+        return None
+
+    @abc.abstractmethod
+    def supports(self, x: torch.Tensor, geo: Any) -> str | None:
+        """Why the backend cannot take ``x`` laid out as ``geo`` (None: it can)."""
+
+    @abc.abstractmethod
+    def train(
+        self, x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None, plan: Any
+    ) -> tuple[torch.Tensor, Any, bool]:
+        """The training pass on ``x`` (its dense memory, read through ``plan.geo``):
+        ``y`` in ``x``'s shape; the batch mean and biased variance pooled over ghost
+        batches in parameter order (a pair of float64 vectors, or packed as the first
+        ``2·P`` entries of one float64 vector); and whether ``plan.moving`` was updated
+        in place (a backend may do it inside its passes; ``functional.update_moving``
+        is the definition it is tested against)."""
+
+    @abc.abstractmethod
+    def infer(
+        self,
+        x: torch.Tensor,
+        gamma: torch.Tensor | None,
+        beta: torch.Tensor | None,
+        mean: torch.Tensor,
+        var: torch.Tensor,
+        plan: Any,
+    ) -> torch.Tensor:
+        """The inference pass ``y = (x − mean)·γ/√(var + ε) + β`` with given statistics,
+        all in parameter layout; differentiable in x, γ and β."""

@@ -1,0 +1,132 @@
+"""The dispatch point: the registry, ``select``, ``BATCHNORM_BACKEND`` and
+``backends.use``. What each backend computes is checked by the suites parametrized
+over every registered backend (the ``backend`` fixture of ``conftest.py``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import batchnorm
+import reference as R
+from batchnorm import backends
+from batchnorm._layout import Geometry
+from batchnorm.backends import BackendError
+from helpers import assert_unchanged, snapshot
+
+
+def geo(x: torch.Tensor) -> Geometry:
+    return Geometry.of(x, [x.dim() - 1])
+
+
+def test_registry_lists_both_backends_available_here():
+    assert backends.names() == ["c", "torch"]
+    assert [(name, ok) for name, ok, _ in backends.status()] == [("c", True), ("torch", True)]
+    with pytest.raises(ValueError, match=r"Unknown backend 'cuda'; the backends are \['c', "):
+        backends.get("cuda")
+
+
+def test_select_takes_the_best_backend_that_supports_the_tensor():
+    x = torch.randn(4, 3)
+    assert backends.select(x, geo(x)).name == "c"
+    meta = torch.empty(4, 3, device="meta")  # (no CUDA here: another device the C one refuses)
+    assert backends.select(meta, geo(meta)).name == "torch"
+    ints = torch.zeros(4, 3, dtype=torch.int64)
+    assert backends.select(ints, geo(ints)).name == "torch"
+    with backends.use("torch") as forced:
+        assert forced.name == "torch" and backends.select(x, geo(x)).name == "torch"
+        with backends.use("c"):
+            assert backends.select(x, geo(x)).name == "c"
+        assert backends.forced() == "torch" and not backends.short_calls()
+    assert backends.forced() is None and backends.short_calls()
+
+
+def test_a_forced_backend_that_cannot_take_a_call_says_which_and_why():
+    meta = torch.empty(4, 3, device="meta")
+    with backends.use("c"), pytest.raises(BackendError, match=r"'c' .*takes CPU tensors"):
+        backends.select(meta, geo(meta))
+    layer = batchnorm.BatchNormalization(axis=[1, 2], momentum=0.5)
+    x = torch.randn(4, 3, 5, 2).contiguous(memory_format=torch.channels_last)
+    layer(x.contiguous(), training=False)
+    before = snapshot(layer)
+    with backends.use("c"), pytest.raises(BackendError, match=r"'c' .*5-D view"):
+        layer(x, training=True)  # channels out of the parameters' order in memory
+    assert_unchanged(layer, before)
+    layer(x, training=True)  # unforced: PyTorch operations take it
+
+
+def test_traced_calls_run_pytorch_operations_even_with_a_backend_forced():
+    layer = batchnorm.BatchNormalization(momentum=0.5)
+    x = torch.randn(6, 3, dtype=torch.float64) * 2 + 1
+    layer(x, training=False)
+    with backends.use("c"):
+        traced = torch.jit.trace(layer.eval(), x)
+    assert "aten::rsqrt" in str(traced.graph)  # PyTorch operations, not an opaque C call
+    expected = x / torch.sqrt(torch.tensor(1 + 1e-3, dtype=torch.float64))
+    torch.testing.assert_close(traced(x), expected)
+
+
+def test_the_same_call_gives_the_float64_reference_on_every_backend():
+    """One training step and one inference call per backend, forced, against float64."""
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.normal(2.0, 3.0, (8, 3, 4, 4)))
+    dy = rng.normal(size=(8, 3, 4, 4))
+    for name in backends.names():
+        layer = batchnorm.BatchNormalization(axis=1, momentum=0.5, renorm=True)
+        with backends.use(name):
+            y = layer(x, training=True)
+            y_infer = layer(x, training=False)
+        state = R.State(
+            np.ones(3), np.zeros(3), np.zeros(3), np.ones(3), np.ones(3), np.zeros(3), np.ones(3)
+        )
+        options = R.Options(momentum=0.5, renorm=True)
+        y_ref, _, _, _, new = R.train_step(x.numpy(), dy, [1], state, options)
+        np.testing.assert_allclose(y.detach().numpy(), y_ref, atol=1e-10, err_msg=name)
+        np.testing.assert_allclose(layer.moving_mean.numpy(), new.moving_mean, atol=1e-12)
+        y_inf_ref = R.inference(x.numpy(), [1], new, 1e-3)
+        np.testing.assert_allclose(y_infer.detach().numpy(), y_inf_ref, atol=1e-10)
+
+
+def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
+
+
+def test_the_environment_variable_forces_a_backend_from_import():
+    result = _run(
+        """
+        import torch, batchnorm
+        from batchnorm import _native, backends
+        layer = batchnorm.BatchNormalization()
+        y = layer(torch.randn(8, 3) * 2 + 1, training=True)
+        print(backends.forced(), backends.short_calls(), _native._tried)
+        print(float(y.mean().abs()) < 1e-6, float(y.var(0, unbiased=False).mean()))
+        """,
+        BATCHNORM_BACKEND="torch",
+    )
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.splitlines()
+    assert first == "torch False False"  # the C library was never even loaded
+    assert second.startswith("True 0.99")
+    bad = _run("import batchnorm", BATCHNORM_BACKEND="gpu")
+    assert bad.returncode != 0
+    assert "BATCHNORM_BACKEND='gpu' names no backend; the backends are ['c', 'torch']" in (
+        bad.stderr
+    )
+
+
+def test_bad_names_are_refused():
+    with pytest.raises(ValueError, match="Unknown backend 'tpu'"), backends.use("tpu"):
+        pass
+    assert backends.forced() is None
