@@ -57,7 +57,8 @@ def _built_once():
     """Build (or load) the C kernels and the C++ autograd node before the first test, so
     that every test runs on what a user gets once both are built; the C++ build runs in
     the background while the C one runs."""
-    from batchnorm import _cxx, _native
+    from batchnorm.backends.c import build as _native
+    from batchnorm.backends.c import cxx as _cxx
 
     _cxx.module()
     _native.library()
@@ -68,7 +69,7 @@ def _built_once():
 def node(request, monkeypatch):
     """Run a test with the C++ autograd nodes of the C passes and again with the
     Python ones (``torch.autograd.Function``)."""
-    from batchnorm import _cxx
+    from batchnorm.backends.c import cxx as _cxx
 
     if request.param == "cpp":
         if os.environ.get("BATCHNORM_CPP", "1") == "0":
@@ -76,7 +77,10 @@ def node(request, monkeypatch):
         if _cxx.wait() is None:  # a missing compiler must not pass silently
             pytest.fail(f"the C++ autograd node did not build here: {_cxx.status()}")
     else:
+        from batchnorm.backends import SHORT
+
         monkeypatch.setattr(_cxx, "_module", None)
+        monkeypatch.setattr(SHORT, "infer", None)  # the C++ module's short call too
     return request.param
 
 
@@ -86,7 +90,7 @@ def _small_inputs_on_all_threads(request, monkeypatch):
     use small inputs, so the grain is lowered to keep the multi-threaded splits under
     test. Tests marked ``default_grain`` keep the library's rule."""
     if request.node.get_closest_marker("default_grain") is None:
-        from batchnorm import _native
+        from batchnorm.backends.c import build as _native
 
         monkeypatch.setattr(_native, "GRAIN", 0)
 

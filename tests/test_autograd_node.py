@@ -1,4 +1,4 @@
-"""The training pass's autograd node: the C++ one (``_autograd.cpp``) and the Python
+"""The training pass's autograd node: the C++ one (``backends/c/autograd.cpp``) and the Python
 ``torch.autograd.Function`` it replaces behave the same way towards autograd."""
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import torch.autograd.forward_ad as fwAD
 from torch.autograd import gradcheck, gradgradcheck
 
 import reference
-from batchnorm import _cxx, _native
 from batchnorm import functional as F
+from batchnorm.backends.c import build as _native
+from batchnorm.backends.c import cxx as _cxx
 from helpers import CLIP, step_options, weighted_layer
 
 CPP_NAME = "BatchNormTrainBackward"
@@ -79,7 +80,7 @@ def test_training_pass_without_a_graph(name, node, monkeypatch):
     recalibrates the moving statistics) goes through the C++ module without a node when it
     is built, through the Python pass otherwise: output and moving statistics against
     float64 either way."""
-    from batchnorm import _fused
+    from batchnorm.backends.c import passes as _fused
 
     if node == "cpp":  # the C++ module must take the call: the Python pass would raise
         monkeypatch.setattr(_fused.NativeTrainNorm, "forward", None)
@@ -107,7 +108,7 @@ def test_inference_pass_without_a_graph(name, dtype, node, monkeypatch):
     nothing that requires a gradient) goes through the C++ module without a node when it
     is built, through ctypes otherwise: the layer's call and ``inference_forward`` with
     statistics of another dtype, against float64."""
-    from batchnorm import _fused
+    from batchnorm.backends.c import passes as _fused
 
     if node == "cpp":  # the C++ module must take the call: the ctypes route would raise
         monkeypatch.setattr(_fused, "_infer_ctypes", None)
@@ -390,7 +391,7 @@ def _run(code: str, env: dict[str, str], tmp_path: Path) -> str:
 
 STEP = """
 import torch, batchnorm
-from batchnorm import _cxx
+from batchnorm.backends.c import cxx as _cxx
 layer = batchnorm.BatchNormalization()
 x = torch.randn(8, 3, requires_grad=True)
 y = layer(x, training=True)
@@ -420,7 +421,7 @@ def test_first_build_runs_in_the_background(tmp_path):
     while the build runs; once ``wait()`` returns, calls take the C++ node."""
     if _cxx.wait() is None:
         pytest.fail(f"the C++ autograd node did not build here: {_cxx.status()}")
-    code = STEP + "_cxx.wait(); " + STEP.split("from batchnorm import _cxx")[1]
+    code = STEP + "_cxx.wait(); " + STEP.split("import cxx as _cxx")[1]
     first, second = (line.split("|", 2) for line in _run(code, {}, tmp_path).splitlines())
     assert first[:2] == ["NativeTrainNormBackward", "True"]
     assert first[2].startswith("building in the background")
@@ -430,7 +431,7 @@ def test_first_build_runs_in_the_background(tmp_path):
 
 def _eligibility_cases():
     """(name, change to a built float32 layer and input, whether the C++ short call takes
-    the call): every reason `_shortcut.call` has to leave a call to the general path."""
+    the call): every reason `shortcut.call` has to leave a call to the general path."""
 
     def hook(layer, x):
         layer.register_forward_hook(lambda *a: None)

@@ -107,7 +107,8 @@ def test_the_environment_variable_forces_a_backend_from_import():
     result = _run(
         """
         import torch, batchnorm
-        from batchnorm import _native, backends
+        from batchnorm import backends
+        from batchnorm.backends.c import build as _native
         layer = batchnorm.BatchNormalization()
         y = layer(torch.randn(8, 3) * 2 + 1, training=True)
         print(backends.forced(), backends.short_calls(), _native._tried)

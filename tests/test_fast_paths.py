@@ -11,9 +11,10 @@ from torch.autograd import gradcheck, gradgradcheck
 
 import batchnorm
 import reference
-from batchnorm import BatchNormalization, _native
+from batchnorm import BatchNormalization
 from batchnorm import functional as F
 from batchnorm.backends import BackendError
+from batchnorm.backends.c import build as _native
 from helpers import CLIP, assert_unchanged, snapshot, step_options, weighted_layer
 
 
@@ -557,10 +558,10 @@ SHORT_CALLS = {
 @pytest.mark.parametrize("route", ["short", "general"])
 @pytest.mark.parametrize("name", list(SHORT_CALLS))
 def test_short_call_matches_general_path(name, route, node):
-    """A built layer's later calls skip the general path (_shortcut); a forward hook sends
-    them through it. Both routes, with either autograd node, two training steps (the
-    second reuses what the first worked out for the layout) and an inference call,
-    against the float64 reference."""
+    """A built layer's later calls skip the general path (the C backend's short call); a
+    forward hook sends them through it. Both routes, with either autograd node, two
+    training steps (the second reuses what the first worked out for the layout) and an
+    inference call, against the float64 reference."""
     shape, config, dtype = SHORT_CALLS[name]
     rng = np.random.default_rng(5)
     layer = BatchNormalization(momentum=0.5, **config)

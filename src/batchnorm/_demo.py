@@ -35,7 +35,6 @@ from typing import Any
 
 import torch
 
-from . import _native
 from ._demo_config import (
     DEFAULT_LRS,
     DEFAULT_RENORM_CLIPPING,
@@ -58,6 +57,7 @@ from ._demo_train import (
     make_mlp,
     train_run,
 )
+from .backends.c import build
 
 __all__ = [
     "DEFAULT_LRS",
@@ -140,7 +140,7 @@ def demo(
     path = resolve_plot_path(out)
     modules = demo_modules()
     data = {s: load_digits_split(s, modules) for s in config.seeds}
-    _native.library()  # build or load the kernels before anything is timed
+    build.library()  # build or load the kernels before anything is timed
     print("\n".join(_describe(config, data[config.seeds[0]])))
     variants = demo_variants(config)
     runs = [(v, lr, s) for v in variants for lr in config.lrs for s in config.seeds]

@@ -1,14 +1,14 @@
-"""How a tensor meets the C kernels: dtypes, the canonical 5-D view, the plan of a pass.
+"""The description of the work every backend sees: how an input maps to per-channel
+statistics, and the plan of a pass.
 
-``Geometry`` maps an input's shape and strides to per-channel statistics and, when the
-memory allows, to the kernels' view [A, G, M, C, I] (reduce A, M, I; channel
-k = g·C + c); ``ghost_layout`` gives the strides of the ghost-batch view without making
-it; ``Plan`` carries what a pass needs besides the tensors.
+``Geometry`` maps an input's shape and strides (of a ghost-batch view, when there is
+one) to per-channel statistics; ``ghost_layout`` gives the strides of the ghost-batch
+view without making it; ``Plan`` carries what a pass needs besides the tensors;
+``parameter_layout`` says whether an adjustment is per channel.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import math
 from collections.abc import Mapping, Sequence
@@ -17,35 +17,18 @@ from typing import Any
 
 import torch
 
-from . import _native
-
-SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16", torch.float16: "f16"}
 PARAM_DTYPE = {  # the parameters' and statistics' dtype for each input dtype
     torch.float32: torch.float32,
     torch.float64: torch.float64,
     torch.bfloat16: torch.float32,
     torch.float16: torch.float32,
 }
-_I64x5 = ctypes.c_int64 * 5
 TRACED = (
     "torch.compile, torch.jit.trace or torch.func is running, which see PyTorch operations only"
 )
 
 
-def addr(t: torch.Tensor | None) -> int | None:
-    """The data pointer of ``t`` (None for None), as the kernels take it."""
-    return None if t is None else t.data_ptr()
-
-
 # ---------------------------------------------------------------------- geometry
-@dataclass
-class NativeView:
-    """The C kernels' 5-D view: sizes and element strides of [A, G, M, C, I]."""
-
-    dims: Any
-    strides: Any
-
-
 class Geometry:
     """How an input maps to per-channel statistics.
 
@@ -53,8 +36,8 @@ class Geometry:
     axes, plus the ghost-group dimension of a ghost view, which must come
     first). ``stat_shape`` is the input shape with every other dimension 1;
     ``params`` is the number of parameter entries (the axes' sizes multiplied).
-    ``native`` is set when the C kernels can walk the tensor with channel index
-    ``k = ghost·params + p`` and ``p`` in the parameters' own (row-major) order.
+    Geometries are cached per (shape, strides, channel dims, ghost dim): a backend may
+    key what it derives from one (the C kernels' view) on the object.
     """
 
     def __init__(
@@ -74,7 +57,7 @@ class Geometry:
             n for d, n in enumerate(shape) if d in self.channel_dims and d != ghost_dim
         )
         self.count = math.prod(shape) // max(1, self.channels)
-        self.native = _canonical(shape, stride, self.channel_dims, ghost_dim)
+        self.stride = tuple(stride)
 
     @staticmethod
     def of(x: torch.Tensor, channel_dims: Sequence[int], ghost_dim: int | None = None) -> Geometry:
@@ -108,70 +91,6 @@ def _ghost_layout(
     return (groups, vbs, *shape[1:]), (vbs * stride[0], stride[0], *stride[1:]), 0
 
 
-def _canonical(
-    shape: Sequence[int],
-    stride: Sequence[int],
-    channel_dims: Sequence[int],
-    ghost_dim: int | None,
-) -> NativeView | None:
-    """Describe a tensor as the kernels' 5-D view [A, G, M, C, I] (reduce A, M, I).
-
-    Dimensions are ordered by stride, merged where memory allows, and matched
-    from the innermost outward to the slot pattern R Ch R Ch R. Returns None
-    when the layout does not fit, when channels would not come out in the
-    parameters' order (ghost first, then the axes ascending), or when the
-    tensor is empty; PyTorch operations handle those.
-    """
-    if 0 in shape:
-        return None
-    entries = sorted(
-        (
-            (n, s, d in channel_dims, [d])
-            for d, (n, s) in enumerate(zip(shape, stride, strict=True))
-            if n > 1
-        ),
-        key=lambda e: -e[1],
-    )
-    groups: list[list[Any]] = []
-    for n, s, is_channel, dims in entries:
-        last = groups[-1] if groups else None
-        if last is not None and last[2] == is_channel and last[1] == s * n:
-            last[0], last[1], last[3] = last[0] * n, s, last[3] + dims
-        else:
-            groups.append([n, s, is_channel, dims])
-    slots: list[list[Any] | None] = [None] * 5  # A G M C I
-    roles = [False, True, False, True, False]
-    j = 4
-    for group in reversed(groups):
-        while j >= 0 and roles[j] != group[2]:
-            j -= 1
-        if j < 0:
-            return None
-        slots[j] = group
-        j -= 1
-    order = (slots[1][3] if slots[1] else []) + (slots[3][3] if slots[3] else [])
-    wanted = [d for d in sorted(channel_dims) if d != ghost_dim and shape[d] > 1]
-    if ghost_dim is not None and shape[ghost_dim] > 1:
-        wanted = [ghost_dim, *wanted]
-    if order != wanted:
-        return None
-    dims = [slot[0] if slot else 1 for slot in slots]
-    strides = [slot[1] if slot else 0 for slot in slots]
-    return NativeView(_I64x5(*dims), _I64x5(*strides))
-
-
-@functools.lru_cache(maxsize=64)
-def function(lib: Any, name: str, dtype: torch.dtype) -> Any:
-    return getattr(lib, f"bn_{name}_{SUFFIX[dtype]}")
-
-
-def native_library(x: torch.Tensor, geo: Geometry) -> Any:
-    """The C library when it can run this input, else None."""
-    if geo.native is None or x.dtype not in SUFFIX or x.device.type != "cpu":
-        return None
-    return _native.library()
-
-
 def dense(x: torch.Tensor) -> torch.Tensor:
     """``x`` itself when its memory is dense and non-overlapping, else a contiguous copy."""
     if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
@@ -201,11 +120,8 @@ class Plan:
     epsilon: float
     renorm: tuple[torch.Tensor, torch.Tensor, Mapping[str, Any]] | None = None
     adjustment: tuple[torch.Tensor, torch.Tensor] | None = None
-    lib: Any = None
+    lib: Any = None  # the backend's handle (the C library)
     moving: Any = None  # functional.MovingStatistics the C pass updates in place
-
-    def fn(self, name: str, dtype: torch.dtype) -> Any:
-        return function(self.lib, name, dtype)
 
     def stat(self, t: torch.Tensor) -> torch.Tensor:
         """A per-parameter tensor as a view that broadcasts against the input."""
@@ -213,17 +129,34 @@ class Plan:
         return t.reshape(view)
 
 
-def in_place(tensors: Sequence[torch.Tensor | None], dtype: torch.dtype) -> bool:
-    """Whether the C passes can read and write these tensors (None: absent) through their
-    data pointers as they are: ``dtype``, on the CPU, contiguous."""
-    for t in tensors:
-        if t is not None and (t.dtype != dtype or not t.is_cpu or not t.is_contiguous()):
-            return False
-    return True
+# ---------------------------------------------------------------------- adjustments
+def parameter_layout(
+    adjustment: tuple[torch.Tensor, torch.Tensor], shape: Sequence[int], axes: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The adjustment's (scale, bias) as values in parameter order (one per entry of the
+    ``axes`` of ``shape``), or None when one varies over a reduced dimension or needs a
+    gradient (the composite path handles those). A tensor whose sizes other than 1 all
+    lie on ``axes`` already holds them in that order when it has one value per entry."""
+    out = []
+    for a in adjustment:
+        if a.requires_grad:
+            return None
+        fits, expand = _per_channel(a.shape, tuple(shape), tuple(axes))
+        if not fits:
+            return None
+        out.append(a if expand is None else torch.broadcast_to(a, expand))
+    return out[0], out[1]
 
 
-def vector(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """``t`` as a contiguous tensor of ``dtype`` (itself when it already is one)."""
-    if t is None or (t.dtype == dtype and t.is_contiguous()):
-        return t
-    return t.to(dtype).contiguous()
+@functools.lru_cache(maxsize=256)  # asked on every call of a layer with an adjustment
+def _per_channel(
+    a_shape: tuple[int, ...], shape: tuple[int, ...], axes: tuple[int, ...]
+) -> tuple[bool, list[int] | None]:
+    """Whether an adjustment of ``a_shape`` varies only over ``axes`` of ``shape``, and the
+    shape to broadcast it to when it does not hold one value per parameter entry."""
+    offset = len(shape) - len(a_shape)
+    if any(n != 1 and offset + i not in axes for i, n in enumerate(a_shape)):
+        return False, None
+    if math.prod(a_shape) == math.prod(shape[a] for a in axes):
+        return True, None
+    return True, [n if d in axes else 1 for d, n in enumerate(shape)]

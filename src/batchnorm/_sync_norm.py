@@ -14,7 +14,9 @@ from typing import Any
 
 import torch
 
-from . import _layout, _native, _torch_passes
+from . import _layout, _torch_passes
+from .backends.c import build
+from .backends.c.view import function, native
 
 __all__ = ["SyncTrainNorm", "count_moments"]
 
@@ -57,13 +59,13 @@ def _local_moments(
         return count_moments(x, geo.reduce_dims, weights)
     mean = torch.empty(geo.channels, dtype=torch.float64)
     var = torch.empty(geo.channels, dtype=torch.float64)
-    _layout.function(lib, "stats", x.dtype)(
+    function(lib, "stats", x.dtype)(
         x.data_ptr(),
-        geo.native.dims,
-        geo.native.strides,
+        native(geo).dims,
+        native(geo).strides,
         mean.data_ptr(),
         var.data_ptr(),
-        _native.threads(x.numel()),
+        build.threads(x.numel()),
     )
     n = torch.full(shape, float(geo.count), dtype=torch.float64)
     return n, mean.reshape(shape), var.reshape(shape) * n
@@ -135,13 +137,13 @@ class SyncTrainNorm(torch.autograd.Function):
             pdt = _layout.PARAM_DTYPE[x.dtype]
             vec = [t.reshape(-1).to(pdt).contiguous() for t in (mean, scale, shift)]
             y = torch.empty_like(x)
-            _layout.function(lib, "affine", x.dtype)(
+            function(lib, "affine", x.dtype)(
                 x.data_ptr(),
                 y.data_ptr(),
-                geo.native.dims,
-                geo.native.strides,
+                native(geo).dims,
+                native(geo).strides,
                 *(v.data_ptr() for v in vec),
-                _native.threads(x.numel()),
+                build.threads(x.numel()),
             )
         else:
             dt = xs.dtype
@@ -181,15 +183,15 @@ class SyncTrainNorm(torch.autograd.Function):
             sdy = torch.empty(geo.channels, dtype=torch.float64)
             sdx = torch.empty(geo.channels, dtype=torch.float64)
             mean_v = mean.reshape(-1).to(pdt).contiguous()
-            _layout.function(lib, "reduce", x.dtype)(
+            function(lib, "reduce", x.dtype)(
                 dyc.data_ptr(),
                 x.data_ptr(),
-                geo.native.dims,
-                geo.native.strides,
+                native(geo).dims,
+                native(geo).strides,
                 mean_v.data_ptr(),
                 sdy.data_ptr(),
                 sdx.data_ptr(),
-                _native.threads(x.numel()),
+                build.threads(x.numel()),
             )
             sdy, sdx = sdy.reshape(stat), sdx.reshape(stat)
             sdy_g, sdx_g = exchange.sum(torch.stack([sdy, sdx]))
@@ -197,14 +199,14 @@ class SyncTrainNorm(torch.autograd.Function):
                 k = (sdy_g / safe, inv.square() * sdx_g / safe, inv * slope * g)
                 vec = [t.reshape(-1).to(pdt).contiguous() for t in (mean, *k)]
                 dx = torch.empty_like(x)
-                _layout.function(lib, "dx", x.dtype)(
+                function(lib, "dx", x.dtype)(
                     dyc.data_ptr(),
                     x.data_ptr(),
                     dx.data_ptr(),
-                    geo.native.dims,
-                    geo.native.strides,
+                    native(geo).dims,
+                    native(geo).strides,
                     *(v.data_ptr() for v in vec),
-                    _native.threads(x.numel()),
+                    build.threads(x.numel()),
                 )
             dgamma = slope * inv * sdx + intercept * sdy
             dbeta = sdy

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 import torch
 
-from . import _cxx, _native, bench
+from . import bench
+from .backends.c import build, cxx
 from .bench import CASES, MODES, VARIANTS, run
 from .bench_paired import PAIRED_VARIANTS
 
@@ -36,8 +37,8 @@ def header(device: str = "cpu") -> str:
         on = f"device {torch.cuda.get_device_name(device)} (PyTorch's CUDA kernels, cuDNN), "
     return (
         f"{on}torch {torch.__version__}, {threads} threads, LD_PRELOAD={preload}\n"
-        f"kernels: {_native.status()}\n"
-        f"autograd node: {_cxx.status()}\n\n"
+        f"kernels: {build.status()}\n"
+        f"autograd node: {cxx.status()}\n\n"
         "| case | mode | implementation | ms | ÷ copy | ÷ torch same dtype | ÷ ours plain |\n"
         "|---|---|---|---|---|---|---|"
     )
@@ -158,12 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"--paired takes --variants among {', '.join(PAIRED_VARIANTS)}; received "
                 f"{', '.join(repr(v) for v in unknown)}"
             )
-        _cxx.wait()  # time what a user gets once the C++ node is built
+        cxx.wait()  # time what a user gets once the C++ node is built
         print(header(args.device).split("\n\n")[0] + "\n")
         paired(cases, modes, variants, args.rounds, args.min_time, args.device)
         return 0
     variants = parse_list(parser, "--variants", args.variants, list(VARIANTS), list(VARIANTS))
-    _cxx.wait()
+    cxx.wait()
     print(header(args.device))
     run(cases, variants, modes, args.rounds, args.min_time, not args.no_tf, args.device)
     if args.memory:

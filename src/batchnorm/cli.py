@@ -20,8 +20,9 @@ from collections.abc import Sequence
 
 import torch
 
-from . import __version__, _cxx, _native, backends
+from . import __version__, backends
 from ._demo import DEFAULT_PLOT_NAME, demo, make_config, parse_lrs, resolve_plot_path
+from .backends.c import build, cxx
 
 
 def _distribution_version(*names: str) -> str | None:
@@ -62,10 +63,10 @@ def info_lines() -> list[str]:
     for name, ok, reason in backends.status():
         chosen = " (forced: BATCHNORM_BACKEND / backends.use)" if backends.forced() == name else ""
         lines.append(f"backend {name}: {'available' if ok else 'unavailable: ' + reason}{chosen}")
-    available = "yes" if _native.library() is not None else "no"
-    lines.append(f"C kernels: {available} ({_native.status()})")
-    available = "yes" if _cxx.module() is not None else "no"
-    lines.append(f"C++ autograd nodes: {available} ({_cxx.status()})")
+    available = "yes" if build.library() is not None else "no"
+    lines.append(f"C kernels: {available} ({build.status()})")
+    available = "yes" if cxx.module() is not None else "no"
+    lines.append(f"C++ autograd nodes: {available} ({cxx.status()})")
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         lines.append(f"CUDA: yes, CUDA {torch.version.cuda}, devices: {names}")

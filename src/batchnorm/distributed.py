@@ -38,8 +38,9 @@ import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
 from torch import nn
 
-from . import _layout, _native, backends
+from . import _layout, backends
 from ._sync_norm import SyncTrainNorm, count_moments
+from .backends.c import build
 
 __all__ = ["active_group", "check_batches", "convert_sync_batchnorm", "sync_train"]
 
@@ -235,7 +236,7 @@ def sync_train(
     geo = _layout.Geometry.of(x, channel_dims, ghost_dim)
     plan = _layout.Plan(geo, epsilon, renorm, adjustment)
     c_pieces = weights is None and backends.select(x, geo).name == "c"
-    lib = _native.library() if c_pieces else None
+    lib = build.library() if c_pieces else None
     exchange = _Exchange(group, layer)
     y, n, mean, var = SyncTrainNorm.apply(
         x, gamma, beta, plan, lib, weights, exchange, check_numerics

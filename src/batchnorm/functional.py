@@ -19,7 +19,6 @@ Moving statistics follow TensorFlow's update ``m ← m − (m − v)·(1 − mom
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -473,7 +472,7 @@ def _fast_train(
         layout = _layout.ghost_layout(x, virtual_batch_size, grouping)
         vshape, ghost_dim = layout[0], layout[2]
         axes = [a + 1 for a in axes]
-    per_channel = None if adjustment is None else _parameter_layout(adjustment, vshape, axes)
+    per_channel = None if adjustment is None else _layout.parameter_layout(adjustment, vshape, axes)
     if adjustment is not None and per_channel is None:
         return None
     vstride = tuple(x.stride()) if layout is None else layout[1]
@@ -535,38 +534,6 @@ def _global_statistics(
 
 def _ghost_mean(t: torch.Tensor, ghost_dim: int | None) -> torch.Tensor:
     return t if ghost_dim is None else t.mean(dim=ghost_dim, keepdim=True)
-
-
-def _parameter_layout(
-    adjustment: tuple[torch.Tensor, torch.Tensor], shape: Sequence[int], axes: Sequence[int]
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The adjustment's (scale, bias) as values in parameter order (one per entry of the
-    ``axes`` of ``shape``), or None when one varies over a reduced dimension or needs a
-    gradient (the composite path handles those). A tensor whose sizes other than 1 all
-    lie on ``axes`` already holds them in that order when it has one value per entry."""
-    out = []
-    for a in adjustment:
-        if a.requires_grad:
-            return None
-        fits, expand = _per_channel(a.shape, tuple(shape), tuple(axes))
-        if not fits:
-            return None
-        out.append(a if expand is None else torch.broadcast_to(a, expand))
-    return out[0], out[1]
-
-
-@functools.lru_cache(maxsize=256)  # asked on every call of a layer with an adjustment
-def _per_channel(
-    a_shape: tuple[int, ...], shape: tuple[int, ...], axes: tuple[int, ...]
-) -> tuple[bool, list[int] | None]:
-    """Whether an adjustment of ``a_shape`` varies only over ``axes`` of ``shape``, and the
-    shape to broadcast it to when it does not hold one value per parameter entry."""
-    offset = len(shape) - len(a_shape)
-    if any(n != 1 and offset + i not in axes for i, n in enumerate(a_shape)):
-        return False, None
-    if math.prod(a_shape) == math.prod(shape[a] for a in axes):
-        return True, None
-    return True, [n if d in axes else 1 for d, n in enumerate(shape)]
 
 
 def _composite_train(

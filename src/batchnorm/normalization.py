@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from . import _cxx, _shortcut, backends, distributed
+from . import distributed
 from . import functional as F
 from ._arguments import (
     constructor_arguments,
@@ -29,12 +29,14 @@ from ._bn_config import BatchNormConfig
 from ._bn_variables import STATISTICS, BatchNormVariables
 from ._call_inputs import CallInputs
 from ._checks import check_clipping_values
+from .backends import SHORT, ShortCache
+from .backends.c.shortcut import eligible_methods
 from .layer import Layer, ShapeLike, as_shape
 from .symbolic import Update
 
 __all__ = ["BatchNormalization"]
 
-_short_calls = backends._short_calls  # the C backend's short calls: off while another is forced
+_is_compiling = torch.compiler.is_compiling
 
 
 class BatchNormalization(CallInputs, BatchNormVariables, BatchNormConfig, Layer):
@@ -151,7 +153,7 @@ class BatchNormalization(CallInputs, BatchNormVariables, BatchNormConfig, Layer)
         self._input_rank = 0
         self._channel_sizes: dict[int, int] = {}
         self._bessel = False
-        self._short_entries = _shortcut.Entries()  # the short call's per-layout entries
+        self._short_entries = ShortCache()  # the short call's per-layout entries
         self._declare_variables()
         if self._batch_input_shape is not None:
             self.build(self._batch_input_shape)
@@ -179,13 +181,13 @@ class BatchNormalization(CallInputs, BatchNormVariables, BatchNormConfig, Layer)
 
     # ------------------------------------------------------------------ call
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
-        if not args and type(inputs) is torch.Tensor and _short_calls[0]:
-            module = _cxx._module  # once loaded: its inference short call, checks in C++
-            if module is not None and not _shortcut.is_compiling():
-                y = module.short_infer(self, inputs, kwargs)
+        if not args and type(inputs) is torch.Tensor and SHORT.enabled:
+            infer = SHORT.infer  # the backend's inference short call, checks in C++
+            if infer is not None and not _is_compiling():
+                y = infer(self, inputs, kwargs)
                 if y is not None:
                     return y
-            y = _shortcut.call(self, inputs, kwargs)
+            y = SHORT.call(self, inputs, kwargs)
             if y is not None:
                 return y
         return super().__call__(inputs, *args, **kwargs)
@@ -339,3 +341,6 @@ class BatchNormalization(CallInputs, BatchNormVariables, BatchNormConfig, Layer)
         return F.MovingStatistics(
             buffers["moving_mean"], buffers["moving_variance"], self.momentum, self._bessel
         )
+
+
+eligible_methods(BatchNormalization.call, Layer.forward)  # the short call's reference

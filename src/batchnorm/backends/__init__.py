@@ -31,13 +31,15 @@ from typing import Any
 
 import torch
 
-from .base import Backend, BackendError
+from .base import SHORT, Backend, BackendError, ShortCache
 from .c import CBackend
 from .torch_ops import TorchBackend
 
 __all__ = [
+    "SHORT",
     "Backend",
     "BackendError",
+    "ShortCache",
     "get",
     "names",
     "register",
@@ -49,7 +51,6 @@ __all__ = [
 _REGISTRY: dict[str, Backend] = {}
 _ORDER: list[Backend] = []  # priority order
 _forced: list[str | None] = [None]  # the override in force (a stack for ``use``)
-_short_calls = [True]  # whether the C backend's short calls may run (no other override)
 
 
 def register(backend: Backend, priority: int) -> None:
@@ -101,8 +102,8 @@ def forced() -> str | None:
 
 
 def short_calls() -> bool:
-    """Whether the C backend's per-layout short calls may run (no other backend forced)."""
-    return _short_calls[0]
+    """Whether the short calls may run (no other backend than their own is forced)."""
+    return SHORT.enabled
 
 
 def select(x: torch.Tensor, geo: Any) -> Backend:
@@ -131,7 +132,7 @@ def _traceable() -> Backend:
 
 def _force(name: str | None) -> None:
     _forced.append(name)
-    _short_calls[0] = name in (None, "c")
+    SHORT.enabled = name in (None, "c")
 
 
 @contextlib.contextmanager
@@ -144,7 +145,7 @@ def use(name: str) -> Iterator[Backend]:
         yield backend
     finally:
         _forced.pop()
-        _short_calls[0] = _forced[-1] in (None, "c")
+        SHORT.enabled = _forced[-1] in (None, "c")
 
 
 register(CBackend(), priority=10)
@@ -156,4 +157,4 @@ if _ENV is not None:
             f"BATCHNORM_BACKEND={_ENV!r} names no backend; the backends are {names()}."
         )
     _forced[0] = _ENV
-    _short_calls[0] = _ENV == "c"
+    SHORT.enabled = _ENV == "c"

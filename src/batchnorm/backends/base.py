@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Backend", "BackendError"]
+__all__ = ["SHORT", "Backend", "BackendError", "ShortCache", "ShortCalls"]
 
 
 class BackendError(RuntimeError):
@@ -70,3 +70,33 @@ class Backend(abc.ABC):
     ) -> torch.Tensor:
         """The inference pass ``y = (x − mean)·γ/√(var + ε) + β`` with given statistics,
         all in parameter layout; differentiable in x, γ and β."""
+
+
+class ShortCalls:
+    """A backend's per-layout short call of a built layer (what makes a small call cost
+    microseconds): ``call(layer, x, kwargs)`` returns the output, or None when the
+    general path must run; ``infer``, when set, is a faster one for inference calls
+    (C++). Both cache ``select``'s choice of that backend per input layout, so they are
+    off (``enabled`` False) while another backend is forced."""
+
+    __slots__ = ("call", "enabled", "infer")
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self.call: Any = None
+        self.infer: Any = None
+
+
+SHORT = ShortCalls()
+
+
+class ShortCache(dict):
+    """A layer's short-call entries by input layout (kept on the layer); copied and
+    pickled empty (they hold a backend's views of memory, worked out again by a copy's
+    first calls)."""
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return ShortCache, ()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ShortCache:
+        return ShortCache()

@@ -1,5 +1,13 @@
-"""The C backend: the C kernels (``_kernels.c``) through ctypes, their optional C++
-autograd nodes (``_autograd.cpp``), and the layer's per-layout short call.
+"""The C backend: the C kernels (``kernels.c``) through ctypes, their optional C++
+autograd nodes (``autograd.cpp``), and the layer's per-layout short call.
+
+- ``build``: compiling and loading the kernel library, the argument table of its exports;
+- ``view``: which tensors the kernels take;
+- ``passes``: the training and inference passes as autograd Functions (Python nodes)
+  and through the C++ nodes;
+- ``cxx``: building and loading the C++ nodes in the background;
+- ``shortcut``: the layer's per-layout short call (``SHORT``), a cache of ``select``'s
+  choice of this backend for one input layout.
 
 It takes dense CPU tensors of float32, float64, float16 and bfloat16 (16-bit with
 float32 parameters) whose memory fits the kernels' 5-D view [A, G, M, C, I], once the
@@ -13,11 +21,14 @@ from typing import Any
 
 import torch
 
-from ... import _fused, _native
-from ..._layout import PARAM_DTYPE, SUFFIX
-from ..base import Backend
+from ..._layout import PARAM_DTYPE
+from ..base import SHORT, Backend
+from . import build, passes, shortcut
+from .view import takes
 
 __all__ = ["CBackend"]
+
+SHORT.call = shortcut.call  # the layer's short call is this backend's
 
 
 class CBackend(Backend):
@@ -26,27 +37,18 @@ class CBackend(Backend):
     name = "c"
 
     def unavailable(self) -> str | None:
-        return None if _native.library() is not None else _native.status()
+        return None if build.library() is not None else build.status()
 
     def supports(self, x: torch.Tensor, geo: Any) -> str | None:
-        if x.device.type != "cpu":
-            return f"it takes CPU tensors, not {x.device.type} ones"
-        if x.dtype not in SUFFIX:
-            return f"it takes float32, float64, float16 and bfloat16 tensors, not {x.dtype}"
-        if geo.native is None:
-            return (
-                "the input's memory does not fit the kernels' 5-D view (empty, or channels "
-                "out of the parameters' order)"
-            )
-        return None
+        return takes(x, geo)
 
     def train(
         self, x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None, plan: Any
     ) -> tuple[torch.Tensor, Any, bool]:
-        plan.lib = _native.library()
-        if plan.moving is not None and not _fused.writable(plan.moving, PARAM_DTYPE[x.dtype]):
+        plan.lib = build.library()
+        if plan.moving is not None and not passes.writable(plan.moving, PARAM_DTYPE[x.dtype]):
             plan.moving = None  # (updated by the caller, from the returned statistics)
-        y, state = _fused.train_native(x, gamma, beta, plan)
+        y, state = passes.train_native(x, gamma, beta, plan)
         return y, state, plan.moving is not None
 
     def infer(
@@ -58,5 +60,5 @@ class CBackend(Backend):
         var: torch.Tensor,
         plan: Any,
     ) -> torch.Tensor:
-        lib = _native.library()
-        return _fused.infer_native(x, gamma, beta, mean, var, plan.geo, lib, plan.epsilon)
+        lib = build.library()
+        return passes.infer_native(x, gamma, beta, mean, var, plan.geo, lib, plan.epsilon)

@@ -14,7 +14,7 @@ layer takes its general path, which gives the same numbers
 (``tests/test_fast_paths.py::test_short_call_matches_general_path``).
 
 Once the C++ module is loaded, ``__call__`` first tries its ``short_infer``
-(``_autograd.cpp``): the same checks for inference calls that autograd does not record,
+(``autograd.cpp``): the same checks for inference calls that autograd does not record,
 made in C++ (on large inputs the Python between two passes runs with cold caches).
 ``call`` here stays the reference: it takes every call ``short_infer`` leaves, and
 creates the layout entries both use
@@ -28,22 +28,21 @@ from typing import Any
 import torch
 from torch.nn.modules import module as _module
 
-from . import _cxx, _fused, _native, backends
-from . import functional as F
-from ._checks import check_clipping_values
-from ._layout import (
+from ..._checks import check_clipping_values
+from ..._layout import (
     PARAM_DTYPE,
     Geometry,
     Plan,
     dense,
     geometry,
     ghost_layout,
-    in_place,
+    parameter_layout,
 )
+from ..base import SHORT
+from . import build, cxx, passes
+from .view import in_place, takes
 
 _MISSING = object()
-_C = backends.get("c")
-_short_calls = backends._short_calls  # [False] while another backend is forced
 is_compiling = torch.compiler.is_compiling  # (bound once: fewer lookups on each call)
 _tracing_state = torch._C._get_tracing_state
 _transforms_active = torch._C._are_functorch_transforms_active  # torch.func: vmap, grad, …
@@ -71,38 +70,32 @@ class Entry:
         var: torch.Tensor,
         epsilon: float,
     ) -> torch.Tensor:
-        """The inference pass without an autograd node (see ``_fused.infer_pass``)."""
+        """The inference pass without an autograd node (see ``passes.infer_pass``)."""
         if self.kernels is None:
-            module = _cxx.module()
+            module = cxx.module()
             if module is not None:
-                self.kernels = _fused.cxx_kernels(module, self.geo, self.lib, x.dtype, "infer")
-        return _fused.infer_pass(
+                self.kernels = passes.cxx_kernels(module, self.geo, self.lib, x.dtype, "infer")
+        return passes.infer_pass(
             self.geo, self.lib, x, gamma, beta, mean, var, epsilon, self.kernels
         )
 
 
-class Entries(dict):
-    """A layer's entries by layout; copied and pickled empty (they hold the kernels'
-    ctypes views, and a copy works them out again on its first calls)."""
-
-    def __reduce__(self) -> tuple[type, tuple[()]]:
-        return Entries, ()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Entries:
-        return Entries()
+_ELIGIBLE_TYPES: dict[type, bool] = {}  # (read by the C++ short call too)
+_REFERENCE: list[Any] = []  # BatchNormalization.call and Layer.forward (``eligible_methods``)
 
 
-_ELIGIBLE_TYPES: dict[type, bool] = {}
+def eligible_methods(call: Any, forward: Any) -> None:
+    """The ``call`` and ``forward`` a layer class must have for its calls to be short:
+    BatchNormalization's own (a subclass that overrides them takes the general path)."""
+    _REFERENCE[:] = [call, forward]
+    _ELIGIBLE_TYPES.clear()
 
 
 def _eligible_type(cls: type) -> bool:
     """Whether ``cls`` computes with BatchNormalization's own ``call``/``forward``."""
     known = _ELIGIBLE_TYPES.get(cls)
     if known is None:
-        from .layer import Layer
-        from .normalization import BatchNormalization
-
-        known = cls.call is BatchNormalization.call and cls.forward is Layer.forward
+        known = cls.call is _REFERENCE[0] and cls.forward is _REFERENCE[1]
         _ELIGIBLE_TYPES[cls] = known
     return known
 
@@ -131,9 +124,10 @@ def _entry(layer: Any, x: torch.Tensor, training: bool) -> Entry | None:
             axes = [a + 1 for a in axes]
     channel_dims = (*axes,) if ghost_dim is None else (ghost_dim, *axes)
     geo = geometry(vshape, stride, channel_dims, ghost_dim)
-    if backends.select(x, geo) is not _C:  # the general path's route: another backend
+    lib = build.library()
+    if lib is None or takes(x, geo) is not None:  # select() would not choose the C kernels
         return None
-    return Entry(geo, _native.library(), x.dtype, vshape, axes)
+    return Entry(geo, lib, x.dtype, vshape, axes)
 
 
 def _hooked(layer: Any) -> bool:
@@ -164,7 +158,7 @@ def call(layer: Any, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor | 
         if training is not None and training is not True and training is not False:
             return None
     if (
-        not _short_calls[0]
+        not SHORT.enabled
         or not layer.built
         or layer._scope is None
         or not _eligible_type(type(layer))
@@ -200,8 +194,8 @@ def call(layer: Any, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor | 
     if layer._call_losses:
         layer._call_losses.clear()
     if not training:
-        if _fused.needs_grad(x, gamma, beta):
-            return _fused.infer_native(
+        if passes.needs_grad(x, gamma, beta):
+            return passes.infer_native(
                 x, gamma, beta, mean, variance, entry.geo, entry.lib, layer.epsilon
             )
         return entry.infer(x, gamma, beta, mean, variance, layer.epsilon)
@@ -216,8 +210,16 @@ def call(layer: Any, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor | 
     per_channel = None
     if layer.adjustment is not None:
         values = layer._adjustment_values(x)
-        per_channel = F._parameter_layout(values, entry.vshape, entry.axes)
+        per_channel = parameter_layout(values, entry.vshape, entry.axes)
         if per_channel is None:  # varies over a reduced dimension: the composite pass
             return layer._train(x, None, adjustment=values)
     plan = Plan(entry.geo, layer.epsilon, renorm, per_channel, entry.lib, layer._moving())
-    return _fused.train_native(x, gamma, beta, plan)[0]
+    return passes.train_native(x, gamma, beta, plan)[0]
+
+
+def _setup(module: Any) -> None:
+    module.setup_short_infer(_ELIGIBLE_TYPES, _module, build)
+    SHORT.infer = module.short_infer
+
+
+cxx.on_load(_setup)

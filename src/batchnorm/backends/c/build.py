@@ -1,4 +1,4 @@
-"""Build and load the optional C kernels (``_kernels.c`` with ``_kernels_loops.h``) on first use.
+"""Build and load the optional C kernels (``kernels.c`` with ``kernels_loops.h``) on first use.
 
 The library is compiled once per machine with the system C compiler into a
 cache directory (``$BATCHNORM_CACHE_DIR``, else ``~/.cache/batchnorm``) and
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-_SOURCE = Path(__file__).with_name("_kernels.c")
-_HEADERS = [Path(__file__).with_name("_kernels_loops.h")]  # included by _kernels.c
+_SOURCE = Path(__file__).with_name("kernels.c")
+_HEADERS = [Path(__file__).with_name("kernels_loops.h")]  # included by kernels.c
 _ABI_VERSION = 9
 _FLAGS = [
     "-O3",
@@ -88,7 +88,7 @@ def _build(compiler: str, flags: list[str], target: Path) -> None:
 
 # Argument types of the exported passes, one letter per argument: p pointer (passed as
 # an integer), n int64, d double, i int.
-_SIGNATURES = {
+SIGNATURES = {
     "train_forward": "ppppnppdppdddppppppddiii",
     "train_backward": "pppppnppppi",
     "infer_forward": "ppppnppppdi",
@@ -103,7 +103,7 @@ _CTYPE = {"p": ctypes.c_void_p, "n": ctypes.c_int64, "d": ctypes.c_double, "i": 
 
 def _declare(lib: ctypes.CDLL) -> None:
     for sfx in ("f32", "f64", "bf16", "f16"):
-        for name, letters in _SIGNATURES.items():
+        for name, letters in SIGNATURES.items():
             fn = getattr(lib, f"bn_{name}_{sfx}")
             fn.argtypes = [_CTYPE[c] for c in letters]
             fn.restype = ctypes.c_int

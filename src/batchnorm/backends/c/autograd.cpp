@@ -1,7 +1,7 @@
-// The C passes' autograd nodes in C++ (optional; see _cxx.py).
+// The C passes' autograd nodes in C++ (optional; see cxx.py).
 //
-// The C kernels (_kernels.c) compute the passes either way; this module only replaces
-// the Python autograd.Functions around them (_fused.NativeTrainNorm and
+// The C kernels (kernels.c) compute the passes either way; this module only replaces
+// the Python autograd.Functions around them (passes.NativeTrainNorm and
 // NativeAffineNorm). A forward builds a C++ node that saves x, gamma and beta (and the
 // training pass's float64 state vector, or the inference pass's statistics), and the
 // node's backward calls the C backward pass from the autograd engine without the GIL:
@@ -35,7 +35,7 @@ using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
 using OptionalTensor = std::optional<at::Tensor>;
 
-// The exported C passes (_kernels.c; argument letters in _native._SIGNATURES).
+// The exported C passes (kernels.c; argument letters in build.SIGNATURES).
 typedef int (*train_forward_fn)(const void *, void *, const int64_t *, const int64_t *, int64_t,
                                 const void *, const void *, double, void *, void *, double,
                                 double, double, const void *, const void *, double *, void *,
@@ -80,7 +80,7 @@ struct Nodes<N, c10::intrusive_ptr<Node>> {
     }
 };
 
-// Python: the composite formulas' gradients (_fused.double_backward, affine_double_backward).
+// Python: the composite formulas' gradients (passes.double_backward, affine_double_backward).
 static PyObject *train_double_backward = nullptr, *affine_double_backward = nullptr;
 
 static void *address(const at::Tensor &t) { return t.defined() ? t.data_ptr() : nullptr; }
@@ -352,16 +352,16 @@ static py::object affine(const Kernels &k, py::object plan, const at::Tensor &x,
 
 // The short call's inference pass, in C++: y for `layer(x, **kwargs)` when that call is
 // an inference call autograd does not record, on a layout the layer already has an
-// entry for (with this module's kernels), and none of what _shortcut.call sends to the
-// general path applies; else None, and the caller takes _shortcut.call, which makes the
+// entry for (with this module's kernels), and none of what shortcut.call sends to the
+// general path applies; else None, and the caller takes shortcut.call, which makes the
 // same checks in Python and stays the reference. Everything is read on every call, as
 // there. It exists because on large inputs the Python between two passes runs with cold
-// caches (the pass before streamed the input through them), where _shortcut.call's
+// caches (the pass before streamed the input through them), where shortcut.call's
 // checks cost 20-30 us instead of 2.5 us warm; made here, they cost a fraction of that.
 namespace shortcall {
-PyObject *eligible = nullptr;  // _shortcut._ELIGIBLE_TYPES: type -> bool
+PyObject *eligible = nullptr;  // shortcut._ELIGIBLE_TYPES: type -> bool
 PyObject *torch_module = nullptr;  // torch.nn.modules.module (its global hook dicts)
-PyObject *native = nullptr;        // batchnorm._native (GRAIN)
+PyObject *native = nullptr;        // batchnorm.backends.c.build (GRAIN)
 enum Name {
     TRAINING, TRAINABLE, TRAINING_MODE, BUILT, SCOPE, ACTIVITY, SYNCHRONIZED, NUMERICS,
     HOOKS_F, HOOKS_FP, HOOKS_B, HOOKS_BP, G_HOOKS_F, G_HOOKS_FP, G_HOOKS_B, G_HOOKS_BP,
@@ -429,7 +429,7 @@ py::object call(py::handle layer_h, py::handle x_h, py::handle kwargs_h) {
     if (trainable.ptr() == Py_False) training = Py_False;
     else if (trainable.ptr() != Py_True) return py::none();
     else if (training == Py_None) training = mode.ptr();
-    if (training != Py_False) return py::none();  // training calls: _shortcut.call
+    if (training != Py_False) return py::none();  // training calls: shortcut.call
 
     PyObject *known = PyDict_GetItemWithError(eligible, reinterpret_cast<PyObject *>(Py_TYPE(layer)));
     if (known != Py_True) {
@@ -493,7 +493,7 @@ py::object call(py::handle layer_h, py::handle x_h, py::handle kwargs_h) {
         !in_place(variables[2], pdt.ptr(), mean) || !in_place(variables[3], pdt.ptr(), var))
         return py::none();
     const py::object losses = get(layer, LOSSES);
-    if (!losses || PyObject_IsTrue(losses.ptr()) != 0) return py::none();  // _shortcut clears
+    if (!losses || PyObject_IsTrue(losses.ptr()) != 0) return py::none();  // shortcut.call clears
     const bool grad = at::GradMode::is_enabled() &&
                       (x.requires_grad() || (gamma.defined() && gamma.requires_grad()) ||
                        (beta.defined() && beta.requires_grad()));

@@ -1,8 +1,8 @@
 /*
- * batchnorm C kernels, part 2 of 2 (included by _kernels.c): 16-bit conversions and the
+ * batchnorm C kernels, part 2 of 2 (included by kernels.c): 16-bit conversions and the
  * element loops every pass is built from: "run" loops (one channel's coefficients over
  * contiguous values), "row" loops (one coefficient per element), and the same row loops
- * four rows at a time. Needs i64 and, with AVX-512, <immintrin.h> from _kernels.c.
+ * four rows at a time. Needs i64 and, with AVX-512, <immintrin.h> from kernels.c.
  */
 #ifndef BATCHNORM_KERNELS_LOOPS_H
 #define BATCHNORM_KERNELS_LOOPS_H

@@ -4,7 +4,7 @@ A pass that autograd records needs a node, and a ``torch.autograd.Function`` cos
 Python time on every call: about 6 µs to apply, and a Python backward that the engine
 calls under the GIL. ``_autograd.cpp`` makes the same nodes in C++ (training and
 inference with gradients; the forward and backward still run the C kernels, through
-the addresses of the library ``_native`` loaded), which matters on small tensors,
+the addresses of the library ``build`` loaded), which matters on small tensors,
 where that time is a good part of a step.
 
 It is compiled against the installed PyTorch's headers with the system C++ compiler,
@@ -29,15 +29,16 @@ import subprocess
 import sys
 import sysconfig
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import torch
 
-from . import _native
+from . import build
 
-_SOURCE = Path(__file__).with_name("_autograd.cpp")
+_SOURCE = Path(__file__).with_name("autograd.cpp")
 _NAME = "_batchnorm_autograd"
 _ABI_VERSION = 6
 _FLAGS = ["-O2", "-shared", "-fPIC", "-std=c++17", "-w"]
@@ -46,6 +47,7 @@ _lock = threading.Lock()
 _module: ModuleType | None = None
 _thread: threading.Thread | None = None
 _status = "not loaded yet"
+_ON_LOAD: list[Callable[[ModuleType], None]] = []
 
 
 def _disabled() -> bool:
@@ -63,7 +65,7 @@ def _target(compiler: str) -> Path:
     versions = [torch.__version__, str(torch.version.git_version), sys.version]
     settings = " ".join([compiler, *_FLAGS, *versions, platform.machine()])
     key = hashlib.sha256(_SOURCE.read_bytes() + settings.encode()).hexdigest()[:16]
-    return _native._cache_dir() / f"autograd-{key}.so"
+    return build._cache_dir() / f"autograd-{key}.so"
 
 
 def _spawn(compiler: str, target: Path) -> subprocess.Popen[bytes]:
@@ -123,13 +125,14 @@ def _import(target: Path) -> ModuleType:
     loader.exec_module(module)
     if module.abi_version() != _ABI_VERSION:
         raise ImportError("stale autograd module")
-    import torch.nn.modules.module as torch_module
-
-    from . import _fused, _native, _shortcut
-
-    module.set_double_backward(_fused.double_backward, _fused.affine_double_backward)
-    module.setup_short_infer(_shortcut._ELIGIBLE_TYPES, torch_module, _native)
+    for configure in _ON_LOAD:  # (the passes' double backward, the short call's setup)
+        configure(module)
     return module
+
+
+def on_load(configure: Callable[[ModuleType], None]) -> None:
+    """Run ``configure(module)`` when the C++ module loads (before any pass uses it)."""
+    _ON_LOAD.append(configure)
 
 
 def _load(target: Path, build: subprocess.Popen[bytes] | None = None) -> None:

@@ -114,7 +114,7 @@ static void merge_block(double *restrict n, double *restrict m, double *restrict
     }
 }
 
-#include "_kernels_loops.h" /* conversions, element loops, four-row loops */
+#include "kernels_loops.h" /* conversions, element loops, four-row loops */
 
 #define ID(v) (v)
 

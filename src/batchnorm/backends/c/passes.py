@@ -12,15 +12,15 @@ input and per-channel vectors. Ghost batches are extra channels of a free view.
 
 Two implementations share that algebra:
 
-- ``Native*``: whole passes in C (``_kernels.c``) for CPU tensors of 32/64-bit
+- ``Native*``: whole passes in C (``kernels.c``) for CPU tensors of 32/64-bit
   and (with float32 parameters) 16-bit floats, when the library could be built;
-- ``Torch*`` (``_torch_passes.py``): the same passes as PyTorch operations (CUDA,
+- ``Torch*`` (``batchnorm._torch_passes``): the same passes as PyTorch operations (CUDA,
   anything else).
 
 A double backward (``create_graph=True``) differentiates the composite formula
-instead (``_torch_passes.composite``), so ``gradgradcheck`` holds on every path.
+instead (``batchnorm._torch_passes.composite``), so ``gradgradcheck`` holds on every path.
 
-The training node of the C pass is C++ (``_autograd.cpp``, loaded by ``_cxx``) once
+The training node of the C pass is C++ (``autograd.cpp``, loaded by ``cxx``) once
 that module is built: it calls the same kernels without Python in the step, and its
 double backward calls ``double_backward`` here. ``NativeTrainNorm`` is the Python node
 used until then and without a C++ compiler.
@@ -35,11 +35,12 @@ from typing import Any
 
 import torch
 
-from . import _cxx, _native
-from ._layout import PARAM_DTYPE as _PARAM_DTYPE
-from ._layout import Geometry, Plan, function, in_place, like, vector
-from ._layout import addr as _addr
-from ._torch_passes import composite_backward, wants_grad
+from ..._layout import PARAM_DTYPE as _PARAM_DTYPE
+from ..._layout import Geometry, Plan, like
+from ..._torch_passes import composite_backward, wants_grad
+from . import build, cxx
+from .view import addr as _addr
+from .view import function, in_place, native, vector
 
 _INF = float("inf")
 
@@ -60,11 +61,11 @@ class NativeTrainNorm(torch.autograd.Function):
         y = torch.empty_like(x)
         keep = ctx is not _NO_GRAD  # a backward will read the per-channel part (2K in T)
         state = torch.empty(4 * geo.params + (_kept(geo, pdt) if keep else 0), dtype=torch.float64)
-        plan.fn("train_forward", x.dtype)(
+        function(plan.lib, "train_forward", x.dtype)(
             x.data_ptr(),
             y.data_ptr(),
-            geo.native.dims,
-            geo.native.strides,
+            native(geo).dims,
+            native(geo).strides,
             geo.params,
             _addr(g),
             _addr(b),
@@ -80,7 +81,7 @@ class NativeTrainNorm(torch.autograd.Function):
             _addr(args[9]),
             *args[10:],
             int(keep),
-            _native.threads(x.numel()),
+            build.threads(x.numel()),
         )
         ctx.save_for_backward(x, gamma, beta)
         ctx.plan, ctx.state, ctx.x_stride = plan, state, x.stride()
@@ -104,18 +105,18 @@ class NativeTrainNorm(torch.autograd.Function):
         dgamma = _param_grad(ctx, 1, gamma, pdt)
         dbeta = _param_grad(ctx, 2, beta, pdt)
         g = vector(gamma, pdt)
-        plan.fn("train_backward", x.dtype)(
+        function(plan.lib, "train_backward", x.dtype)(
             dy.data_ptr(),
             x.data_ptr(),
             _addr(dx),
-            geo.native.dims,
-            geo.native.strides,
+            native(geo).dims,
+            native(geo).strides,
             geo.params,
             _addr(g),
             state.data_ptr(),
             _addr(dgamma),
             _addr(dbeta),
-            _native.threads(x.numel()),
+            build.threads(x.numel()),
         )
         return dx, dgamma, dbeta, None
 
@@ -208,7 +209,7 @@ def _cxx_nodes() -> Any:
     under functorch transforms, and not when compiled autograd is on or configured (it
     traces Python nodes only). A backward that enables compiled autograd after a
     forward recorded a C++ node fails: set ``BATCHNORM_CPP=0`` for that."""
-    module = _cxx.module()
+    module = cxx.module()
     if module is None or torch._C._are_functorch_transforms_active():
         return None
     compiled = sys.modules.get("torch._dynamo.compiled_autograd")
@@ -230,8 +231,8 @@ def cxx_kernels(module: Any, geo: Geometry, lib: Any, dtype: torch.dtype, kind: 
     return module.Kernels(
         ctypes.cast(function(lib, f"{kind}_forward", dtype), ctypes.c_void_p).value,
         ctypes.cast(function(lib, f"{kind}_backward", dtype), ctypes.c_void_p).value,
-        list(geo.native.dims),
-        list(geo.native.strides),
+        list(native(geo).dims),
+        list(native(geo).strides),
         geo.params,
         _kept(geo, pdt),
         pdt == torch.float64,
@@ -248,15 +249,15 @@ class NativeAffineNorm(torch.autograd.Function):
         pdt = _PARAM_DTYPE[x.dtype]
         vec = [vector(t, pdt) for t in (mean, var, gamma, beta)]
         y = torch.empty_like(x)
-        plan.fn("infer_forward", x.dtype)(
+        function(plan.lib, "infer_forward", x.dtype)(
             x.data_ptr(),
             y.data_ptr(),
-            geo.native.dims,
-            geo.native.strides,
+            native(geo).dims,
+            native(geo).strides,
             geo.params,
             *(_addr(v) for v in vec),
             plan.epsilon,
-            _native.threads(x.numel()),
+            build.threads(x.numel()),
         )
         ctx.save_for_backward(x, gamma, beta, mean, var)
         ctx.plan, ctx.x_stride = plan, x.stride()
@@ -277,18 +278,18 @@ class NativeAffineNorm(torch.autograd.Function):
         dgamma = _param_grad(ctx, 1, gamma, pdt)
         dbeta = _param_grad(ctx, 2, beta, pdt)
         vec = [vector(t, pdt) for t in (mean, var, gamma)]
-        plan.fn("infer_backward", x.dtype)(
+        function(plan.lib, "infer_backward", x.dtype)(
             dy.data_ptr(),
             x.data_ptr(),
             _addr(dx),
-            geo.native.dims,
-            geo.native.strides,
+            native(geo).dims,
+            native(geo).strides,
             geo.params,
             *(_addr(v) for v in vec),
             plan.epsilon,
             _addr(dgamma),
             _addr(dbeta),
-            _native.threads(x.numel()),
+            build.threads(x.numel()),
         )
         return dx, dgamma, dbeta, None, None, None
 
@@ -343,7 +344,7 @@ def train_native(
     x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None, plan: Plan
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The C training pass for a plan with a library: y and the state vector. Through the
-    C++ module once it is built (``_cxx``): with its autograd node when something needs
+    C++ module once it is built (``cxx``): with its autograd node when something needs
     a gradient, else the bare pass (no Python between the call and the kernel). Else, and
     under functorch transforms or with forward-mode tangents, ``NativeTrainNorm`` (which
     refuses tangents with PyTorch's own error)."""
@@ -359,7 +360,7 @@ def train_native(
             beta,
             plan.epsilon,
             *_forward_arguments(plan, _PARAM_DTYPE[x.dtype]),
-            _native.threads(x.numel()),
+            build.threads(x.numel()),
             record,
         )
         if out is not None:  # None: an input carries a forward-mode tangent
@@ -387,7 +388,7 @@ def infer_native(
     lib: Any,
     epsilon: float,
 ) -> torch.Tensor:
-    """The C inference pass (``geo.native`` set, ``lib`` loaded); through the autograd
+    """The C inference pass (``native(geo)`` set, ``lib`` loaded); through the autograd
     node only when something needs a gradient."""
     if not needs_grad(x, gamma, beta):
         pdt = _PARAM_DTYPE[x.dtype]
@@ -397,7 +398,7 @@ def infer_native(
     module = _cxx_nodes()
     if module is not None:
         kernels = cxx_kernels(module, geo, lib, x.dtype, "infer")
-        threads = _native.threads(x.numel())
+        threads = build.threads(x.numel())
         y = module.affine(kernels, plan, x, gamma, beta, mean, var, epsilon, threads, True)
         if y is not None:  # None: an input carries a forward-mode tangent
             return y
@@ -419,8 +420,8 @@ def infer_pass(
     contiguous CPU tensors of the parameter dtype: through the C++ module once it is
     built (``kernels``: its description of this layout, when the caller keeps one),
     else through ctypes."""
-    threads = _native.threads(x.numel())
-    module = _cxx.module()
+    threads = build.threads(x.numel())
+    module = cxx.module()
     if module is not None:
         if kernels is None:
             kernels = cxx_kernels(module, geo, lib, x.dtype, "infer")
@@ -446,8 +447,8 @@ def _infer_ctypes(
     function(lib, "infer_forward", x.dtype)(
         x.data_ptr(),
         y.data_ptr(),
-        geo.native.dims,
-        geo.native.strides,
+        native(geo).dims,
+        native(geo).strides,
         geo.params,
         mean.data_ptr(),
         var.data_ptr(),
@@ -457,3 +458,10 @@ def _infer_ctypes(
         threads,
     )
     return y
+
+
+def _configure(module: Any) -> None:
+    module.set_double_backward(double_backward, affine_double_backward)
+
+
+cxx.on_load(_configure)
