@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from . import _layout, _torch_passes
+from . import _layout
+from ._math import coefficients, counts, moments, plan_fold
 from .backends.c import build
 from .backends.c.view import function, native
 
@@ -27,23 +28,9 @@ def count_moments(
     """Per-channel count, mean and sum of squared deviations ``(n, μ, M2)`` of ``x``
     over ``dims`` (kept as size 1), in float64 as differentiable torch operations;
     ``weights`` (a mask) broadcasts against ``x``, zero total weight gives μ = 0."""
-    xd, dims = x.double(), list(dims)
-
-    def total(t: torch.Tensor) -> torch.Tensor:
-        return t.sum(dim=dims, keepdim=True) if dims else t
-
-    if weights is None:
-        count = 1
-        for d in dims:
-            count *= x.shape[d]
-        shape = [1 if d in dims else n for d, n in enumerate(x.shape)]
-        n = torch.full(shape, float(count), dtype=torch.float64, device=x.device)
-        mean = total(xd) / max(count, 1)
-        return n, mean, total((xd - mean).square())
-    w = torch.broadcast_to(weights, x.shape).double()
-    n = total(w)
-    mean = total(w * xd) / torch.clamp(n, min=1)
-    return n, mean, total(w * (xd - mean).square())
+    n = counts(x, dims, weights)
+    mean, var = moments(x.double(), dims, weights)
+    return n, mean, var * n
 
 
 def _local_moments(
@@ -128,11 +115,10 @@ class SyncTrainNorm(torch.autograd.Function):
                 f"{exchange.world} processes; batch statistics are undefined."
             )
         var = torch.where(n > 0, m2 / torch.where(n > 0, n, 1), 0)
-        slope, intercept = _torch_passes.slope_intercept(plan, mean, var)
-        inv = torch.rsqrt(var + plan.epsilon)
-        g = plan.stat(gamma.detach()).double() if gamma is not None else 1.0
-        b = plan.stat(beta.detach()).double() if beta is not None else 0.0
-        scale, shift = inv * slope * g, intercept * g + b
+        slope, intercept = plan_fold(plan, mean, var)
+        g = plan.stat(gamma.detach()).double() if gamma is not None else None
+        b = plan.stat(beta.detach()).double() if beta is not None else None
+        inv, scale, shift = coefficients(var, plan.epsilon, slope, intercept, g, b)
         if lib is not None and scale.shape == geo.stat_shape and shift.shape == geo.stat_shape:
             pdt = _layout.PARAM_DTYPE[x.dtype]
             vec = [t.reshape(-1).to(pdt).contiguous() for t in (mean, scale, shift)]

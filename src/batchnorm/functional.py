@@ -19,14 +19,20 @@ Moving statistics follow TensorFlow's update ``m ← m − (m − v)·(1 − mom
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
-from . import _layout, _torch_passes, backends
+from . import _layout, backends
+from ._math import clip_bounds, ghost_mean, moments, normalize, renorm_rd, slope_intercept
+from ._moving import (
+    BatchStatistics,
+    MovingStatistics,
+    assign_moving_average,
+    moving_average,
+    update_moving,
+)
 
 __all__ = [
     "BatchStatistics",
@@ -56,74 +62,6 @@ def broadcast_shape(ndim: int, axes: Sequence[int], sizes: Sequence[int]) -> lis
     for axis, size in zip(axes, sizes, strict=True):
         shape[axis] = size
     return shape
-
-
-def moments(
-    x: torch.Tensor, dims: Sequence[int], weights: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and biased variance of ``x`` over ``dims`` (kept as size-1 dimensions).
-
-    ``μ = Σwx/Σw``, ``σ² = Σw(x − μ)²/Σw`` with ``w = 1`` when ``weights`` is
-    None (``weights`` broadcasts against ``x``). A shifted two-pass computation
-    (``μ = s + Σw(x − s)/Σw`` with ``s`` one sample per channel), exact for data
-    whose mean is large compared with its spread; zero total weight gives
-    ``μ = σ² = 0`` (TensorFlow's ``div_no_nan``).
-    """
-    dims = list(dims)
-    if not dims:  # every axis is a channel axis: each value is its own batch
-        if weights is None:
-            return x, torch.zeros_like(x)
-        w = torch.broadcast_to(weights, x.shape)
-        return torch.where(w > 0, x, 0.0), torch.zeros_like(x)
-    shift = _torch_passes.channel_sample(x, dims)
-    centered = x - shift
-    if weights is None:
-        delta = centered.mean(dim=dims, keepdim=True)
-        var = (centered - delta).square().mean(dim=dims, keepdim=True)
-        return shift + delta, var
-    total = torch.broadcast_to(weights, x.shape).sum(dim=dims, keepdim=True)
-    safe = torch.where(total > 0, total, torch.ones_like(total))
-    delta = (weights * centered).sum(dim=dims, keepdim=True) / safe
-    var = (weights * (centered - delta).square()).sum(dim=dims, keepdim=True)
-    var = torch.where(total > 0, var / safe, 0.0)
-    return torch.where(total > 0, shift + delta, 0.0), var
-
-
-def normalize(
-    x: torch.Tensor,
-    mean: torch.Tensor,
-    variance: torch.Tensor,
-    offset: torch.Tensor | None,
-    scale: torch.Tensor | None,
-    epsilon: float,
-) -> torch.Tensor:
-    """``y = (x − mean) · (scale / √(variance + ε)) + offset``.
-
-    All tensors broadcast against ``x``; ``scale``/``offset`` may be None
-    (meaning 1 and 0). Subtracting the mean first keeps large-mean inputs exact,
-    unlike the ``x·inv + (β − μ·inv)`` form.
-    """
-    inv = torch.rsqrt(variance + epsilon)
-    if scale is not None:
-        inv = inv * scale
-    y = (x - mean) * inv
-    if offset is not None:
-        y = y + offset
-    return y
-
-
-def moving_average(
-    variable: torch.Tensor, value: torch.Tensor, momentum: float | torch.Tensor
-) -> torch.Tensor:
-    """TensorFlow's EMA step ``variable − (variable − value)·(1 − momentum)`` (a new tensor)."""
-    return torch.lerp(variable, value.to(variable.dtype), 1.0 - momentum)
-
-
-def assign_moving_average(
-    variable: torch.Tensor, value: torch.Tensor, momentum: float | torch.Tensor
-) -> torch.Tensor:
-    """The same EMA step in place (``tf.compat.v1.assign_moving_average`` without debiasing)."""
-    return variable.lerp_(value.to(variable.dtype), 1.0 - momentum)
 
 
 def ghost_batches(
@@ -156,169 +94,8 @@ def renorm_correction(
     ``s = √(σ² + ε)``, ``ŝ = max(s_renorm, √ε)``, ``r = clip(s/ŝ, rmin, rmax)``,
     ``d = clip((μ − μ_renorm)/ŝ, −dmax, dmax)``; a missing key leaves that side open.
     """
-    inf = float("inf")
-    bounds = (
-        float(clipping.get("rmin", -inf)),
-        float(clipping.get("rmax", inf)),
-        float(clipping.get("dmax", inf)),
-    )
     args = (mean.detach(), variance.detach(), renorm_mean.detach(), renorm_stddev.detach())
-    return _torch_passes.renorm_rd(*args, float(epsilon), *bounds)
-
-
-def _compose(
-    scale: torch.Tensor | None,
-    offset: torch.Tensor | None,
-    then_scale: torch.Tensor | None,
-    then_offset: torch.Tensor | None,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """``(v·s + o)·ts + to`` as one affine map ``v·(s·ts) + (o·ts + to)``."""
-    if then_scale is not None:
-        scale = then_scale if scale is None else scale * then_scale
-        offset = None if offset is None else offset * then_scale
-    if then_offset is not None:
-        offset = then_offset if offset is None else offset + then_offset
-    return scale, offset
-
-
-class BatchStatistics:
-    """What a training step feeds the moving averages (in parameter layout).
-
-    ``mean``/``variance`` are the batch statistics (averaged over ghost batches)
-    and ``unbiased_variance`` the variance with Bessel's factor ``n/max(n − 1, 1)``
-    applied per ghost batch before averaging (``n``: values, or summed mask
-    weights, per channel and ghost batch); it is computed on first use when only
-    the common factor is given. ``packed`` (a float64 vector whose first ``2·P``
-    entries are the mean and the variance, reshaped to ``shape`` on first use)
-    stands in for both when the values come from the C pass.
-    """
-
-    def __init__(
-        self,
-        mean: torch.Tensor | None,
-        variance: torch.Tensor | None,
-        unbiased_variance: torch.Tensor | None = None,
-        bessel_factor: float = 1.0,
-        *,
-        packed: torch.Tensor | None = None,
-        shape: Sequence[int] | None = None,
-    ) -> None:
-        self._mean = mean
-        self._variance = variance
-        self._unbiased = unbiased_variance
-        self._factor = bessel_factor
-        self._packed = packed
-        self._shape = shape
-
-    def _unpack(self) -> None:
-        shape = list(self._shape)
-        params = math.prod(shape)
-        self._mean = self._packed[:params].view(shape)
-        self._variance = self._packed[params : 2 * params].view(shape)
-        self._packed = None
-
-    @property
-    def mean(self) -> torch.Tensor:
-        if self._mean is None:
-            self._unpack()
-        return self._mean
-
-    @mean.setter
-    def mean(self, value: torch.Tensor) -> None:
-        if self._mean is None and self._packed is not None:
-            self._unpack()
-        self._mean = value
-
-    @property
-    def variance(self) -> torch.Tensor:
-        if self._variance is None:
-            self._unpack()
-        return self._variance
-
-    @variance.setter
-    def variance(self, value: torch.Tensor) -> None:
-        if self._variance is None and self._packed is not None:
-            self._unpack()
-        self._variance = value
-
-    @property
-    def unbiased_variance(self) -> torch.Tensor:
-        if self._unbiased is None:
-            self._unbiased = self.variance * self._factor
-        return self._unbiased
-
-
-@dataclass(slots=True)
-class MovingStatistics:
-    """The variables a training step updates in place (parameter layout).
-
-    ``mean ← EMA(mean, μ)`` and, without renorm, ``variance ← EMA(variance, v)``
-    with ``v = σ²·n/max(n − 1, 1)`` when ``unbiased`` else ``σ²``. With renorm
-    (``stddev`` given): ``stddev ← EMA(stddev, √(v + ε))``, ``variance =
-    max(stddev² − ε, 0)``, ``renorm_mean ← EMA(renorm_mean, μ)`` and
-    ``renorm_stddev ← EMA(renorm_stddev, √(σ² + ε))`` with ``renorm_momentum``.
-    """
-
-    mean: torch.Tensor
-    variance: torch.Tensor
-    momentum: float
-    unbiased: bool = False
-    stddev: torch.Tensor | None = None
-    renorm_mean: torch.Tensor | None = None
-    renorm_stddev: torch.Tensor | None = None
-    renorm_momentum: float = 0.99
-
-
-def update_moving(moving: MovingStatistics, stats: BatchStatistics, epsilon: float) -> None:
-    """Apply one training step's updates to ``moving`` in place (TensorFlow's rules).
-
-    Under a ``torch.func`` transform the moving statistics must be inputs of the
-    transformed function (``torch.func.functional_call(layer, (params, buffers), x)``),
-    as for ``torch.nn.BatchNorm``: functorch refuses in-place updates of captured
-    tensors with transformed values, which this reports as a RuntimeError naming the
-    fix, before any variable changes.
-    """
-    if torch._C._are_functorch_transforms_active():
-        try:  # (TF's own subtraction: functorch has no batching rule for lerp_)
-            _update_moving(moving, stats, epsilon, _assign_sub)
-        except RuntimeError as error:
-            raise RuntimeError(
-                "training under a torch.func transform (grad, vmap, jacrev, ...) updates "
-                "the moving statistics in place, so they must be inputs of the "
-                "transformed function, not captured by it: pass the layer's buffers in, "
-                "e.g. torch.func.functional_call(layer, (parameters, buffers), x) with "
-                "buffers batched like x under vmap, or call the layer with "
-                f"training=False. PyTorch said: {error}"
-            ) from error
-        return
-    _update_moving(moving, stats, epsilon)
-
-
-def _assign_sub(
-    variable: torch.Tensor, value: torch.Tensor, momentum: float | torch.Tensor
-) -> torch.Tensor:
-    """``assign_moving_average`` as TensorFlow writes it: ``variable −= (variable −
-    value)·(1 − momentum)``."""
-    return variable.sub_((variable - value.to(variable.dtype)) * (1.0 - momentum))
-
-
-def _update_moving(
-    moving: MovingStatistics,
-    stats: BatchStatistics,
-    epsilon: float,
-    assign_moving_average: Callable[..., torch.Tensor] = assign_moving_average,
-) -> None:
-    value = stats.unbiased_variance if moving.unbiased else stats.variance
-    assign_moving_average(moving.mean, stats.mean, moving.momentum)
-    if moving.stddev is not None:
-        stddev = assign_moving_average(moving.stddev, torch.sqrt(value + epsilon), moving.momentum)
-        moving.variance.copy_(torch.relu(stddev.square() - epsilon))
-        assign_moving_average(moving.renorm_mean, stats.mean, moving.renorm_momentum)
-        assign_moving_average(
-            moving.renorm_stddev, torch.sqrt(stats.variance + epsilon), moving.renorm_momentum
-        )
-    else:
-        assign_moving_average(moving.variance, value, moving.momentum)
+    return renorm_rd(*args, float(epsilon), *clip_bounds(clipping))
 
 
 def train_forward(
@@ -442,7 +219,7 @@ def train_forward(
         unbiased = var * (n / torch.clamp(n - 1, min=1))
     pshape = list(param_shape) if param_shape is not None else view
     stats = BatchStatistics(
-        *(_ghost_mean(t.detach(), ghost_dim).reshape(pshape) for t in (mean, var, unbiased))
+        *(ghost_mean(t.detach(), ghost_dim).reshape(pshape) for t in (mean, var, unbiased))
     )
     if moving is not None:
         update_moving(moving, stats, epsilon)
@@ -528,12 +305,8 @@ def _global_statistics(
     unbiased = var * (n / torch.clamp(n - 1, min=1))
     pshape = list(param_shape) if param_shape is not None else list(view)
     return BatchStatistics(
-        *(_ghost_mean(t, ghost_dim).reshape(pshape) for t in (mean, var, unbiased))
+        *(ghost_mean(t, ghost_dim).reshape(pshape) for t in (mean, var, unbiased))
     )
-
-
-def _ghost_mean(t: torch.Tensor, ghost_dim: int | None) -> torch.Tensor:
-    return t if ghost_dim is None else t.mean(dim=ghost_dim, keepdim=True)
 
 
 def _composite_train(
@@ -548,17 +321,9 @@ def _composite_train(
     adjustment: tuple[torch.Tensor, torch.Tensor] | None,
 ) -> torch.Tensor:
     """The training output as plain differentiable operations (masks, per-example
-    adjustments, and ``torch.compile``, which fuses it)."""
-    scale, offset = gamma, beta
-    if adjustment is not None:
-        scale, offset = _compose(adjustment[0], adjustment[1], scale, offset)
-    if renorm is not None:
-        r, d = renorm_correction(
-            _ghost_mean(mean, ghost_dim),
-            _ghost_mean(var, ghost_dim),
-            *renorm[:2],
-            epsilon,
-            renorm[2],
-        )
-        scale, offset = _compose(r, d, scale, offset)
-    return normalize(x, mean, var, offset, scale, epsilon)
+    adjustments, and ``torch.compile``, which fuses it): ``_math``'s fold, then
+    ``y = (x − μ)·k + o``."""
+    slope, intercept = slope_intercept(mean, var, epsilon, renorm, adjustment, ghost_dim)
+    scale = slope if gamma is None else slope * gamma
+    offset = intercept if gamma is None else intercept * gamma
+    return normalize(x, mean, var, offset if beta is None else offset + beta, scale, epsilon)

@@ -14,11 +14,11 @@ Two implementations share that algebra:
 
 - ``Native*``: whole passes in C (``kernels.c``) for CPU tensors of 32/64-bit
   and (with float32 parameters) 16-bit floats, when the library could be built;
-- ``Torch*`` (``batchnorm._torch_passes``): the same passes as PyTorch operations (CUDA,
+- ``Torch*`` (``backends.torch_ops``): the same passes as PyTorch operations (CUDA,
   anything else).
 
 A double backward (``create_graph=True``) differentiates the composite formula
-instead (``batchnorm._torch_passes.composite``), so ``gradgradcheck`` holds on every path.
+instead (``batchnorm._math.composite``), so ``gradgradcheck`` holds on every path.
 
 The training node of the C pass is C++ (``autograd.cpp``, loaded by ``cxx``) once
 that module is built: it calls the same kernels without Python in the step, and its
@@ -37,7 +37,7 @@ import torch
 
 from ..._layout import PARAM_DTYPE as _PARAM_DTYPE
 from ..._layout import Geometry, Plan, like
-from ..._torch_passes import composite_backward, wants_grad
+from ..._math import clip_bounds, composite_backward, wants_grad
 from . import build, cxx
 from .view import addr as _addr
 from .view import function, in_place, native, vector
@@ -131,10 +131,7 @@ def _forward_arguments(plan: Plan, pdt: torch.dtype) -> tuple[Any, ...]:
     if plan.renorm is not None:
         if mv is None or mv.stddev is None:  # else the moving ones below, updated in place
             rm, rs = vector(plan.renorm[0], pdt), vector(plan.renorm[1], pdt)
-        clip = plan.renorm[2]
-        rmin = float(clip.get("rmin", -_INF))
-        rmax = float(clip.get("rmax", _INF))
-        dmax = float(clip.get("dmax", _INF))
+        rmin, rmax, dmax = clip_bounds(plan.renorm[2])
     if plan.adjustment is not None:
         a_s, a_b = vector(plan.adjustment[0], pdt), vector(plan.adjustment[1], pdt)
     if mv is None:
