@@ -131,3 +131,43 @@ def test_bad_names_are_refused():
     with pytest.raises(ValueError, match="Unknown backend 'tpu'"), backends.use("tpu"):
         pass
     assert backends.forced() is None
+
+
+@pytest.fixture(scope="module")
+def one_process_group(tmp_path_factory):
+    import torch.distributed as dist
+
+    store = tmp_path_factory.mktemp("group") / "store"
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("name", backends.names())
+@pytest.mark.parametrize("config", [{}, {"renorm": True, "virtual_batch_size": 2}], ids=str)
+def test_synchronized_statistics_run_on_every_backends_pieces(one_process_group, name, config):
+    """Synchronized statistics are written once over the backends' pieces (moments,
+    normalize, grad_sums, input_grad): each backend, forced, on one gloo process, against
+    the float64 reference (output, input and parameter gradients, statistics)."""
+    rng = np.random.default_rng(1)
+    x = torch.tensor(rng.normal(1.0, 2.0, (4, 3, 5, 5)), requires_grad=True)
+    dy = rng.normal(size=(4, 3, 5, 5))
+    layer = batchnorm.BatchNormalization(axis=1, momentum=0.5, synchronized=True, **config)
+    layer(x.detach(), training=False)
+    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
+    state = R.state_of(layer)
+    with backends.use(name):
+        y = layer(x, training=True)
+        (y * torch.from_numpy(dy)).sum().backward()
+    options = R.Options(
+        momentum=0.5,
+        renorm=layer.renorm,
+        virtual_batch_size=config.get("virtual_batch_size"),
+    )
+    y_ref, dx_ref, dg_ref, db_ref, new = R.train_step(x.detach().numpy(), dy, [1], state, options)
+    np.testing.assert_allclose(y.detach().numpy(), y_ref, atol=1e-10)
+    np.testing.assert_allclose(x.grad.numpy(), dx_ref, atol=1e-9)
+    np.testing.assert_allclose(layer.gamma.grad.numpy().reshape(dg_ref.shape), dg_ref, atol=1e-9)
+    np.testing.assert_allclose(layer.beta.grad.numpy().reshape(db_ref.shape), db_ref, atol=1e-9)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), new.moving_mean, atol=1e-12)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), new.moving_variance, atol=1e-12)

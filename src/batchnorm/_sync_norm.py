@@ -16,8 +16,6 @@ import torch
 
 from . import _layout
 from ._math import coefficients, counts, moments, plan_fold
-from .backends.c import build
-from .backends.c.view import function, native
 
 __all__ = ["SyncTrainNorm", "count_moments"]
 
@@ -34,28 +32,18 @@ def count_moments(
 
 
 def _local_moments(
-    x: torch.Tensor, geo: _layout.Geometry, weights: torch.Tensor | None, lib: Any
+    x: torch.Tensor, geo: _layout.Geometry, weights: torch.Tensor | None, backend: Any
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-channel (n, μ, M2) of this process's data (stat-shaped, float64): the C
-    statistics pass where it applies, else ``count_moments``."""
+    """Per-channel (n, μ, M2) of this process's data (stat-shaped, float64): the
+    backend's moments, or ``count_moments`` with a mask (``backend`` None)."""
     shape = geo.stat_shape
     if x.numel() == 0:
         zero = torch.zeros(shape, dtype=torch.float64, device=x.device)
         return zero, zero.clone(), zero.clone()
-    if weights is not None or lib is None:
-        return count_moments(x, geo.reduce_dims, weights)
-    mean = torch.empty(geo.channels, dtype=torch.float64)
-    var = torch.empty(geo.channels, dtype=torch.float64)
-    function(lib, "stats", x.dtype)(
-        x.data_ptr(),
-        native(geo).dims,
-        native(geo).strides,
-        mean.data_ptr(),
-        var.data_ptr(),
-        build.threads(x.numel()),
-    )
-    n = torch.full(shape, float(geo.count), dtype=torch.float64)
-    return n, mean.reshape(shape), var.reshape(shape) * n
+    if backend is None:
+        xs = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        return count_moments(xs, geo.reduce_dims, weights)
+    return backend.moments(x, geo)
 
 
 def _merge(parts: list[torch.Tensor], k: int, shape: Sequence[int]) -> tuple[torch.Tensor, ...]:
@@ -75,8 +63,16 @@ def _merge(parts: list[torch.Tensor], k: int, shape: Sequence[int]) -> tuple[tor
     return n.reshape(shape), mean.reshape(shape), m2.reshape(shape)
 
 
+def _per_channel(backend: Any, geo: _layout.Geometry, *coefficients: torch.Tensor) -> bool:
+    """Whether the backend's pieces apply: no mask (``backend`` set) and per-channel
+    coefficients (an adjustment may vary per example)."""
+    return backend is not None and all(c.shape == geo.stat_shape for c in coefficients)
+
+
 class SyncTrainNorm(torch.autograd.Function):
-    """Forward and backward with one collective each (see the module docstring)."""
+    """Forward and backward with one collective each (see the module docstring), through
+    the selected backend's pieces (``backends.base.Backend``: moments, normalize,
+    grad_sums, input_grad), or the composite formula with a mask (``backend`` None)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -85,7 +81,7 @@ class SyncTrainNorm(torch.autograd.Function):
         gamma: torch.Tensor | None,
         beta: torch.Tensor | None,
         plan: _layout.Plan,
-        lib: Any,
+        backend: Any,
         weights: torch.Tensor | None,
         exchange: Any,
         check_numerics: bool,
@@ -94,8 +90,7 @@ class SyncTrainNorm(torch.autograd.Function):
         gathers every process's packed statistics (``_Exchange.gather``)."""
         geo = plan.geo
         k = geo.channels
-        xs = x if x.dtype in (torch.float32, torch.float64) or lib is not None else x.float()
-        n, mean, m2 = _local_moments(xs, geo, weights, lib)
+        n, mean, m2 = _local_moments(x, geo, weights, backend)
         flag = float(bool(check_numerics) and not bool(torch.isfinite(x).all()))
         header = torch.tensor(
             [float(x.shape[0]), flag, float(k), 0.0], dtype=torch.float64, device=x.device
@@ -119,24 +114,15 @@ class SyncTrainNorm(torch.autograd.Function):
         g = plan.stat(gamma.detach()).double() if gamma is not None else None
         b = plan.stat(beta.detach()).double() if beta is not None else None
         inv, scale, shift = coefficients(var, plan.epsilon, slope, intercept, g, b)
-        if lib is not None and scale.shape == geo.stat_shape and shift.shape == geo.stat_shape:
-            pdt = _layout.PARAM_DTYPE[x.dtype]
-            vec = [t.reshape(-1).to(pdt).contiguous() for t in (mean, scale, shift)]
-            y = torch.empty_like(x)
-            function(lib, "affine", x.dtype)(
-                x.data_ptr(),
-                y.data_ptr(),
-                native(geo).dims,
-                native(geo).strides,
-                *(v.data_ptr() for v in vec),
-                build.threads(x.numel()),
-            )
-        else:
+        if _per_channel(backend, geo, scale, shift):
+            y = backend.normalize(x, mean, scale, shift, geo)
+        else:  # a mask or an adjustment that varies per example: the composite formula
+            xs = x if x.dtype in (torch.float32, torch.float64) else x.float()
             dt = xs.dtype
             y = ((xs - mean.to(dt)) * scale.to(dt) + shift.to(dt)).to(x.dtype)
         ctx.save_for_backward(x, gamma, beta)
         ctx.stats = (n, mean, inv, slope, intercept)
-        ctx.plan, ctx.lib, ctx.weights, ctx.exchange = plan, lib, weights, exchange
+        ctx.plan, ctx.backend, ctx.weights, ctx.exchange = plan, backend, weights, exchange
         ctx.mark_non_differentiable(n, mean, var)
         return y, n, mean, var
 
@@ -152,7 +138,7 @@ class SyncTrainNorm(torch.autograd.Function):
             )
         x, gamma, beta = ctx.saved_tensors
         n, mean, inv, slope, intercept = ctx.stats
-        plan, lib, weights, exchange = ctx.plan, ctx.lib, ctx.weights, ctx.exchange
+        plan, backend, weights, exchange = ctx.plan, ctx.backend, ctx.weights, ctx.exchange
         geo = plan.geo
         dims = geo.reduce_dims
 
@@ -161,39 +147,13 @@ class SyncTrainNorm(torch.autograd.Function):
 
         g = plan.stat(gamma.detach()).double() if gamma is not None else 1.0
         safe = torch.where(n > 0, n, torch.ones_like(n))
-        stat = geo.stat_shape
         dx = None
-        if lib is not None and slope.shape == stat and intercept.shape == stat:
-            dyc = _layout.like(dy, x)
-            pdt = _layout.PARAM_DTYPE[x.dtype]
-            sdy = torch.empty(geo.channels, dtype=torch.float64)
-            sdx = torch.empty(geo.channels, dtype=torch.float64)
-            mean_v = mean.reshape(-1).to(pdt).contiguous()
-            function(lib, "reduce", x.dtype)(
-                dyc.data_ptr(),
-                x.data_ptr(),
-                native(geo).dims,
-                native(geo).strides,
-                mean_v.data_ptr(),
-                sdy.data_ptr(),
-                sdx.data_ptr(),
-                build.threads(x.numel()),
-            )
-            sdy, sdx = sdy.reshape(stat), sdx.reshape(stat)
+        if _per_channel(backend, geo, slope, intercept):
+            sdy, sdx = backend.grad_sums(dy, x, mean, geo)
             sdy_g, sdx_g = exchange.sum(torch.stack([sdy, sdx]))
             if ctx.needs_input_grad[0]:
                 k = (sdy_g / safe, inv.square() * sdx_g / safe, inv * slope * g)
-                vec = [t.reshape(-1).to(pdt).contiguous() for t in (mean, *k)]
-                dx = torch.empty_like(x)
-                function(lib, "dx", x.dtype)(
-                    dyc.data_ptr(),
-                    x.data_ptr(),
-                    dx.data_ptr(),
-                    native(geo).dims,
-                    native(geo).strides,
-                    *(v.data_ptr() for v in vec),
-                    build.threads(x.numel()),
-                )
+                dx = backend.input_grad(dy, x, mean, k, geo)
             dgamma = slope * inv * sdx + intercept * sdy
             dbeta = sdy
         else:

@@ -40,7 +40,6 @@ from torch import nn
 
 from . import _layout, backends
 from ._sync_norm import SyncTrainNorm, count_moments
-from .backends.c import build
 
 __all__ = ["active_group", "check_batches", "convert_sync_batchnorm", "sync_train"]
 
@@ -235,11 +234,10 @@ def sync_train(
     x = _layout.dense(x)
     geo = _layout.Geometry.of(x, channel_dims, ghost_dim)
     plan = _layout.Plan(geo, epsilon, renorm, adjustment)
-    c_pieces = weights is None and backends.select(x, geo).name == "c"
-    lib = build.library() if c_pieces else None
+    backend = backends.select(x, geo) if weights is None else None  # a mask: the composite
     exchange = _Exchange(group, layer)
     y, n, mean, var = SyncTrainNorm.apply(
-        x, gamma, beta, plan, lib, weights, exchange, check_numerics
+        x, gamma, beta, plan, backend, weights, exchange, check_numerics
     )
     return y, n, mean, var
 

@@ -71,6 +71,41 @@ class Backend(abc.ABC):
         """The inference pass ``y = (x − mean)·γ/√(var + ε) + β`` with given statistics,
         all in parameter layout; differentiable in x, γ and β."""
 
+    # The pieces synchronized statistics combine around their collectives (no autograd;
+    # per-channel tensors are stat-shaped, float64 unless said otherwise).
+    @abc.abstractmethod
+    def moments(self, x: torch.Tensor, geo: Any) -> tuple[torch.Tensor, ...]:
+        """This process's per-channel count, mean and sum of squared deviations
+        ``(n, μ, M2)`` of a non-empty ``x``."""
+
+    @abc.abstractmethod
+    def normalize(
+        self,
+        x: torch.Tensor,
+        mean: torch.Tensor,
+        scale: torch.Tensor,
+        shift: torch.Tensor,
+        geo: Any,
+    ) -> torch.Tensor:
+        """``y = (x − μ)·k + o`` with per-channel ``μ``, ``k``, ``o``; y in x's dtype."""
+
+    @abc.abstractmethod
+    def grad_sums(
+        self, dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, geo: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's per-channel ``Σdy`` and ``Σdy·(x − μ)``."""
+
+    @abc.abstractmethod
+    def input_grad(
+        self,
+        dy: torch.Tensor,
+        x: torch.Tensor,
+        mean: torch.Tensor,
+        k: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        geo: Any,
+    ) -> torch.Tensor:
+        """``dx = (dy − k₁ − (x − μ)·k₂)·k₃`` with per-channel ``k``; dx in x's dtype."""
+
 
 class ShortCalls:
     """A backend's per-layout short call of a built layer (what makes a small call cost

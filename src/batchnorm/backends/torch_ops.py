@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .._layout import Geometry, Plan
-from .._math import composite_backward, moments, plan_fold, wants_grad
+from .._math import composite_backward, counts, moments, plan_fold, wants_grad
 from .base import Backend
 
 __all__ = ["TorchAffineNorm", "TorchBackend", "TorchTrainNorm"]
@@ -152,3 +152,42 @@ class TorchBackend(Backend):
         xc = x if x.dtype in _FULL else x.float()
         stat = [None if t is None else plan.stat(t) for t in (gamma, beta, mean, var)]
         return TorchAffineNorm.apply(xc, *stat, plan)
+
+    # ------------------------------------------------------------------ pieces
+    def moments(self, x: torch.Tensor, geo: Any) -> tuple[torch.Tensor, ...]:
+        n = counts(x, geo.reduce_dims, None)
+        mean, var = moments(x.double(), geo.reduce_dims)
+        return n, mean, var * n
+
+    def normalize(
+        self,
+        x: torch.Tensor,
+        mean: torch.Tensor,
+        scale: torch.Tensor,
+        shift: torch.Tensor,
+        geo: Any,
+    ) -> torch.Tensor:
+        xc = x if x.dtype in _FULL else x.float()
+        dt = xc.dtype
+        return ((xc - mean.to(dt)) * scale.to(dt) + shift.to(dt)).to(x.dtype)
+
+    def grad_sums(
+        self, dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, geo: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        dims = geo.reduce_dims
+        dyd = dy.double()
+        centered = dyd * (x.double() - mean)
+        if not dims:
+            return dyd, centered
+        return dyd.sum(dim=dims, keepdim=True), centered.sum(dim=dims, keepdim=True)
+
+    def input_grad(
+        self,
+        dy: torch.Tensor,
+        x: torch.Tensor,
+        mean: torch.Tensor,
+        k: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        geo: Any,
+    ) -> torch.Tensor:
+        dx = (dy.double() - k[0] - (x.double() - mean) * k[1]) * k[2]
+        return dx.to(x.dtype)

@@ -5,6 +5,7 @@ autograd nodes (``autograd.cpp``), and the layer's per-layout short call.
 - ``view``: which tensors the kernels take;
 - ``passes``: the training and inference passes as autograd Functions (Python nodes)
   and through the C++ nodes;
+- ``pieces``: the kernels' separate passes that synchronized statistics combine;
 - ``cxx``: building and loading the C++ nodes in the background;
 - ``shortcut``: the layer's per-layout short call (``SHORT``), a cache of ``select``'s
   choice of this backend for one input layout.
@@ -23,7 +24,7 @@ import torch
 
 from ..._layout import PARAM_DTYPE
 from ..base import SHORT, Backend
-from . import build, passes, shortcut
+from . import build, passes, pieces, shortcut
 from .view import takes
 
 __all__ = ["CBackend"]
@@ -62,3 +63,32 @@ class CBackend(Backend):
     ) -> torch.Tensor:
         lib = build.library()
         return passes.infer_native(x, gamma, beta, mean, var, plan.geo, lib, plan.epsilon)
+
+    # ------------------------------------------------------------------ pieces
+    def moments(self, x: torch.Tensor, geo: Any) -> tuple[torch.Tensor, ...]:
+        return pieces.moments(x, geo)
+
+    def normalize(
+        self,
+        x: torch.Tensor,
+        mean: torch.Tensor,
+        scale: torch.Tensor,
+        shift: torch.Tensor,
+        geo: Any,
+    ) -> torch.Tensor:
+        return pieces.affine(x, mean, scale, shift, geo)
+
+    def grad_sums(
+        self, dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, geo: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return pieces.grad_sums(dy, x, mean, geo)
+
+    def input_grad(
+        self,
+        dy: torch.Tensor,
+        x: torch.Tensor,
+        mean: torch.Tensor,
+        k: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        geo: Any,
+    ) -> torch.Tensor:
+        return pieces.dx(dy, x, mean, k, geo)
