@@ -6,7 +6,7 @@ measured and ``benchmarks/RESULTS.md`` for the figures on the reference machine.
 
 import sys
 
-from batchnorm.bench import main
+from batchnorm.bench_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

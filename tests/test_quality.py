@@ -26,3 +26,51 @@ def test_public_names():
     assert all(not name.startswith("_") or name == "__version__" for name in batchnorm.__all__)
     for name in batchnorm.__all__:
         assert hasattr(batchnorm, name), name
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """The library's modules ``module`` imports, at top level or inside functions
+    (``from . import x`` names the submodule when there is one)."""
+    import ast
+
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.split(".")
+            base = base[: len(base) - (node.level - 1)]
+            target = ".".join(base + ([node.module] if node.module else []))
+            found |= {f"{target}.{alias.name}" for alias in node.names} | {target}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("batchnorm")}
+    return found
+
+
+def test_no_import_cycles_among_the_librarys_modules():
+    src = ROOT / "src"
+    modules = {}
+    for path in (src / "batchnorm").rglob("*.py"):
+        name = ".".join(path.relative_to(src).with_suffix("").parts)
+        modules[name.removesuffix(".__init__")] = path
+    graph = {}
+    for name, path in modules.items():
+        targets = _imports(path, name)
+        # ``from .pkg import x``: the submodule when it is one, else the package itself
+        graph[name] = {t for t in targets if t in modules and t != name} - {
+            t.rsplit(".", 1)[0] for t in targets if t in modules and t.rsplit(".", 1)[0] != name
+        }
+    cycles = []
+
+    def visit(node: str, trail: list[str]) -> None:
+        for nxt in sorted(graph[node]):
+            if nxt in trail:
+                cycles.append([*trail[trail.index(nxt) :], nxt])
+            elif nxt not in done:
+                visit(nxt, [*trail, nxt])
+        done.add(node)
+
+    done: set[str] = set()
+    for name in sorted(graph):
+        if name not in done:
+            visit(name, [name])
+    assert not cycles, cycles[:5]

@@ -6,8 +6,8 @@ layer API) with TensorFlow's numbers, as a ``torch.nn.Module``.
 """
 
 from . import constraints, functional, initializers, interop, regularizers
-from .distributed import convert_sync_batchnorm
 from .interop import (
+    convert_sync_batchnorm,
     fold,
     fold_into,
     from_keras,

@@ -301,11 +301,3 @@ def _format(row: Row) -> str:
         f"| {row.case} | {row.mode} | {row.impl} | {row.ms:.3f} | {row.copy:.2f}× | "
         f"{row.ref.get('torch', float('nan')):.2f}× | {row.ref.get('plain', float('nan')):.2f}× |"
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark command line (``python -m batchnorm bench``); see
-    :func:`batchnorm.bench_cli.main`."""
-    from .bench_cli import main as cli_main
-
-    return cli_main(argv)

@@ -36,12 +36,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
-from torch import nn
 
 from . import _layout, backends
 from ._sync_norm import SyncTrainNorm, count_moments
 
-__all__ = ["active_group", "check_batches", "convert_sync_batchnorm", "sync_train"]
+__all__ = ["active_group", "check_batches", "sync_train"]
 
 _WARNED = [False]
 # layer -> ids of the groups it has checked its channel layout with
@@ -280,31 +279,3 @@ def gathered_moments(
     mean = (n_r * mean_r).sum(0) / safe
     var = (m2_r.sum(0) + (n_r * (mean_r - mean).square()).sum(0)) / safe
     return total, mean, var
-
-
-def convert_sync_batchnorm(
-    module: nn.Module, process_group: Any = None, torch_batchnorm: bool = False
-) -> nn.Module:
-    """Switch every ``BatchNormalization`` in ``module`` to synchronized statistics over
-    ``process_group`` (in place; weights and statistics are kept), with the rules of
-    ``synchronized=True`` at construction: TensorFlow's non-fused ones, so a layer that
-    follows TF's moving-variance rule feeds the biased variance from then on. With
-    ``torch_batchnorm=True`` every ``torch.nn.BatchNorm*`` is first replaced by the
-    equivalent ``BatchNormalization`` (``batchnorm.from_torch``). Returns the module
-    (the replacement itself when ``module`` is a batch-norm module)."""
-    from .normalization import BatchNormalization
-
-    if torch_batchnorm:
-        from .interop import from_torch
-
-        module = from_torch(module)
-    layers = [sub for sub in module.modules() if isinstance(sub, BatchNormalization)]
-    fused = [layer.name for layer in layers if layer._fused_arg]
-    if fused:  # checked for every layer before any changes
-        raise ValueError(
-            f"Layers {fused} have fused=True, which synchronized statistics do not support "
-            "(TensorFlow's synchronized layer uses the non-fused rules); nothing was changed."
-        )
-    for layer in layers:
-        layer._synchronize(process_group)
-    return module
