@@ -80,10 +80,10 @@ def test_training_pass_without_a_graph(name, node, monkeypatch):
     recalibrates the moving statistics) goes through the C++ module without a node when it
     is built, through the Python pass otherwise: output and moving statistics against
     float64 either way."""
-    from batchnorm.backends.c import passes as _fused
+    from batchnorm.backends.c import passes
 
     if node == "cpp":  # the C++ module must take the call: the Python pass would raise
-        monkeypatch.setattr(_fused.NativeTrainNorm, "forward", None)
+        monkeypatch.setattr(passes.NativeTrainNorm, "forward", None)
     shape, config = STEPS[name]
     rng = np.random.default_rng(5)
     layer = weighted_layer(shape, rng, **config)
@@ -108,10 +108,10 @@ def test_inference_pass_without_a_graph(name, dtype, node, monkeypatch):
     nothing that requires a gradient) goes through the C++ module without a node when it
     is built, through ctypes otherwise: the layer's call and ``inference_forward`` with
     statistics of another dtype, against float64."""
-    from batchnorm.backends.c import passes as _fused
+    from batchnorm.backends.c import infer
 
     if node == "cpp":  # the C++ module must take the call: the ctypes route would raise
-        monkeypatch.setattr(_fused, "_infer_ctypes", None)
+        monkeypatch.setattr(infer, "_infer_ctypes", None)
     shape, config = STEPS[name]
     config = {k: v for k, v in config.items() if k != "virtual_batch_size"}
     rng = np.random.default_rng(6)

@@ -1,6 +1,6 @@
 """The PyTorch-operations backend: always available, on every device and dtype.
 
-Its passes are ``TorchTrainNorm``/``TorchAffineNorm``: the same outputs and state as
+Its passes are ``TorchTrainNorm``/``TorchInferNorm``: the same outputs and state as
 the C passes, as PyTorch operations:
 
     μ, σ² = moments(x)   (shifted two-pass, ``_math.moments``)
@@ -21,7 +21,7 @@ from .._layout import Geometry, Plan
 from .._math import composite_backward, counts, moments, plan_fold, wants_grad
 from .base import Backend
 
-__all__ = ["TorchAffineNorm", "TorchBackend", "TorchTrainNorm"]
+__all__ = ["TorchBackend", "TorchInferNorm", "TorchTrainNorm"]
 
 _FULL = (torch.float32, torch.float64)
 
@@ -81,7 +81,7 @@ class TorchTrainNorm(torch.autograd.Function):
         return dx, dgamma, dbeta, None
 
 
-class TorchAffineNorm(torch.autograd.Function):
+class TorchInferNorm(torch.autograd.Function):
     """Inference-mode normalization as PyTorch operations (double backward included)."""
 
     @staticmethod
@@ -151,7 +151,7 @@ class TorchBackend(Backend):
     ) -> torch.Tensor:
         xc = x if x.dtype in _FULL else x.float()
         stat = [None if t is None else plan.stat(t) for t in (gamma, beta, mean, var)]
-        return TorchAffineNorm.apply(xc, *stat, plan)
+        return TorchInferNorm.apply(xc, *stat, plan)
 
     # ------------------------------------------------------------------ pieces
     def moments(self, x: torch.Tensor, geo: Any) -> tuple[torch.Tensor, ...]:

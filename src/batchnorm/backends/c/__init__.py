@@ -3,8 +3,8 @@ autograd nodes (``autograd.cpp``), and the layer's per-layout short call.
 
 - ``build``: compiling and loading the kernel library, the argument table of its exports;
 - ``view``: which tensors the kernels take;
-- ``passes``: the training and inference passes as autograd Functions (Python nodes)
-  and through the C++ nodes;
+- ``passes`` and ``infer``: the training and the inference pass as autograd Functions
+  (Python nodes) and through the C++ nodes, sharing ``nodes``;
 - ``pieces``: the kernels' separate passes that synchronized statistics combine;
 - ``cxx``: building and loading the C++ nodes in the background;
 - ``shortcut``: the layer's per-layout short call (``SHORT``), a cache of ``select``'s
@@ -24,12 +24,20 @@ import torch
 
 from ..._layout import PARAM_DTYPE
 from ..base import SHORT, Backend
-from . import build, passes, pieces, shortcut
+from . import build, cxx, infer, passes, pieces, shortcut
 from .view import takes
 
 __all__ = ["CBackend"]
 
 SHORT.call = shortcut.call  # the layer's short call is this backend's
+
+
+def _configure(module: Any) -> None:
+    """The C++ nodes' double backward: the Python composite formulas' gradients."""
+    module.set_double_backward(passes.double_backward, infer.infer_double_backward)
+
+
+cxx.on_load(_configure)
 
 
 class CBackend(Backend):
@@ -62,7 +70,7 @@ class CBackend(Backend):
         plan: Any,
     ) -> torch.Tensor:
         lib = build.library()
-        return passes.infer_native(x, gamma, beta, mean, var, plan.geo, lib, plan.epsilon)
+        return infer.infer_native(x, gamma, beta, mean, var, plan.geo, lib, plan.epsilon)
 
     # ------------------------------------------------------------------ pieces
     def moments(self, x: torch.Tensor, geo: Any) -> tuple[torch.Tensor, ...]:
@@ -76,7 +84,7 @@ class CBackend(Backend):
         shift: torch.Tensor,
         geo: Any,
     ) -> torch.Tensor:
-        return pieces.affine(x, mean, scale, shift, geo)
+        return pieces.normalize(x, mean, scale, shift, geo)
 
     def grad_sums(
         self, dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, geo: Any

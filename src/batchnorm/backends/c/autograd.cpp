@@ -2,7 +2,7 @@
 //
 // The C kernels (kernels.c) compute the passes either way; this module only replaces
 // the Python autograd.Functions around them (passes.NativeTrainNorm and
-// NativeAffineNorm). A forward builds a C++ node that saves x, gamma and beta (and the
+// NativeInferNorm). A forward builds a C++ node that saves x, gamma and beta (and the
 // training pass's float64 state vector, or the inference pass's statistics), and the
 // node's backward calls the C backward pass from the autograd engine without the GIL:
 //
@@ -80,7 +80,7 @@ struct Nodes<N, c10::intrusive_ptr<Node>> {
     }
 };
 
-// Python: the composite formulas' gradients (passes.double_backward, affine_double_backward).
+// Python: the composite formulas' gradients (passes.double_backward, infer.infer_double_backward).
 static PyObject *train_double_backward = nullptr, *affine_double_backward = nullptr;
 
 static void *address(const at::Tensor &t) { return t.defined() ? t.data_ptr() : nullptr; }

@@ -1,6 +1,6 @@
 """The C kernels' separate passes, which synchronized statistics combine around their
-collectives: per-channel statistics (``stats``), the normalize pass with given
-coefficients (``affine``), the backward's sums (``reduce``) and ``dx`` (``dx``).
+collectives: per-channel statistics (the kernels' ``stats`` export), the normalize pass
+with given coefficients (``affine``), the backward's sums (``reduce``) and ``dx``.
 
 Inputs are dense CPU tensors the kernels take (``view.takes``); per-channel tensors are
 stat-shaped; sums and statistics come back in float64. Every tensor whose address a
@@ -18,7 +18,7 @@ from ..._layout import PARAM_DTYPE, like
 from . import build
 from .view import function, native
 
-__all__ = ["affine", "dx", "grad_sums", "moments"]
+__all__ = ["dx", "grad_sums", "moments", "normalize"]
 
 
 def _vectors(dtype: torch.dtype, *tensors: torch.Tensor) -> list[torch.Tensor]:
@@ -45,10 +45,10 @@ def moments(x: torch.Tensor, geo: Any) -> tuple[torch.Tensor, torch.Tensor, torc
     return n, mean.reshape(shape), var.reshape(shape) * n
 
 
-def affine(
+def normalize(
     x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, geo: Any
 ) -> torch.Tensor:
-    """``y = (x − μ)·k + o``."""
+    """``y = (x − μ)·k + o`` (the kernels' ``affine`` export)."""
     y = torch.empty_like(x)
     view = native(geo)
     vectors = _vectors(x.dtype, mean, scale, shift)  # (alive until the kernel returns)

@@ -39,7 +39,7 @@ from ..._layout import (
     parameter_layout,
 )
 from ..base import SHORT
-from . import build, cxx, passes
+from . import build, cxx, infer, nodes, passes
 from .view import in_place, takes
 
 _MISSING = object()
@@ -70,12 +70,12 @@ class Entry:
         var: torch.Tensor,
         epsilon: float,
     ) -> torch.Tensor:
-        """The inference pass without an autograd node (see ``passes.infer_pass``)."""
+        """The inference pass without an autograd node (see ``infer.infer_pass``)."""
         if self.kernels is None:
             module = cxx.module()
             if module is not None:
-                self.kernels = passes.cxx_kernels(module, self.geo, self.lib, x.dtype, "infer")
-        return passes.infer_pass(
+                self.kernels = nodes.cxx_kernels(module, self.geo, self.lib, x.dtype, "infer")
+        return infer.infer_pass(
             self.geo, self.lib, x, gamma, beta, mean, var, epsilon, self.kernels
         )
 
@@ -194,8 +194,8 @@ def call(layer: Any, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor | 
     if layer._call_losses:
         layer._call_losses.clear()
     if not training:
-        if passes.needs_grad(x, gamma, beta):
-            return passes.infer_native(
+        if nodes.needs_grad(x, gamma, beta):
+            return infer.infer_native(
                 x, gamma, beta, mean, variance, entry.geo, entry.lib, layer.epsilon
             )
         return entry.infer(x, gamma, beta, mean, variance, layer.epsilon)
