@@ -20,11 +20,12 @@ Moving statistics follow TensorFlow's update ``m ← m − (m − v)·(1 − mom
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from . import _layout, backends
+from . import _layout, backends, distributed
 from ._math import clip_bounds, ghost_mean, moments, normalize, renorm_rd, slope_intercept
 from ._moving import (
     BatchStatistics,
@@ -131,11 +132,8 @@ def train_forward(
 
         y = (((x − μ)/√(σ² + ε)·r + d)·a_s + a_b)·γ + β
     """
-    shape = x.shape
-    weights = mask
-    ghost_dim = None
     compiling = backends.tracing()
-    if group is None and weights is None and not compiling:  # the fast passes, if they fit
+    if group is None and mask is None and not compiling:  # the fast passes, if they fit
         fast = _fast_train(
             x,
             axes,
@@ -152,78 +150,128 @@ def train_forward(
         if fast is not None:
             return fast
     if group is not None and not compiling:  # host-side decisions; see distributed.py
-        from .distributed import check_batches
-
-        check_batches(x, axes, virtual_batch_size, group, name, check_numerics, sync_key)
-    if virtual_batch_size is not None:
-        x, ghost_dim = ghost_batches(x, virtual_batch_size, grouping)
-        if weights is not None:
-            weights = ghost_batches(
-                torch.broadcast_to(weights, shape), virtual_batch_size, grouping
-            )[0]
-        axes = [a + 1 for a in axes]
-    channel_dims = [*axes] if ghost_dim is None else [*axes, ghost_dim]
-    dims = reduction_dims(x.dim(), channel_dims)
-    view = [n if d in axes else 1 for d, n in enumerate(x.shape)]  # per-channel, ghosts pooled
-    if group is not None and compiling:
-        from .distributed import gathered_moments
-
-        xs = x if x.dtype in (torch.float32, torch.float64) else x.float()
-        n, mean, var = gathered_moments(xs, dims, weights, group)
-        g, b = (None if t is None else t.reshape(view) for t in (gamma, beta))
-        if renorm is not None:
-            renorm = (renorm[0].reshape(view), renorm[1].reshape(view), renorm[2])
-        y = _composite_train(
-            xs, mean.to(xs.dtype), var.to(xs.dtype), g, b, epsilon, ghost_dim, renorm, adjustment
+        distributed.check_batches(
+            x, axes, virtual_batch_size, group, name, check_numerics, sync_key
         )
-        stats = _global_statistics(n, mean.detach(), var.detach(), ghost_dim, param_shape, view)
-        if moving is not None:
-            update_moving(moving, stats, epsilon)
-        return y.reshape(shape), stats
-    if group is not None:
-        from .distributed import sync_train
+    v = _Viewed.of(x, axes, virtual_batch_size, grouping, mask)
+    if renorm is not None:  # parameter layout -> broadcastable per channel
+        renorm = (renorm[0].reshape(v.view), renorm[1].reshape(v.view), renorm[2])
+    if group is None:
+        y, stats = _composite_step(v, gamma, beta, epsilon, renorm, adjustment, param_shape)
+    else:
+        if compiling:
+            y, n, mean, var = _traced_sync(v, gamma, beta, epsilon, group, renorm, adjustment)
+        else:
+            y, n, mean, var = distributed.sync_train(
+                v.x,
+                v.axes,
+                v.ghost_dim,
+                gamma,
+                beta,
+                epsilon,
+                group,
+                name,
+                v.weights,
+                renorm,
+                adjustment,
+                check_numerics,
+            )
+        stats = _global_statistics(n, mean, var, v.ghost_dim, param_shape, v.view)
+    if moving is not None:
+        update_moving(moving, stats, epsilon)
+    return y.reshape(x.shape), stats
 
-        y, n, mean, var = sync_train(
-            x,
-            axes,
-            ghost_dim,
-            gamma,
-            beta,
-            epsilon,
-            group,
-            name,
-            weights,
-            renorm,
-            adjustment,
-            check_numerics,
-        )
-        stats = _global_statistics(n, mean, var, ghost_dim, param_shape, view)
-        if moving is not None:
-            update_moving(moving, stats, epsilon)
-        return y.reshape(shape), stats
-    x = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    mean, var = moments(x, dims, weights)
-    g, b = (None if t is None else t.reshape(view) for t in (gamma, beta))
-    if renorm is not None:
-        renorm = (renorm[0].reshape(view), renorm[1].reshape(view), renorm[2])
-    y = _composite_train(x, mean, var, g, b, epsilon, ghost_dim, renorm, adjustment)
-    if weights is None and torch.jit.is_tracing():  # the count stays traced, not a constant
+
+@dataclass
+class _Viewed:
+    """The input as the statistics see it: the ghost-batch view (and the mask's) when
+    there are ghost batches, its channel ``axes`` and ``ghost_dim`` there, the reduced
+    ``dims`` and ``view``, the per-channel shape with the ghost batches pooled."""
+
+    x: torch.Tensor
+    weights: torch.Tensor | None
+    axes: list[int]
+    ghost_dim: int | None
+    dims: list[int]
+    view: list[int]
+
+    @classmethod
+    def of(
+        cls,
+        x: torch.Tensor,
+        axes: Sequence[int],
+        vbs: int | None,
+        grouping: str,
+        weights: torch.Tensor | None,
+    ) -> _Viewed:
+        axes, ghost_dim = list(axes), None
+        if vbs is not None:
+            if weights is not None:
+                weights = ghost_batches(torch.broadcast_to(weights, x.shape), vbs, grouping)[0]
+            x, ghost_dim = ghost_batches(x, vbs, grouping)
+            axes = [a + 1 for a in axes]
+        channel_dims = [*axes] if ghost_dim is None else [*axes, ghost_dim]
+        dims = reduction_dims(x.dim(), channel_dims)
+        view = [n if d in axes else 1 for d, n in enumerate(x.shape)]
+        return cls(x, weights, axes, ghost_dim, dims, view)
+
+    def per_channel(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        """A parameter-layout tensor broadcastable against the viewed input."""
+        return None if t is None else t.reshape(self.view)
+
+
+def _composite_step(
+    v: _Viewed,
+    gamma: torch.Tensor | None,
+    beta: torch.Tensor | None,
+    epsilon: float,
+    renorm: Any,
+    adjustment: Any,
+    param_shape: Sequence[int] | None,
+) -> tuple[torch.Tensor, BatchStatistics]:
+    """This process's training step as PyTorch operations (masks, per-example
+    adjustments, traced calls): output and the statistics the moving averages take,
+    with Bessel's factor from each channel's count (summed mask weights)."""
+    x = v.x if v.x.dtype in (torch.float32, torch.float64) else v.x.float()
+    mean, var = moments(x, v.dims, v.weights)
+    g, b = v.per_channel(gamma), v.per_channel(beta)
+    y = _composite_train(x, mean, var, g, b, epsilon, v.ghost_dim, renorm, adjustment)
+    if v.weights is None and torch.jit.is_tracing():  # the count stays traced
         n = (torch._shape_as_tensor(x).prod() / torch._shape_as_tensor(mean).prod()).to(var)
         unbiased = var * (n / torch.clamp(n - 1, min=1))
-    elif weights is None:
+    elif v.weights is None:
         n = x.numel() // max(1, mean.numel())
         unbiased = var * (n / max(n - 1, 1))
     else:
-        n = torch.broadcast_to(weights, x.shape)
-        n = (n.sum(dim=dims, keepdim=True) if dims else n).to(var.dtype)
+        n = torch.broadcast_to(v.weights, x.shape)
+        n = (n.sum(dim=v.dims, keepdim=True) if v.dims else n).to(var.dtype)
         unbiased = var * (n / torch.clamp(n - 1, min=1))
-    pshape = list(param_shape) if param_shape is not None else view
+    pshape = list(param_shape) if param_shape is not None else v.view
     stats = BatchStatistics(
-        *(ghost_mean(t.detach(), ghost_dim).reshape(pshape) for t in (mean, var, unbiased))
+        *(ghost_mean(t.detach(), v.ghost_dim).reshape(pshape) for t in (mean, var, unbiased))
     )
-    if moving is not None:
-        update_moving(moving, stats, epsilon)
-    return y.reshape(shape), stats
+    return y, stats
+
+
+def _traced_sync(
+    v: _Viewed,
+    gamma: torch.Tensor | None,
+    beta: torch.Tensor | None,
+    epsilon: float,
+    group: Any,
+    renorm: Any,
+    adjustment: Any,
+) -> tuple[torch.Tensor, ...]:
+    """Synchronized statistics under ``torch.compile``: the composite formula around one
+    traceable collective (``distributed.gathered_moments``)."""
+    xs = v.x if v.x.dtype in (torch.float32, torch.float64) else v.x.float()
+    n, mean, var = distributed.gathered_moments(xs, v.dims, v.weights, group)
+    g, b = v.per_channel(gamma), v.per_channel(beta)
+    dt = xs.dtype
+    y = _composite_train(
+        xs, mean.to(dt), var.to(dt), g, b, epsilon, v.ghost_dim, renorm, adjustment
+    )
+    return y, n, mean.detach(), var.detach()
 
 
 def _fast_train(
