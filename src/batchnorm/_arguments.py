@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -130,138 +130,123 @@ def resolve_fused(
     return False
 
 
-def constructor_arguments(
-    axis: Any,
-    momentum: Any,
-    epsilon: Any,
-    center: Any,
-    scale: Any,
-    beta_initializer: Any,
-    gamma_initializer: Any,
-    moving_mean_initializer: Any,
-    moving_variance_initializer: Any,
-    beta_regularizer: Any,
-    gamma_regularizer: Any,
-    beta_constraint: Any,
-    gamma_constraint: Any,
-    renorm: Any,
-    renorm_clipping: Any,
-    renorm_momentum: Any,
-    fused: Any,
-    virtual_batch_size: Any,
-    adjustment: Any,
-    synchronized: Any,
-    process_group: Any,
-    unbiased_moving_variance: Any,
-    ghost_grouping: Any,
-    check_numerics: Any,
-    dtype: Any,
-) -> dict[str, Any]:
-    """Check every ``BatchNormalization`` argument (TypeError/ValueError naming it) and
-    return them normalized, before the layer changes anything: a bad argument leaves no
-    half-made layer and consumes no default name."""
-    config_axis = check_axis(axis)
+def constructor_arguments(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Check every ``BatchNormalization`` argument (``raw``: the constructor's keywords,
+    ``dtype`` included) with TypeError/ValueError naming it, and return them normalized,
+    before the layer changes anything: a bad argument leaves no half-made layer and
+    consumes no default name."""
+    out: dict[str, Any] = {"config_axis": check_axis(raw["axis"])}
+    out |= _statistics(raw["momentum"], raw["epsilon"])
+    out |= _variables(raw)
+    out |= _renorm(raw["renorm"], raw["renorm_clipping"], raw["renorm_momentum"])
+    out |= _ghost_batches(raw["virtual_batch_size"], raw["adjustment"], raw["ghost_grouping"])
+    out |= _rules(raw, out)
+    return out
+
+
+def _statistics(momentum: Any, epsilon: Any) -> dict[str, Any]:
     momentum = check_unit_interval("momentum", momentum)
     if not is_number(epsilon) or isinstance(epsilon, torch.Tensor):
         raise TypeError(f"`epsilon` must be a float >= 0; received {epsilon!r}.")
     if not (math.isfinite(epsilon) and epsilon >= 0):
         raise ValueError(f"`epsilon` must be a finite float >= 0; received epsilon={epsilon!r}.")
-    center = check_bool("center", center)
-    scale = check_bool("scale", scale)
-    inits = {
-        "beta_initializer": beta_initializer,
-        "gamma_initializer": gamma_initializer,
-        "moving_mean_initializer": moving_mean_initializer,
-        "moving_variance_initializer": moving_variance_initializer,
-    }
-    inits = {k: initializers_lib.get(v, argument=k) for k, v in inits.items()}
+    return {"momentum": momentum, "epsilon": float(epsilon)}
+
+
+_INITIALIZERS = (
+    "beta_initializer",
+    "gamma_initializer",
+    "moving_mean_initializer",
+    "moving_variance_initializer",
+)
+
+
+def _variables(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """center/scale, and the initializers, regularizers and constraints as objects."""
+    center, scale = check_bool("center", raw["center"]), check_bool("scale", raw["scale"])
+    inits = {k: initializers_lib.get(raw[k], argument=k) for k in _INITIALIZERS}
     for k, v in inits.items():
         if v is None:
             raise ValueError(f"`{k}` must not be None.")
-    regs = {
-        "beta_regularizer": regularizers_lib.get(beta_regularizer, "beta_regularizer"),
-        "gamma_regularizer": regularizers_lib.get(gamma_regularizer, "gamma_regularizer"),
-    }
-    cons = {
-        "beta_constraint": constraints_lib.get(beta_constraint, "beta_constraint"),
-        "gamma_constraint": constraints_lib.get(gamma_constraint, "gamma_constraint"),
-    }
-    renorm = check_bool("renorm", renorm)
-    clipping = check_clipping(renorm_clipping) if renorm else {}
-    renorm_momentum = (
-        check_unit_interval("renorm_momentum", renorm_momentum) if renorm else renorm_momentum
-    )
-    if fused is not None and not is_bool(fused):
-        raise TypeError(f"`fused` must be None, True or False; received {fused!r}.")
-    if virtual_batch_size is not None:
-        if not isinstance(virtual_batch_size, (int, np.integer)) or is_bool(virtual_batch_size):
-            raise TypeError(
-                f"`virtual_batch_size` must be a positive int or None; received "
-                f"{virtual_batch_size!r}."
-            )
-        if virtual_batch_size <= 0:
-            raise ValueError(
-                "`virtual_batch_size` must be a positive integer that divides the true batch "
-                f"size of the input tensor; received virtual_batch_size={virtual_batch_size}."
-            )
-        virtual_batch_size = int(virtual_batch_size)
-    if adjustment is not None and not callable(adjustment):
-        raise TypeError(
-            f"`adjustment` must be a callable (input shape -> (scale, bias)); "
-            f"received {adjustment!r}."
-        )
-    if virtual_batch_size is not None and adjustment is not None:
-        raise ValueError(
-            "When using `virtual_batch_size`, adjustment cannot be specified "
-            f"(virtual_batch_size={virtual_batch_size})."
-        )
-    if unbiased_moving_variance is not None:
-        unbiased_moving_variance = check_bool("unbiased_moving_variance", unbiased_moving_variance)
-    synchronized = check_bool("synchronized", synchronized)
-    check_numerics = check_bool("check_numerics", check_numerics)
-    if synchronized and fused:
-        raise ValueError("`fused=True` is not supported when `synchronized=True`.")
-    if synchronized:
-        fused = False  # TF: synchronized statistics use the non-fused rules
-    if fused:
-        problem = fused_problem(
-            renorm, config_axis, virtual_batch_size, adjustment, as_dtype(dtype)
-        )
-        if problem is not None:
-            raise ValueError(problem)
-    if process_group is not None and not (
-        dist.is_available() and isinstance(process_group, dist.ProcessGroup)
-    ):
-        raise TypeError(
-            "`process_group` must be None or a torch.distributed.ProcessGroup (e.g. from "
-            f"`torch.distributed.new_group`); received {process_group!r}."
-        )
-    if not isinstance(ghost_grouping, str):
-        raise TypeError(
-            f"`ghost_grouping` must be one of {list(GROUPINGS)}; received {ghost_grouping!r}."
-        )
-    if ghost_grouping not in GROUPINGS:
-        raise ValueError(
-            f"`ghost_grouping` must be one of {list(GROUPINGS)}; received {ghost_grouping!r}."
-        )
+    regs = {k: regularizers_lib.get(raw[k], k) for k in ("beta_regularizer", "gamma_regularizer")}
+    cons = {k: constraints_lib.get(raw[k], k) for k in ("beta_constraint", "gamma_constraint")}
     return {
-        "config_axis": config_axis,
-        "momentum": momentum,
-        "epsilon": float(epsilon),
         "center": center,
         "scale": scale,
         "initializers": inits,
         "regularizers": regs,
         "constraints": cons,
+    }
+
+
+def _renorm(renorm: Any, clipping: Any, momentum: Any) -> dict[str, Any]:
+    renorm = check_bool("renorm", renorm)
+    return {
         "renorm": renorm,
-        "renorm_clipping": clipping,
-        "renorm_momentum": renorm_momentum,
+        "renorm_clipping": check_clipping(clipping) if renorm else {},
+        "renorm_momentum": check_unit_interval("renorm_momentum", momentum) if renorm else momentum,
+    }
+
+
+def _ghost_batches(vbs: Any, adjustment: Any, grouping: Any) -> dict[str, Any]:
+    """virtual_batch_size, adjustment (exclusive, as in TensorFlow) and the grouping."""
+    if vbs is not None:
+        if not isinstance(vbs, (int, np.integer)) or is_bool(vbs):
+            raise TypeError(
+                f"`virtual_batch_size` must be a positive int or None; received {vbs!r}."
+            )
+        if vbs <= 0:
+            raise ValueError(
+                "`virtual_batch_size` must be a positive integer that divides the true batch "
+                f"size of the input tensor; received virtual_batch_size={vbs}."
+            )
+        vbs = int(vbs)
+    if adjustment is not None and not callable(adjustment):
+        raise TypeError(
+            f"`adjustment` must be a callable (input shape -> (scale, bias)); "
+            f"received {adjustment!r}."
+        )
+    if vbs is not None and adjustment is not None:
+        raise ValueError(
+            "When using `virtual_batch_size`, adjustment cannot be specified "
+            f"(virtual_batch_size={vbs})."
+        )
+    if not isinstance(grouping, str) or grouping not in GROUPINGS:
+        error = ValueError if isinstance(grouping, str) else TypeError
+        raise error(f"`ghost_grouping` must be one of {list(GROUPINGS)}; received {grouping!r}.")
+    return {"virtual_batch_size": vbs, "adjustment": adjustment, "ghost_grouping": grouping}
+
+
+def _rules(raw: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, Any]:
+    """fused (TF's numeric rules), the moving-variance estimator, synchronized statistics
+    and their process group, check_numerics."""
+    fused = raw["fused"]
+    if fused is not None and not is_bool(fused):
+        raise TypeError(f"`fused` must be None, True or False; received {fused!r}.")
+    unbiased = raw["unbiased_moving_variance"]
+    if unbiased is not None:
+        unbiased = check_bool("unbiased_moving_variance", unbiased)
+    synchronized = check_bool("synchronized", raw["synchronized"])
+    check_numerics = check_bool("check_numerics", raw["check_numerics"])
+    if synchronized and fused:
+        raise ValueError("`fused=True` is not supported when `synchronized=True`.")
+    if synchronized:
+        fused = False  # TF: synchronized statistics use the non-fused rules
+    if fused:
+        rest = [checked[k] for k in ("renorm", "config_axis", "virtual_batch_size", "adjustment")]
+        problem = fused_problem(*rest, as_dtype(raw["dtype"]))
+        if problem is not None:
+            raise ValueError(problem)
+    group = raw["process_group"]
+    if group is not None and not (dist.is_available() and isinstance(group, dist.ProcessGroup)):
+        raise TypeError(
+            "`process_group` must be None or a torch.distributed.ProcessGroup (e.g. from "
+            f"`torch.distributed.new_group`); received {group!r}."
+        )
+    return {
         "fused": fused,
-        "virtual_batch_size": virtual_batch_size,
-        "adjustment": adjustment,
         "synchronized": synchronized,
-        "process_group": process_group,
-        "unbiased_moving_variance": unbiased_moving_variance,
-        "ghost_grouping": ghost_grouping,
+        "process_group": group,
+        "unbiased_moving_variance": unbiased,
         "check_numerics": check_numerics,
     }

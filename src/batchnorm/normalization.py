@@ -37,6 +37,7 @@ from .symbolic import Update
 __all__ = ["BatchNormalization"]
 
 _is_compiling = torch.compiler.is_compiling
+_NOT_ARGUMENTS = ("self", "kwargs", "trainable", "name", "__class__")
 
 
 class BatchNormalization(CallInputs, BatchNormVariables, BatchNormConfig, Layer):
@@ -94,57 +95,17 @@ class BatchNormalization(CallInputs, BatchNormVariables, BatchNormConfig, Layer)
         check_numerics: bool = False,
         **kwargs: Any,
     ) -> None:
-        a = constructor_arguments(
-            axis,
-            momentum,
-            epsilon,
-            center,
-            scale,
-            beta_initializer,
-            gamma_initializer,
-            moving_mean_initializer,
-            moving_variance_initializer,
-            beta_regularizer,
-            gamma_regularizer,
-            beta_constraint,
-            gamma_constraint,
-            renorm,
-            renorm_clipping,
-            renorm_momentum,
-            fused,
-            virtual_batch_size,
-            adjustment,
-            synchronized,
-            process_group,
-            unbiased_moving_variance,
-            ghost_grouping,
-            check_numerics,
-            kwargs.get("dtype"),
-        )
+        raw = {k: v for k, v in locals().items() if k not in _NOT_ARGUMENTS}
+        a = constructor_arguments({**raw, "dtype": kwargs.get("dtype")})
         super().__init__(trainable=trainable, name=name, **kwargs)
-        self._config_axis = a["config_axis"]
-        self.axis: int | list[int] = a["config_axis"]
+        self._config_axis = a.pop("config_axis")
+        self.axis: int | list[int] = self._config_axis
         for key in ("initializers", "regularizers", "constraints"):
-            for k, v in a[key].items():
+            for k, v in a.pop(key).items():
                 setattr(self, k, v)
-        for k in (
-            "momentum",
-            "epsilon",
-            "center",
-            "scale",
-            "renorm",
-            "renorm_clipping",
-            "renorm_momentum",
-            "virtual_batch_size",
-            "adjustment",
-            "unbiased_moving_variance",
-            "ghost_grouping",
-            "synchronized",
-            "process_group",
-            "check_numerics",
-        ):
-            setattr(self, k, a[k])
-        fused = a["fused"]
+        fused = a.pop("fused")
+        for k, v in a.items():  # momentum, epsilon, center, scale, renorm, …
+            setattr(self, k, v)
         self._fused_arg = fused
         if fused is None and not self._fused_can_be_used():
             fused = False
