@@ -24,7 +24,8 @@ from .partitioners import (
     min_max_variable_partitioner,
     variable_axis_size_partitioner,
 )
-from .symbolic import Function, Graph, Input, SymbolicTensor, get_default_graph
+from .symbolic import Graph, Input, SymbolicTensor, get_default_graph
+from .symbolic_function import Function
 from .wrappers import Lambda, Wrap
 
 __version__ = "0.1.0"
