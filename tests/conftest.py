@@ -29,6 +29,15 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
+def capped(backend: str, examples: int) -> settings:
+    """Hypothesis settings of a property test on ``backend``: ``examples``, or fewer when
+    the backend caps them (``Backend.max_examples``: an interpreted backend's)."""
+    from batchnorm import backends
+
+    cap = backends.get(backend).max_examples
+    return settings(max_examples=examples if cap is None else min(examples, cap))
+
+
 def _backend_names() -> list[str]:
     from batchnorm import backends
 

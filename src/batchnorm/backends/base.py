@@ -38,6 +38,7 @@ class Backend(abc.ABC):
 
     name: str = ""
     traceable: bool = False
+    max_examples: int | None = None  # property tests' examples here (an interpreter caps them)
 
     def unavailable(self) -> str | None:
         """Why the backend cannot run in this process (None: it can)."""
