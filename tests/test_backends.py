@@ -43,6 +43,9 @@ def test_select_takes_the_best_backend_that_supports_the_tensor():
         assert forced.name == "torch" and backends.select(x, geo(x)).name == "torch"
         with backends.use("c"):
             assert backends.select(x, geo(x)).name == "c"
+        with backends.use(None) as default:  # the default choice again, inside the block
+            assert default is None and backends.forced() is None and backends.short_calls()
+            assert backends.select(x, geo(x)).name == "c"
         assert backends.forced() == "torch" and not backends.short_calls()
     assert backends.forced() is None and backends.short_calls()
 

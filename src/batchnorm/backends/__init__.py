@@ -136,10 +136,12 @@ def _force(name: str | None) -> None:
 
 
 @contextlib.contextmanager
-def use(name: str) -> Iterator[Backend]:
+def use(name: str | None) -> Iterator[Backend | None]:
     """Force backend ``name`` inside the block (nestable): every call raises
-    ``BackendError`` when it cannot take the call, instead of choosing another."""
-    backend = get(name)
+    ``BackendError`` when it cannot take the call, instead of choosing another.
+    ``use(None)`` restores the default choice inside the block (a forced
+    ``BATCHNORM_BACKEND`` or an outer ``use`` included)."""
+    backend = None if name is None else get(name)
     _force(name)
     try:
         yield backend
