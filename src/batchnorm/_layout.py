@@ -107,6 +107,68 @@ def like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x).copy_(t)
 
 
+# ---------------------------------------------------------------------- the kernels' view
+@functools.lru_cache(maxsize=256)
+def canonical(geo: Geometry) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """The kernels' 5-D view of a (cached) geometry: sizes and element strides of
+    [A, G, M, C, I], reducing A, M and I, with channel ``k = g·C + c`` in the
+    parameters' order (the C and Triton kernels both walk it); None when the memory
+    does not fit it."""
+    return _canonical(geo.shape, geo.stride, geo.channel_dims, geo.ghost_dim)
+
+
+def _canonical(
+    shape: Sequence[int],
+    stride: Sequence[int],
+    channel_dims: Sequence[int],
+    ghost_dim: int | None,
+) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """Describe a tensor as the kernels' 5-D view [A, G, M, C, I] (reduce A, M, I).
+
+    Dimensions are ordered by stride, merged where memory allows, and matched
+    from the innermost outward to the slot pattern R Ch R Ch R. Returns None
+    when the layout does not fit, when channels would not come out in the
+    parameters' order (ghost first, then the axes ascending), or when the
+    tensor is empty (the backends refuse those).
+    """
+    if 0 in shape:
+        return None
+    entries = sorted(
+        (
+            (n, s, d in channel_dims, [d])
+            for d, (n, s) in enumerate(zip(shape, stride, strict=True))
+            if n > 1
+        ),
+        key=lambda e: -e[1],
+    )
+    groups: list[list[Any]] = []
+    for n, s, is_channel, dims in entries:
+        last = groups[-1] if groups else None
+        if last is not None and last[2] == is_channel and last[1] == s * n:
+            last[0], last[1], last[3] = last[0] * n, s, last[3] + dims
+        else:
+            groups.append([n, s, is_channel, dims])
+    slots: list[list[Any] | None] = [None] * 5  # A G M C I
+    roles = [False, True, False, True, False]
+    j = 4
+    for group in reversed(groups):
+        while j >= 0 and roles[j] != group[2]:
+            j -= 1
+        if j < 0:
+            return None
+        slots[j] = group
+        j -= 1
+    order = (slots[1][3] if slots[1] else []) + (slots[3][3] if slots[3] else [])
+    wanted = [d for d in sorted(channel_dims) if d != ghost_dim and shape[d] > 1]
+    if ghost_dim is not None and shape[ghost_dim] > 1:
+        wanted = [ghost_dim, *wanted]
+    if order != wanted:
+        return None
+    dims = [slot[0] if slot else 1 for slot in slots]
+    strides = [slot[1] if slot else 0 for slot in slots]
+    return tuple(dims), tuple(strides)
+
+
 # ---------------------------------------------------------------------- the plan
 @dataclass(slots=True)
 class Plan:

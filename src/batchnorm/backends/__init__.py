@@ -31,9 +31,10 @@ from typing import Any
 
 import torch
 
-from .base import SHORT, Backend, BackendError, ShortCache
+from .base import FORCED, SHORT, Backend, BackendError, ShortCache
 from .c import CBackend
 from .torch_ops import TorchBackend
+from .triton import TritonBackend
 
 __all__ = [
     "SHORT",
@@ -50,7 +51,7 @@ __all__ = [
 
 _REGISTRY: dict[str, Backend] = {}
 _ORDER: list[Backend] = []  # priority order
-_forced: list[str | None] = [None]  # the override in force (a stack for ``use``)
+_forced = FORCED  # the override in force (a stack for ``use``)
 
 
 def register(backend: Backend, priority: int) -> None:
@@ -151,6 +152,7 @@ def use(name: str | None) -> Iterator[Backend | None]:
 
 
 register(CBackend(), priority=10)
+register(TritonBackend(), priority=20)
 register(TorchBackend(), priority=100)
 _ENV = os.environ.get("BATCHNORM_BACKEND") or None
 if _ENV is not None:

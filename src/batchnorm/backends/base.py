@@ -23,7 +23,11 @@ from typing import Any
 
 import torch
 
-__all__ = ["SHORT", "Backend", "BackendError", "ShortCache", "ShortCalls"]
+__all__ = ["FORCED", "SHORT", "Backend", "BackendError", "ShortCache", "ShortCalls"]
+
+# The name of the backend in force on top (``BATCHNORM_BACKEND``, ``backends.use``);
+# a backend may read it (the Triton one takes CPU tensors in its interpreter only when forced).
+FORCED: list[str | None] = [None]
 
 
 class BackendError(RuntimeError):

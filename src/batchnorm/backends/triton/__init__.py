@@ -1,0 +1,147 @@
+"""The Triton backend: GPU kernels (``kernels.py``) for CUDA tensors.
+
+Its passes are ``PiecewiseBackend``'s, over four kernels: per-channel moments (one read
+pass, deterministic split merge), normalize, the backward sums and the input gradient.
+It takes float32, float16 and bfloat16 CUDA tensors whose memory fits the kernels' 5-D
+view (``_layout.canonical``: NCHW, channels-last, rows, ghost-batch views, multi-axis);
+statistics are float32 in the kernels and merged in float64, outputs come in the
+input's dtype and memory format. Everything else goes to PyTorch operations through
+``supports``: float64, a per-example adjustment or a mask (the composite formula),
+layouts outside the view, traced calls, ROCm (untested) and GPUs older than Volta
+(bfloat16: Ampere).
+
+``triton`` is imported only when a call runs here: ``unavailable`` looks for it
+without importing it. With ``TRITON_INTERPRET=1`` in the environment when this module
+is imported, Triton's interpreter runs the same kernels on CPU tensors, which the
+backend then takes when it is forced (``BATCHNORM_BACKEND=triton``,
+``backends.use("triton")``): how the kernels are tested without a GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import os
+from typing import Any
+
+import torch
+
+from ..._layout import canonical
+from ..base import FORCED
+from ..piecewise import PiecewiseBackend
+
+__all__ = ["INTERPRET", "TritonBackend"]
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_UNFIT = (
+    "the input's memory does not fit the kernels' 5-D view (empty, or channels out of "
+    "the parameters' order)"
+)
+
+
+def _kernels() -> Any:
+    from . import kernels  # (imports triton: only once a call runs here)
+
+    return kernels
+
+
+@functools.lru_cache(maxsize=16)
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def _on(x: torch.Tensor) -> Any:
+    """Launch on ``x``'s device (Triton launches on the current one)."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
+class TritonBackend(PiecewiseBackend):
+    """Triton kernels on CUDA tensors (see the module docstring)."""
+
+    name = "triton"
+    max_examples = 3 if INTERPRET else None  # property tests: the interpreter is slow
+
+    def __init__(self) -> None:
+        self._why: list[str | None] = []
+
+    def unavailable(self) -> str | None:
+        if not self._why:
+            self._why.append(self._reason())
+        return self._why[0]
+
+    @staticmethod
+    def _reason() -> str | None:
+        if importlib.util.find_spec("triton") is None:
+            return "triton is not installed (it ships with PyTorch's Linux CUDA wheels)"
+        if INTERPRET:
+            return None
+        if torch.version.hip is not None:
+            return "ROCm is untested"
+        if not torch.cuda.is_available():
+            return (
+                "no CUDA device here (with TRITON_INTERPRET=1 its kernels run on CPU "
+                "tensors when it is forced)"
+            )
+        return None
+
+    def supports(self, x: torch.Tensor, geo: Any) -> str | None:
+        if x.device.type == "cuda":
+            if INTERPRET:
+                return "Triton's interpreter (TRITON_INTERPRET=1) runs on CPU tensors only"
+            major = _capability(x.device.index or 0)[0]
+            if major < 7 or (major < 8 and x.dtype == torch.bfloat16):
+                return "it takes GPUs from Volta on (bfloat16: from Ampere on)"
+        elif not (INTERPRET and x.device.type == "cpu" and FORCED[-1] == self.name):
+            return f"it takes CUDA tensors, not {x.device.type} ones" + (
+                " (CPU tensors in Triton's interpreter when forced)" if INTERPRET else ""
+            )
+        if x.dtype not in _DTYPES:
+            return f"it takes float32, float16 and bfloat16 tensors, not {x.dtype}"
+        if canonical(geo) is None:
+            return _UNFIT
+        return None
+
+    # ------------------------------------------------------------------ pieces
+    def moments(self, x: torch.Tensor, geo: Any) -> tuple[torch.Tensor, ...]:
+        with _on(x):
+            mean, m2, n = _kernels().moments(x, canonical(geo))
+        shape = geo.stat_shape
+        count = torch.full(shape, n, dtype=torch.float64, device=x.device)
+        return count, mean.reshape(shape), m2.reshape(shape)
+
+    def normalize(
+        self,
+        x: torch.Tensor,
+        mean: torch.Tensor,
+        scale: torch.Tensor,
+        shift: torch.Tensor,
+        geo: Any,
+    ) -> torch.Tensor:
+        with _on(x):
+            return _kernels().normalize(x, mean, scale, shift, canonical(geo))
+
+    def grad_sums(
+        self, dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, geo: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with _on(x):
+            sdy, sdx = _kernels().grad_sums(_like(dy, x), x, mean, canonical(geo))
+        return sdy.reshape(geo.stat_shape), sdx.reshape(geo.stat_shape)
+
+    def input_grad(
+        self,
+        dy: torch.Tensor,
+        x: torch.Tensor,
+        mean: torch.Tensor,
+        k: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        geo: Any,
+    ) -> torch.Tensor:
+        k = tuple(t.expand(geo.stat_shape) for t in k)
+        with _on(x):
+            return _kernels().input_grad(_like(dy, x), x, mean, k, canonical(geo))
+
+
+def _like(dy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``dy`` with ``x``'s strides (the kernels read both through x's view)."""
+    return dy if dy.stride() == x.stride() else torch.empty_like(x).copy_(dy)

@@ -1,0 +1,207 @@
+"""The Triton backend's own paths (the conformance suite covers every feature × layout ×
+dtype): the split, multi-tile and merge paths forced on tiny shapes, precision on data
+with a large mean, bitwise reproducibility, and where its calls go. Without a GPU the
+kernels run in Triton's interpreter on CPU tensors (``conftest.py`` sets
+``TRITON_INTERPRET=1``); a missing triton fails these tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import reference
+from batchnorm import BatchNormalization, backends
+from batchnorm._layout import Geometry
+from batchnorm.backends.triton import INTERPRET, kernels
+from helpers import CLIP, step_options
+
+pytestmark = pytest.mark.skipif(
+    not INTERPRET and not torch.cuda.is_available(), reason="needs a GPU or the interpreter"
+)
+DEVICE = "cpu" if INTERPRET else "cuda"
+
+
+@pytest.fixture
+def forced():
+    reason = backends.get("triton").unavailable()
+    if reason is not None:
+        pytest.fail(f"the triton backend is not available here: {reason}")
+    with backends.use("triton"):
+        yield
+
+
+@pytest.fixture
+def tiles(request):
+    """Force tile sizes and splits (``kernels.FORCE``) for one test."""
+    kernels.FORCE.update(request.param)
+    yield request.param
+    kernels.FORCE.clear()
+
+
+CASES = {  # (shape, axis, memory format, layer options)
+    "rows": ((13, 5), -1, None, {}),
+    "nchw": ((5, 3, 3, 3), 1, None, {}),
+    "channels-last": ((5, 3, 3, 3), 1, torch.channels_last, {}),
+    "nlc": ((5, 7, 3), -1, None, {}),
+    "multi-axis": ((5, 3, 2, 3), [1, 2], None, {}),
+    "ghost-renorm": ((6, 3, 5), 1, None, {"virtual_batch_size": 2, "renorm_clipping": CLIP}),
+    "ghost-contiguous": (
+        (6, 5, 3),
+        -1,
+        None,
+        {"virtual_batch_size": 3, "ghost_grouping": "contiguous", "renorm_clipping": CLIP},
+    ),
+}
+SPLITS = [
+    {"block_r": 2, "block_c": 2, "splits": 3},  # several tiles per split, uneven last split
+    {"block_r": 4, "block_c": 1, "splits": 2},
+    {"block_r": 1, "block_c": 4, "splits": 7},  # one position per tile
+]
+
+
+@pytest.mark.parametrize("tiles", SPLITS, indirect=True, ids=lambda t: str(list(t.values())))
+@pytest.mark.parametrize("case", list(CASES))
+def test_split_and_merge_paths_match_float64(forced, tiles, case):
+    shape, axis, memory, options = CASES[case]
+    config = {"axis": axis, **options}
+    config["renorm"] = "renorm_clipping" in config  # (the reference clips with CLIP)
+    rng = np.random.default_rng(3)
+    layer = BatchNormalization(momentum=0.5, **config).to(DEVICE)
+    with backends.use(None):
+        layer(torch.zeros(shape, device=DEVICE), training=False)
+    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
+    x = torch.tensor(rng.normal(2.0, 3.0, shape), dtype=torch.float32, device=DEVICE)
+    if memory is not None:
+        x = x.contiguous(memory_format=memory)
+    x.requires_grad_()
+    dy = rng.normal(size=shape)
+    state = reference.state_of(layer)
+    y = layer(x, training=True)
+    (y * torch.tensor(dy, dtype=torch.float32, device=DEVICE)).sum().backward()
+    opts = step_options(layer, config)
+    opts.grouping = config.get("ghost_grouping", "strided")
+    xd = x.detach().double().cpu().numpy()
+    y_ref, dx_ref, dg_ref, db_ref, new = reference.train_step(xd, dy, layer.axis, state, opts)
+    np.testing.assert_allclose(y.detach().double().cpu().numpy(), y_ref, atol=2e-5, rtol=2e-5)
+    np.testing.assert_allclose(x.grad.double().cpu().numpy(), dx_ref, atol=2e-5, rtol=2e-5)
+    got_dg = layer.gamma.grad.double().cpu().numpy().reshape(dg_ref.shape)
+    np.testing.assert_allclose(got_dg, dg_ref, atol=5e-5, rtol=2e-5)
+    got_db = layer.beta.grad.double().cpu().numpy().reshape(db_ref.shape)
+    np.testing.assert_allclose(got_db, db_ref, atol=5e-5, rtol=2e-5)
+    for name in ("moving_mean", "moving_variance", "renorm_mean", "renorm_stddev"):
+        want = getattr(new, name)
+        if want is not None:
+            got = getattr(layer, name).double().cpu().numpy()
+            np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
+def test_tiles_come_from_the_shape_and_fill_the_grid():
+    """Channel blocks over contiguous channels, long tiles over contiguous positions,
+    splits until the programs fill the device, never more splits than tiles."""
+    cpu = torch.device("cpu")
+    nhwc = ((1, 1, 32 * 56 * 56, 64, 1), (0, 0, 64, 1, 0))  # [A, G, M, C, I]
+    block_r, block_c, splits, per = kernels.tiles_for(nhwc, cpu)
+    assert (block_r, block_c) == (64, 64) and splits * per * block_r >= 32 * 56 * 56
+    nchw = ((32, 1, 1, 64, 3136), (64 * 3136, 0, 0, 3136, 1))
+    assert kernels.tiles_for(nchw, cpu)[:2] == (1024, 1)
+    tiny = ((1, 1, 3, 2, 1), (0, 0, 2, 1, 0))
+    assert kernels.tiles_for(tiny, cpu)[2:] == (1, 1)
+    wide = ((2, 1, 1, 200_000, 1), (200_000, 0, 0, 1, 0))
+    assert -(-200_000 // kernels.tiles_for(wide, cpu)[1]) <= 65535
+
+
+def test_data_with_a_large_mean_keeps_its_precision(forced):
+    """float32 data with mean 1e4 and std 1: the shifted moments and the mean held as a
+    float32 pair keep the output within 1e-3 of float64 (the target) and far better."""
+    rng = np.random.default_rng(5)
+    x64 = rng.normal(1e4, 1.0, (64, 4, 5, 5))
+    layer = BatchNormalization(axis=1, momentum=0.5, epsilon=1e-5).to(DEVICE)
+    x = torch.tensor(x64, dtype=torch.float32, device=DEVICE)
+    y = layer(x, training=True).detach().double().cpu().numpy()
+    xf = x.double().cpu().numpy()  # the float32 values, exactly
+    mean = xf.mean(axis=(0, 2, 3), keepdims=True)
+    want = (xf - mean) / np.sqrt(xf.var(axis=(0, 2, 3), keepdims=True) + 1e-5)
+    assert np.abs(y - want).max() < 1e-4
+    np.testing.assert_allclose(
+        layer.moving_mean.double().cpu().numpy(), 0.5 * mean.ravel(), rtol=1e-7
+    )
+
+
+@pytest.mark.parametrize("tiles", [{}, SPLITS[0]], indirect=True, ids=["shape", "forced"])
+def test_two_runs_are_bitwise_equal(forced, tiles):
+    rng = np.random.default_rng(9)
+    x = torch.tensor(rng.normal(1.0, 2.0, (16, 6, 4, 4)), dtype=torch.float32, device=DEVICE)
+    x = x.contiguous(memory_format=torch.channels_last)
+    runs = []
+    for _ in range(2):
+        layer = BatchNormalization(axis=1, renorm=True).to(DEVICE)
+        xi = x.clone().requires_grad_()
+        y = layer(xi, training=True)
+        y.square().sum().backward()
+        runs.append((y.detach(), xi.grad, layer.gamma.grad, layer.moving_variance.clone()))
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16bit_input_with_16bit_parameters(forced, dtype):
+    """``model.half()`` / ``.to(torch.bfloat16)``: 16-bit input and parameters, float32
+    statistics, output and gradients in the input's dtype and memory format."""
+    rng = np.random.default_rng(2)
+    x64 = rng.normal(1.0, 2.0, (8, 3, 4, 4))
+    layer = BatchNormalization(axis=1, momentum=0.5).to(DEVICE)
+    with backends.use(None):
+        layer(torch.zeros(2, 3, 4, 4, device=DEVICE), training=False)
+    layer = layer.to(dtype)
+    x = torch.tensor(x64, device=DEVICE).to(dtype).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    y = layer(x, training=True)
+    y.float().square().sum().backward()
+    assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
+    assert x.grad.dtype == dtype and layer.gamma.grad.dtype == dtype
+    xd = x.detach().double().cpu().numpy()
+    mean = xd.mean(axis=(0, 2, 3), keepdims=True)
+    want = (xd - mean) / np.sqrt(xd.var(axis=(0, 2, 3), keepdims=True) + 1e-3)
+    eps = torch.finfo(dtype).eps
+    np.testing.assert_allclose(y.detach().double().cpu().numpy(), want, atol=8 * eps, rtol=4 * eps)
+
+
+def test_calls_it_cannot_take_go_elsewhere_or_say_why(forced):
+    x = torch.randn(4, 3, dtype=torch.float64, device=DEVICE)
+    reason = backends.get("triton").supports(x, Geometry.of(x, [1]))
+    assert reason == "it takes float32, float16 and bfloat16 tensors, not torch.float64"
+    meta = torch.empty(4, 3, device="meta")
+    assert "takes CUDA tensors, not meta ones" in backends.get("triton").supports(
+        meta, Geometry.of(meta, [1])
+    )
+    layer = BatchNormalization()
+    with pytest.raises(backends.BackendError, match="'triton' cannot take this call"):
+        layer(x, training=True)
+    with backends.use(None):  # unforced, CPU calls never reach it (the C backend takes them)
+        y = torch.randn(4, 3)
+        assert backends.select(y, Geometry.of(y, [1])).name == "c"
+
+
+def test_info_finds_triton_without_importing_it():
+    code = """
+        import sys, batchnorm
+        from batchnorm import backends
+        rows = {name: ok for name, ok, _ in backends.status()}
+        print(rows["triton"], "triton" in sys.modules)
+    """
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "False"]
