@@ -102,7 +102,17 @@ def _reference_order(sizes, vbs, contiguous):
     ]
 
 
-def scenario(name, rank, world):
+TRITON_SCENARIOS = ["float32-nchw", "float32-renorm-multi-axis"]  # (it takes no float64)
+
+
+def scenario_triton(name, rank, world):
+    """A float32 scenario with the synchronized layer forced onto the Triton backend (its
+    interpreter on CPU tensors without a GPU): the shared synchronization code over its
+    pieces; the reference layer runs the default backend."""
+    return scenario(name, rank, world, backend="triton")
+
+
+def scenario(name, rank, world, backend=None):
     config, example, batches = SCENARIOS[name]
     config = dict(config)
     dtype = config.pop("dtype", torch.float64)
@@ -155,7 +165,8 @@ def scenario(name, rank, world):
     (y_ref * dy_all[order]).sum().backward()
     xl = x_all[local].clone().requires_grad_()
     kwargs = {"mask": mask_all[local]} if mask_all is not None else {}
-    y = sync_layer(xl, training=True, **kwargs)
+    with contextlib.nullcontext() if backend is None else batchnorm.backends.use(backend):
+        y = sync_layer(xl, training=True, **kwargs)
     (y * dy_all[local]).sum().backward()
     errors["output"] = relative(y.detach(), y_ref.detach()[inverse][local])
     errors["dx"] = relative(xl.grad, xr.grad[inverse][local])
@@ -365,6 +376,7 @@ def channel_mismatch(rank, world):
 
 TASKS = {
     "scenario": scenario,
+    "scenario_triton": scenario_triton,
     "per_example_adjustment": per_example_adjustment,
     "ddp_training": ddp_training,
     "compiled": compiled,

@@ -161,3 +161,39 @@ def test_bench_refuses_bad_values_with_one_error_line(argv, message, capsys):
     assert "Traceback" not in err
     assert err.splitlines()[-1].startswith("batchnorm bench: error: ")
     assert message in err.splitlines()[-1]
+
+
+def test_bench_model_is_a_resnet18_step_with_both_batch_norms():
+    """``--model``'s network has ResNet-18's 20 batch norms; after ``from_torch`` it
+    computes what the ``nn.BatchNorm2d`` model computes (float64 reference: the torch
+    model in float64), and a row of its table comes out for each precision."""
+    from batchnorm import BatchNormalization, from_torch
+    from batchnorm.bench_model import model_rows, resnet18
+
+    torch.manual_seed(0)
+    model = resnet18(classes=10)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 20
+    ours = from_torch(model)
+    assert sum(isinstance(m, BatchNormalization) for m in ours.modules()) == 20
+    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    want = model.double()(x.double())
+    got = ours(x)
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+    rows = model_rows("cpu", batch=2, size=32, rounds=1, calls=1)
+    assert [r.split("|")[1].strip() for r in rows] == ["float32", "bfloat16 autocast"]
+    for r in rows:
+        torch_ms, ours_ms, ratio = (float(c.strip().rstrip("×")) for c in r.split("|")[2:5])
+        assert torch_ms > 0 and ours_ms > 0 and ratio > 0
+    refused = run("bench", "--model")
+    assert refused.returncode == 2 and "--model needs a CUDA --device" in refused.stderr
+
+
+def test_bench_channels_last_case_keeps_its_memory_format():
+    from batchnorm import bench
+
+    assert bench.DEFAULT_CASES["cpu"] == ["A", "B", "C", "D"]
+    assert set(bench.DEFAULT_CASES["cuda"]) == set(bench.CASES)
+    case = bench.Case("x", (2, 3, 4, 4), 1, "channels_last")
+    x = bench._input(case)
+    assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    assert bench._native_view(case, x) is x

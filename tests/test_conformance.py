@@ -45,6 +45,14 @@ DTYPES = {
 }
 
 
+def _device(name: str) -> str:
+    """Where a backend's cases run: the Triton backend on the GPU when there is one (else
+    in Triton's interpreter on CPU tensors), the others on the CPU."""
+    from batchnorm.backends.triton import INTERPRET
+
+    return "cuda" if name == "triton" and torch.cuda.is_available() and not INTERPRET else "cpu"
+
+
 def _routes() -> list[tuple[str, str]]:
     """(backend, autograd node): both nodes where the backend has two."""
     return [
@@ -94,11 +102,13 @@ def test_a_training_step_and_inference_match_float64(route, feature, layout, dty
     layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
     layer = layer.float() if dtype != torch.float64 else layer
     layer.trainable = not frozen
-    x = torch.tensor(rng.normal(2.0, 3.0, shape)).to(dtype)
+    device = _device(route.name)
+    layer = layer.to(device)
+    x = torch.tensor(rng.normal(2.0, 3.0, shape)).to(device, dtype)
     if memory is not None:
         x = x.contiguous(memory_format=memory)
     x.requires_grad_()
-    dy = torch.tensor(rng.normal(size=shape)).to(dtype)
+    dy = torch.tensor(rng.normal(size=shape)).to(device, dtype)
     state = reference.state_of(layer)
     before = snapshot(layer)
     reason = _refusal(route, x.detach(), layer, training=not frozen)
@@ -110,7 +120,7 @@ def test_a_training_step_and_inference_match_float64(route, feature, layout, dty
     y = layer(x, training=True)
     (y * dy).sum().backward()
     tol = DTYPES[dtype]
-    xd = x.detach().double().numpy()
+    xd = x.detach().double().cpu().numpy()
     if frozen:  # inference statistics, no update, γ/β without gradient
         y_ref = reference.inference(xd, layer.axis, state, 1e-3)
         assert layer.gamma is None or layer.gamma.grad is None
@@ -119,28 +129,32 @@ def test_a_training_step_and_inference_match_float64(route, feature, layout, dty
         options = step_options(layer, config)
         options.grouping = config.get("ghost_grouping", "strided")
         y_ref, dx_ref, dg_ref, db_ref, new = reference.train_step(
-            xd, dy.double().numpy(), layer.axis, state, options
+            xd, dy.double().cpu().numpy(), layer.axis, state, options
         )
         scale = max(1.0, np.abs(dx_ref).max())
-        np.testing.assert_allclose(x.grad.double().numpy(), dx_ref, rtol=tol, atol=tol * scale)
+        np.testing.assert_allclose(
+            x.grad.double().cpu().numpy(), dx_ref, rtol=tol, atol=tol * scale
+        )
         if layer.gamma is not None:
             ptol = tol if dtype in (torch.float32, torch.float64) else 1e-3
             grads = (layer.gamma.grad, layer.beta.grad)
             for got, want in zip(grads, (dg_ref, db_ref), strict=True):
                 want_scale = max(1.0, np.abs(want).max())
                 np.testing.assert_allclose(
-                    got.double().numpy(), want, rtol=ptol, atol=ptol * want_scale
+                    got.double().cpu().numpy(), want, rtol=ptol, atol=ptol * want_scale
                 )
         stol = tol if dtype == torch.float64 else 2e-5
         for name in ("moving_mean", "moving_variance", "moving_stddev", "renorm_mean"):
             want = getattr(new, name)
             if want is not None:
-                got = getattr(layer, name).double().numpy()
+                got = getattr(layer, name).double().cpu().numpy()
                 np.testing.assert_allclose(got, want, rtol=stol, atol=stol)
         state = reference.state_of(layer)
     assert y.dtype == dtype
     y_scale = max(1.0, np.abs(y_ref).max())
-    np.testing.assert_allclose(y.detach().double().numpy(), y_ref, rtol=tol, atol=tol * y_scale)
+    np.testing.assert_allclose(
+        y.detach().double().cpu().numpy(), y_ref, rtol=tol, atol=tol * y_scale
+    )
     if _refusal(route, x.detach(), layer, training=False) is not None:
         with pytest.raises(BackendError, match=f"'{route.name}' cannot take this call"):
             layer(x.detach(), training=False)
@@ -148,4 +162,6 @@ def test_a_training_step_and_inference_match_float64(route, feature, layout, dty
     y_inf = layer(x.detach(), training=False).detach()
     y_inf_ref = reference.inference(xd, layer.axis, state, 1e-3)
     inf_scale = max(1.0, np.abs(y_inf_ref).max())
-    np.testing.assert_allclose(y_inf.double().numpy(), y_inf_ref, rtol=tol, atol=tol * inf_scale)
+    np.testing.assert_allclose(
+        y_inf.double().cpu().numpy(), y_inf_ref, rtol=tol, atol=tol * inf_scale
+    )

@@ -68,6 +68,7 @@ def two_processes():
     tasks = [("scenario", name) for name in SCENARIOS]
     tasks += [("per_example_adjustment", None), ("ddp_training", None), ("faults", None)]
     tasks += [("compiled", None)]
+    tasks += [("scenario_triton", name) for name in dist_worker.TRITON_SCENARIOS]
     return launch(2, tasks)
 
 
@@ -88,6 +89,16 @@ def test_two_processes_match_one_process_with_the_global_batch(two_processes, na
 def test_three_processes_match_one_process_with_the_global_batch(three_processes, name):
     for rank, res in three_processes.items():
         errors = res[f"scenario:{name}"]
+        assert max(errors.values()) <= TOL, (rank, errors)
+
+
+@pytest.mark.parametrize("name", dist_worker.TRITON_SCENARIOS)
+def test_two_processes_on_the_triton_backend_match_the_global_batch(two_processes, name):
+    """The Triton backend's pieces (moments, normalize, grad sums, input grad) under the
+    shared synchronization code, forced in each of two gloo processes (Triton's
+    interpreter on CPU tensors without a GPU)."""
+    for rank, res in two_processes.items():
+        errors = res[f"scenario_triton:{name}"]
         assert max(errors.values()) <= TOL, (rank, errors)
 
 

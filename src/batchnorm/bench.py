@@ -34,7 +34,7 @@ class Case:
     name: str
     shape: tuple[int, ...]
     axis: int
-    layout: str  # "dense" (channel last, 2-D), "nhwc", "nchw"
+    layout: str  # "dense" (channel last, 2-D), "nhwc", "nchw", "channels_last" (NCHW shape)
     multi_axis: list[int] | None = None
     notes: str = ""
 
@@ -44,6 +44,15 @@ CASES = {
     "B": Case("B", (32, 56, 56, 64), -1, "nhwc", [2, 3], "(32, 56, 56, 64) NHWC, axis -1"),
     "C": Case("C", (32, 64, 56, 56), 1, "nchw", [1, 2], "(32, 64, 56, 56) NCHW, axis 1"),
     "D": Case("D", (4096, 64), -1, "dense", None, "(4096, 64) tabular, axis -1"),
+    "E": Case("E", (128, 256, 56, 56), 1, "nchw", [1, 2], "(128, 256, 56, 56) NCHW, axis 1"),
+    "F": Case(
+        "F", (128, 256, 56, 56), 1, "channels_last", [1, 2], "E in channels_last memory, axis 1"
+    ),
+    "G": Case("G", (16384, 4096), -1, "dense", None, "(16384, 4096), axis -1"),
+}
+DEFAULT_CASES = {  # what ``bench`` measures unless told, per device type
+    "cpu": ["A", "B", "C", "D"],
+    "cuda": ["E", "F", "G", "A", "B", "C", "D"],  # E–G: GPU-sized (411 MB and 268 MB)
 }
 
 VARIANTS = {
@@ -73,34 +82,47 @@ def _measure(
     rounds: int,
     min_time: float,
     sync: Callable[[], Any] = lambda: None,
+    events: bool = False,
 ) -> dict[str, list[float]]:
     """Time per call (ms) of every closure in each of ``rounds`` interleaved rounds.
 
     Each round runs every closure for about ``min_time / rounds`` seconds in turn,
     so drift of a shared machine affects all implementations of a round alike; every
     other round runs them in reverse order, so none always follows the same neighbour;
-    ``sync`` waits for queued device work (CUDA) before a clock is read.
+    ``sync`` waits for queued device work before a clock is read; with ``events`` (a
+    CUDA device) CUDA events time the calls on the device instead.
     """
     per_call: dict[str, list[float]] = {name: [] for name in fns}
     calls: dict[str, int] = {}
     for name, fn in fns.items():  # warm up, and size the batches
         fn()
         sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        once = max(time.perf_counter() - t0, 1e-6)
+        once = max(_timed(fn, 1, sync, events) / 1e3, 1e-6)
         calls[name] = max(1, int(min_time / rounds / once))
     order = list(fns)
     for round_ in range(rounds):
         for name in order if round_ % 2 == 0 else order[::-1]:
-            fn = fns[name]
-            t0 = time.perf_counter()
-            for _ in range(calls[name]):
-                fn()
-            sync()
-            per_call[name].append((time.perf_counter() - t0) / calls[name] * 1e3)
+            per_call[name].append(_timed(fns[name], calls[name], sync, events))
     return per_call
+
+
+def _timed(fn: Callable[[], Any], calls: int, sync: Callable[[], Any], events: bool) -> float:
+    """Milliseconds per call over ``calls`` calls: CUDA events around them (``events``),
+    else the host clock after ``sync``."""
+    if events:
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / calls
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    sync()
+    return (time.perf_counter() - t0) / calls * 1e3
 
 
 def _ratio(times: list[float], reference: list[float]) -> float:
@@ -115,7 +137,10 @@ def _sync(device: str) -> Callable[[], Any]:
 
 def _input(case: Case, dtype: torch.dtype = torch.float32, device: str = "cpu") -> torch.Tensor:
     torch.manual_seed(0)
-    return (torch.randn(case.shape) * 2 + 0.5).to(device=device, dtype=dtype)
+    x = (torch.randn(case.shape, device=device) * 2 + 0.5).to(dtype)
+    if case.layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 def _native_view(case: Case, x: torch.Tensor) -> torch.Tensor:
@@ -279,7 +304,8 @@ def run(
                     fn = _tf_keras(case, mode, x, variant)
                     if fn is not None:
                         fns[f"tf_keras {name}"] = fn
-            timings = _measure(fns, rounds, min_time * len(fns) / 4, sync)
+            events = torch.device(device).type == "cuda"
+            timings = _measure(fns, rounds, min_time * len(fns) / 4, sync, events)
             copy = timings.pop("copy")
             for impl, times in timings.items():
                 row = Row(case_name, mode, impl, statistics.median(times), _ratio(times, copy))

@@ -17,7 +17,7 @@ import torch
 
 from . import bench
 from .backends.c import build, cxx
-from .bench import CASES, MODES, VARIANTS, run
+from .bench import CASES, DEFAULT_CASES, MODES, VARIANTS, run
 from .bench_paired import PAIRED_VARIANTS
 
 SYNC_DEFAULT_CASES = ("B", "C")  # the 4-D cases: what --sync measures unless told
@@ -35,6 +35,7 @@ def header(device: str = "cpu") -> str:
     on = ""
     if torch.device(device).type == "cuda":
         on = f"device {torch.cuda.get_device_name(device)} (PyTorch's CUDA kernels, cuDNN), "
+        on += f"ours on {_cuda_backend(device)}, "
     return (
         f"{on}torch {torch.__version__}, {threads} threads, LD_PRELOAD={preload}\n"
         f"kernels: {build.status()}\n"
@@ -42,6 +43,20 @@ def header(device: str = "cpu") -> str:
         "| case | mode | implementation | ms | ÷ copy | ÷ torch same dtype | ÷ ours plain |\n"
         "|---|---|---|---|---|---|---|"
     )
+
+
+def _cuda_backend(device: str) -> str:
+    """Which backend runs our layer's plain calls on ``device`` (and triton's version)."""
+    from . import backends
+    from ._layout import Geometry
+
+    x = torch.empty(8, 4, device=device)
+    name = backends.select(x, Geometry.of(x, [1])).name
+    if name == "triton":
+        import triton
+
+        name += f" {triton.__version__}"
+    return f"the {name} backend"
 
 
 def _case_list() -> str:
@@ -59,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--cases",
         default=None,
         metavar="LIST",
-        help=f"comma-separated, among: {_case_list()}. Default: all "
-        f"({', '.join(SYNC_DEFAULT_CASES)} with --sync)",
+        help=f"comma-separated, among: {_case_list()}. Default: "
+        f"{', '.join(DEFAULT_CASES['cpu'])} on the CPU, {', '.join(DEFAULT_CASES['cuda'])} on a "
+        f"CUDA device ({', '.join(SYNC_DEFAULT_CASES)} with --sync)",
     )
     parser.add_argument(
         "--variants",
@@ -90,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--paired",
         action="store_true",
         help="instead: ours against F.batch_norm alone, median ratio with a 95%% interval",
+    )
+    instead.add_argument(
+        "--model",
+        action="store_true",
+        help="instead: a training step of a ResNet-18-shaped CNN (batch 128, 224², "
+        "channels_last, float32 and bfloat16 autocast, eager and torch.compile) with "
+        "nn.BatchNorm2d and after batchnorm.from_torch",
     )
     instead.add_argument(
         "--sync",
@@ -146,9 +169,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--min-time must be > 0; received {args.min_time}")
     if args.sync:
         return _main_sync(parser, args)
-    cases = parse_list(parser, "--cases", args.cases, list(CASES), list(CASES))
-    modes = parse_list(parser, "--modes", args.modes, MODES, MODES)
     _check_device(parser, args.device)
+    default_cases = DEFAULT_CASES[torch.device(args.device).type]
+    cases = parse_list(parser, "--cases", args.cases, list(CASES), default_cases)
+    modes = parse_list(parser, "--modes", args.modes, MODES, MODES)
+    if args.model:
+        from .bench_model import model_rows
+
+        if torch.device(args.device).type != "cuda":
+            parser.error("--model needs a CUDA --device (a step takes minutes on a CPU)")
+
+        print(header(args.device).split("\n\n")[0] + "\n")
+        print("| step | nn.BatchNorm2d ms | ours ms | ours ÷ torch |\n|---|---|---|---|")
+        for compiled in (False, True):
+            for row in model_rows(args.device, compiled=compiled):
+                print(row, flush=True)
+        return 0
     if args.paired:
         from .bench_paired import paired
 

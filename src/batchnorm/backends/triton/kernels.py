@@ -37,14 +37,16 @@ _GRID_Y = 65535  # CUDA's limit on the second grid dimension
 
 
 @triton.jit
-def _row_offsets(r, n_m, n_i, s_a, s_m, s_i):
-    r = r.to(tl.int64)
+def _row_offsets(r, n_m, n_i, s_a, s_m, s_i, WIDE: tl.constexpr):
+    if WIDE:  # (32-bit division is several times cheaper: only when offsets need 64 bits)
+        r = r.to(tl.int64)
     return (r // (n_m * n_i)) * s_a + ((r // n_i) % n_m) * s_m + (r % n_i) * s_i
 
 
 @triton.jit
-def _channel_offsets(k, n_c, s_g, s_c):
-    k = k.to(tl.int64)
+def _channel_offsets(k, n_c, s_g, s_c, WIDE: tl.constexpr):
+    if WIDE:
+        k = k.to(tl.int64)
     return (k // n_c) * s_g + (k % n_c) * s_c
 
 
@@ -52,21 +54,23 @@ def _channel_offsets(k, n_c, s_g, s_c):
 def _moments_kernel(
     x_ptr, shift_ptr, mean_ptr, m2_ptr,
     n_k, n_r, n_m, n_i, n_c, s_a, s_g, s_m, s_c, s_i, tiles,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr,
 ):  # fmt: skip
     k = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     split = tl.program_id(1)
     k_ok = k < n_k
-    k_off = _channel_offsets(k, n_c, s_g, s_c)
+    k_off = _channel_offsets(k, n_c, s_g, s_c, WIDE)
     shift = tl.load(shift_ptr + k, mask=k_ok, other=0.0)
     count = tl.zeros([BLOCK_C], dtype=tl.float32)
     mean = tl.zeros([BLOCK_C], dtype=tl.float32)
     m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
-    start = split.to(tl.int64) * tiles * BLOCK_R
+    start = split * tiles * BLOCK_R
+    if WIDE:
+        start = split.to(tl.int64) * tiles * BLOCK_R
     for t in range(0, tiles):
         r = start + t * BLOCK_R + tl.arange(0, BLOCK_R)
         ok = (r < n_r)[:, None] & k_ok[None, :]
-        off = _row_offsets(r, n_m, n_i, s_a, s_m, s_i)[:, None] + k_off[None, :]
+        off = _row_offsets(r, n_m, n_i, s_a, s_m, s_i, WIDE)[:, None] + k_off[None, :]
         v = tl.load(x_ptr + off, mask=ok, other=0.0).to(tl.float32)
         v = tl.where(ok, v - shift[None, :], 0.0)
         n = tl.sum(ok.to(tl.float32), axis=0)
@@ -87,14 +91,16 @@ def _moments_kernel(
 def _normalize_kernel(
     x_ptr, y_ptr, hi_ptr, lo_ptr, scale_ptr, shift_ptr,
     n_k, n_r, n_m, n_i, n_c, s_a, s_g, s_m, s_c, s_i,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr,
 ):  # fmt: skip
-    r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    if WIDE:
+        r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     k = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     k_ok = k < n_k
     ok = (r < n_r)[:, None] & k_ok[None, :]
-    off = _row_offsets(r, n_m, n_i, s_a, s_m, s_i)[:, None]
-    off = off + _channel_offsets(k, n_c, s_g, s_c)[None, :]
+    off = _row_offsets(r, n_m, n_i, s_a, s_m, s_i, WIDE)[:, None]
+    off = off + _channel_offsets(k, n_c, s_g, s_c, WIDE)[None, :]
     hi = tl.load(hi_ptr + k, mask=k_ok, other=0.0)[None, :]
     lo = tl.load(lo_ptr + k, mask=k_ok, other=0.0)[None, :]
     scale = tl.load(scale_ptr + k, mask=k_ok, other=0.0)[None, :]
@@ -108,21 +114,23 @@ def _normalize_kernel(
 def _grad_sums_kernel(
     dy_ptr, x_ptr, hi_ptr, lo_ptr, sdy_ptr, sdx_ptr,
     n_k, n_r, n_m, n_i, n_c, s_a, s_g, s_m, s_c, s_i, tiles,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr,
 ):  # fmt: skip
     k = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     split = tl.program_id(1)
     k_ok = k < n_k
-    k_off = _channel_offsets(k, n_c, s_g, s_c)
+    k_off = _channel_offsets(k, n_c, s_g, s_c, WIDE)
     hi = tl.load(hi_ptr + k, mask=k_ok, other=0.0)[None, :]
     lo = tl.load(lo_ptr + k, mask=k_ok, other=0.0)[None, :]
     sdy = tl.zeros([BLOCK_C], dtype=tl.float32)
     sdx = tl.zeros([BLOCK_C], dtype=tl.float32)
-    start = split.to(tl.int64) * tiles * BLOCK_R
+    start = split * tiles * BLOCK_R
+    if WIDE:
+        start = split.to(tl.int64) * tiles * BLOCK_R
     for t in range(0, tiles):
         r = start + t * BLOCK_R + tl.arange(0, BLOCK_R)
         ok = (r < n_r)[:, None] & k_ok[None, :]
-        off = _row_offsets(r, n_m, n_i, s_a, s_m, s_i)[:, None] + k_off[None, :]
+        off = _row_offsets(r, n_m, n_i, s_a, s_m, s_i, WIDE)[:, None] + k_off[None, :]
         g = tl.load(dy_ptr + off, mask=ok, other=0.0).to(tl.float32)
         v = tl.load(x_ptr + off, mask=ok, other=0.0).to(tl.float32)
         centered = tl.where(ok, (v - hi) - lo, 0.0)
@@ -137,14 +145,16 @@ def _grad_sums_kernel(
 def _input_grad_kernel(
     dy_ptr, x_ptr, dx_ptr, hi_ptr, lo_ptr, k1_ptr, k2_ptr, k3_ptr,
     n_k, n_r, n_m, n_i, n_c, s_a, s_g, s_m, s_c, s_i,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr,
 ):  # fmt: skip
-    r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    if WIDE:
+        r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     k = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     k_ok = k < n_k
     ok = (r < n_r)[:, None] & k_ok[None, :]
-    off = _row_offsets(r, n_m, n_i, s_a, s_m, s_i)[:, None]
-    off = off + _channel_offsets(k, n_c, s_g, s_c)[None, :]
+    off = _row_offsets(r, n_m, n_i, s_a, s_m, s_i, WIDE)[:, None]
+    off = off + _channel_offsets(k, n_c, s_g, s_c, WIDE)[None, :]
     hi = tl.load(hi_ptr + k, mask=k_ok, other=0.0)[None, :]
     lo = tl.load(lo_ptr + k, mask=k_ok, other=0.0)[None, :]
     k1 = tl.load(k1_ptr + k, mask=k_ok, other=0.0)[None, :]
@@ -161,12 +171,14 @@ class _Shape:
     """The launch arguments of a canonical view: channels K, reduced positions R, the
     inner sizes M, I, C and the five strides."""
 
-    __slots__ = ("args", "channels", "reduced")
+    __slots__ = ("args", "channels", "reduced", "wide")
 
     def __init__(self, view: tuple[tuple[int, ...], tuple[int, ...]]) -> None:
         (a, g, m, c, i), strides = view
         self.channels, self.reduced = g * c, a * m * i
         self.args = (self.channels, self.reduced, m, i, c, *strides)
+        reach = sum((n - 1) * s for n, s in zip(view[0], strides, strict=True))
+        self.wide = max(reach, self.reduced, self.channels) >= 2**31 - 1 - 8192
 
 
 def _pow2(n: int) -> int:
@@ -244,7 +256,10 @@ def moments(x: torch.Tensor, view: Any) -> tuple[torch.Tensor, torch.Tensor, flo
     means = torch.empty((splits, k), dtype=torch.float32, device=x.device)
     m2s = torch.empty_like(means)
     grid = (-(-k // block_c), splits)
-    _moments_kernel[grid](x, shift, means, m2s, *shape.args, per, BLOCK_R=block_r, BLOCK_C=block_c)
+    _moments_kernel[grid](
+        x, shift, means, m2s, *shape.args, per,
+        BLOCK_R=block_r, BLOCK_C=block_c, WIDE=shape.wide,
+    )  # fmt: skip
     n = _split_counts(shape.reduced, splits, per * block_r, x.device)
     means, m2s = means.double(), m2s.double()
     offset = (n * means).sum(0) / shape.reduced
@@ -263,7 +278,7 @@ def normalize(
     grid = (-(-shape.reduced // block_r), -(-shape.channels // block_c))
     _normalize_kernel[grid](
         x, y, hi, lo, _vector(scale), _vector(shift), *shape.args,
-        BLOCK_R=block_r, BLOCK_C=block_c,
+        BLOCK_R=block_r, BLOCK_C=block_c, WIDE=shape.wide,
     )  # fmt: skip
     return y
 
@@ -280,8 +295,9 @@ def grad_sums(
     hi, lo = _pair(mean.reshape(-1))
     grid = (-(-k // block_c), splits)
     _grad_sums_kernel[grid](
-        dy, x, hi, lo, sdy, sdx, *shape.args, per, BLOCK_R=block_r, BLOCK_C=block_c
-    )
+        dy, x, hi, lo, sdy, sdx, *shape.args, per,
+        BLOCK_R=block_r, BLOCK_C=block_c, WIDE=shape.wide,
+    )  # fmt: skip
     return sdy.double().sum(0), sdx.double().sum(0)
 
 
@@ -296,6 +312,6 @@ def input_grad(
     grid = (-(-shape.reduced // block_r), -(-shape.channels // block_c))
     _input_grad_kernel[grid](
         dy, x, dx, hi, lo, *(_vector(t) for t in k), *shape.args,
-        BLOCK_R=block_r, BLOCK_C=block_c,
+        BLOCK_R=block_r, BLOCK_C=block_c, WIDE=shape.wide,
     )  # fmt: skip
     return dx
