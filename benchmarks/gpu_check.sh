@@ -29,3 +29,6 @@ for row in model_rows('cuda', compiled=${COMPILED:-False}):
     print(row, flush=True)
 " 2>&1 | tee "$OUT/model.txt" | tail -8
 echo "model: $(( $(date +%s) - start )) s"
+start=$(date +%s)
+timeout ${SWEEP_TIMEOUT:-90} $PY benchmarks/gpu_sweep.py 2>&1 | tee "$OUT/sweep.txt" | head -60
+echo "sweep: $(( $(date +%s) - start )) s"

@@ -205,3 +205,22 @@ def test_info_finds_triton_without_importing_it():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "False"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_autocast_gives_the_output_dtype_nn_batchnorm2d_gives(forced, dtype):
+    """Under ``torch.autocast`` (bfloat16) the layer's output dtype is the one
+    ``nn.BatchNorm2d`` gives for the same input, training and inference."""
+    kind = "cuda" if DEVICE == "cuda" else "cpu"
+    x = torch.randn(4, 3, 5, 5, device=DEVICE).to(dtype)
+    ours = BatchNormalization(axis=1).to(DEVICE)
+    with backends.use(None):
+        ours(torch.zeros(2, 3, 5, 5, device=DEVICE), training=False)
+    theirs = torch.nn.BatchNorm2d(3).to(DEVICE)
+    for training in (True, False):
+        theirs.train(training)
+        with torch.autocast(kind, dtype=torch.bfloat16):
+            want = theirs(x)
+            got = ours(x, training=training)
+        assert got.dtype == want.dtype, (training, got.dtype, want.dtype)
+        assert torch.isfinite(got.float()).all()

@@ -5,15 +5,17 @@ Every kernel walks the canonical 5-D view [A, G, M, C, I] of the input's memory
 index ``r = (a·M + m)·I + i`` at ``a·s_A + m·s_M + i·s_I``, so NCHW, channels-last,
 ghost-batch views and multi-axis inputs need no copy. A program owns a tile of
 ``BLOCK_R`` reduced positions × ``BLOCK_C`` channels; values are loaded as float32 and
-results stored in the output's dtype. Offsets are 64-bit.
+results stored in the output's dtype. Offsets are 32-bit unless the view reaches past 2³¹
+elements (``WIDE``).
 
 - ``moments``: each program reduces ``tiles`` consecutive tiles of one channel block
   (one split of the reduced range): per tile the mean and squared deviations of
   ``x − s`` (``s`` one value of each channel: the shift keeps float32 sums of data with
-  a large mean exact), merged tile by tile with Chan's formula; the splits' partials
-  are merged in float64 in split order afterwards. No atomics: bitwise reproducible.
-- ``normalize``: ``y = ((x − μ_hi) − μ_lo)·k + o`` (the mean as a float32 pair holding
-  it to float64 precision).
+  a large mean exact), merged tile by tile with Chan's formula; ``merge`` then
+  combines the splits' partials in float64, in split order. No atomics: bitwise
+  reproducible.
+- ``normalize``: ``y = ((x − μ_hi) − μ_lo)·k + o`` (the float64 mean read as a float32
+  pair holding it to float64 precision; per-channel vectors are float64 in memory).
 - ``grad_sums``: per split ``Σdy`` and ``Σdy·(x − μ)``, summed in split order.
 - ``input_grad``: ``dx = (dy − k₁ − (x − μ)·k₂)·k₃``.
 
@@ -51,8 +53,24 @@ def _channel_offsets(k, n_c, s_g, s_c, WIDE: tl.constexpr):
 
 
 @triton.jit
+def _mean_pair(mean_ptr, k, k_ok):
+    """The float64 means of channels ``k`` as float32 ``(hi, lo)``, hi + lo = the mean to
+    float64 precision (row vectors)."""
+    m = tl.load(mean_ptr + k, mask=k_ok, other=0.0)
+    hi = m.to(tl.float32)
+    lo = (m - hi.to(tl.float64)).to(tl.float32)
+    return hi[None, :], lo[None, :]
+
+
+@triton.jit
+def _channel_vector(ptr, k, k_ok):
+    """A per-channel float64 vector as a float32 row."""
+    return tl.load(ptr + k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+
+
+@triton.jit
 def _moments_kernel(
-    x_ptr, shift_ptr, mean_ptr, m2_ptr,
+    x_ptr, mean_ptr, m2_ptr,
     n_k, n_r, n_m, n_i, n_c, s_a, s_g, s_m, s_c, s_i, tiles,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr,
 ):  # fmt: skip
@@ -60,7 +78,7 @@ def _moments_kernel(
     split = tl.program_id(1)
     k_ok = k < n_k
     k_off = _channel_offsets(k, n_c, s_g, s_c, WIDE)
-    shift = tl.load(shift_ptr + k, mask=k_ok, other=0.0)
+    shift = tl.load(x_ptr + k_off, mask=k_ok, other=0.0).to(tl.float32)  # x at r = 0
     count = tl.zeros([BLOCK_C], dtype=tl.float32)
     mean = tl.zeros([BLOCK_C], dtype=tl.float32)
     m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
@@ -88,8 +106,37 @@ def _moments_kernel(
 
 
 @triton.jit
+def _merge_kernel(
+    x_ptr, means_ptr, m2s_ptr, mean_ptr, m2_ptr,
+    n_k, n_c, s_g, s_c, splits, per, last, n_r,
+    BLOCK_C: tl.constexpr, WIDE: tl.constexpr,
+):  # fmt: skip
+    """The splits' (mean of x − s, M2) merged in float64, in split order: the mean
+    ``s + Σ nᵢ·meanᵢ/n`` and ``M2 = Σ M2ᵢ + Σ nᵢ·(meanᵢ − mean)²`` per channel (every
+    split covers ``per`` positions, the last one ``last``)."""
+    k = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    k_ok = k < n_k
+    per64 = tl.zeros([BLOCK_C], dtype=tl.float64) + per  # (a scalar argument may be a
+    last64 = tl.zeros([BLOCK_C], dtype=tl.float64) + last  # constexpr int: no .to on it)
+    total = tl.zeros([BLOCK_C], dtype=tl.float64)
+    for i in range(0, splits):
+        n = tl.where(i == splits - 1, last64, per64)
+        total += n * tl.load(means_ptr + i * n_k + k, mask=k_ok, other=0.0).to(tl.float64)
+    offset = total / (tl.zeros([BLOCK_C], dtype=tl.float64) + n_r)
+    m2 = tl.zeros([BLOCK_C], dtype=tl.float64)
+    for i in range(0, splits):
+        n = tl.where(i == splits - 1, last64, per64)
+        d = tl.load(means_ptr + i * n_k + k, mask=k_ok, other=0.0).to(tl.float64) - offset
+        m2 += tl.load(m2s_ptr + i * n_k + k, mask=k_ok, other=0.0).to(tl.float64) + n * d * d
+    off = _channel_offsets(k, n_c, s_g, s_c, WIDE)
+    shift = tl.load(x_ptr + off, mask=k_ok, other=0.0).to(tl.float32).to(tl.float64)
+    tl.store(mean_ptr + k, shift + offset, mask=k_ok)
+    tl.store(m2_ptr + k, m2, mask=k_ok)
+
+
+@triton.jit
 def _normalize_kernel(
-    x_ptr, y_ptr, hi_ptr, lo_ptr, scale_ptr, shift_ptr,
+    x_ptr, y_ptr, mean_ptr, scale_ptr, shift_ptr,
     n_k, n_r, n_m, n_i, n_c, s_a, s_g, s_m, s_c, s_i,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr,
 ):  # fmt: skip
@@ -101,10 +148,9 @@ def _normalize_kernel(
     ok = (r < n_r)[:, None] & k_ok[None, :]
     off = _row_offsets(r, n_m, n_i, s_a, s_m, s_i, WIDE)[:, None]
     off = off + _channel_offsets(k, n_c, s_g, s_c, WIDE)[None, :]
-    hi = tl.load(hi_ptr + k, mask=k_ok, other=0.0)[None, :]
-    lo = tl.load(lo_ptr + k, mask=k_ok, other=0.0)[None, :]
-    scale = tl.load(scale_ptr + k, mask=k_ok, other=0.0)[None, :]
-    shift = tl.load(shift_ptr + k, mask=k_ok, other=0.0)[None, :]
+    hi, lo = _mean_pair(mean_ptr, k, k_ok)
+    scale = _channel_vector(scale_ptr, k, k_ok)
+    shift = _channel_vector(shift_ptr, k, k_ok)
     v = tl.load(x_ptr + off, mask=ok, other=0.0).to(tl.float32)
     y = ((v - hi) - lo) * scale + shift
     tl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty), mask=ok)
@@ -112,7 +158,7 @@ def _normalize_kernel(
 
 @triton.jit
 def _grad_sums_kernel(
-    dy_ptr, x_ptr, hi_ptr, lo_ptr, sdy_ptr, sdx_ptr,
+    dy_ptr, x_ptr, mean_ptr, sdy_ptr, sdx_ptr,
     n_k, n_r, n_m, n_i, n_c, s_a, s_g, s_m, s_c, s_i, tiles,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr,
 ):  # fmt: skip
@@ -120,8 +166,7 @@ def _grad_sums_kernel(
     split = tl.program_id(1)
     k_ok = k < n_k
     k_off = _channel_offsets(k, n_c, s_g, s_c, WIDE)
-    hi = tl.load(hi_ptr + k, mask=k_ok, other=0.0)[None, :]
-    lo = tl.load(lo_ptr + k, mask=k_ok, other=0.0)[None, :]
+    hi, lo = _mean_pair(mean_ptr, k, k_ok)
     sdy = tl.zeros([BLOCK_C], dtype=tl.float32)
     sdx = tl.zeros([BLOCK_C], dtype=tl.float32)
     start = split * tiles * BLOCK_R
@@ -143,7 +188,7 @@ def _grad_sums_kernel(
 
 @triton.jit
 def _input_grad_kernel(
-    dy_ptr, x_ptr, dx_ptr, hi_ptr, lo_ptr, k1_ptr, k2_ptr, k3_ptr,
+    dy_ptr, x_ptr, dx_ptr, mean_ptr, k1_ptr, k2_ptr, k3_ptr,
     n_k, n_r, n_m, n_i, n_c, s_a, s_g, s_m, s_c, s_i,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr,
 ):  # fmt: skip
@@ -155,11 +200,10 @@ def _input_grad_kernel(
     ok = (r < n_r)[:, None] & k_ok[None, :]
     off = _row_offsets(r, n_m, n_i, s_a, s_m, s_i, WIDE)[:, None]
     off = off + _channel_offsets(k, n_c, s_g, s_c, WIDE)[None, :]
-    hi = tl.load(hi_ptr + k, mask=k_ok, other=0.0)[None, :]
-    lo = tl.load(lo_ptr + k, mask=k_ok, other=0.0)[None, :]
-    k1 = tl.load(k1_ptr + k, mask=k_ok, other=0.0)[None, :]
-    k2 = tl.load(k2_ptr + k, mask=k_ok, other=0.0)[None, :]
-    k3 = tl.load(k3_ptr + k, mask=k_ok, other=0.0)[None, :]
+    hi, lo = _mean_pair(mean_ptr, k, k_ok)
+    k1 = _channel_vector(k1_ptr, k, k_ok)
+    k2 = _channel_vector(k2_ptr, k, k_ok)
+    k3 = _channel_vector(k3_ptr, k, k_ok)
     g = tl.load(dy_ptr + off, mask=ok, other=0.0).to(tl.float32)
     v = tl.load(x_ptr + off, mask=ok, other=0.0).to(tl.float32)
     dx = (g - k1 - ((v - hi) - lo) * k2) * k3
@@ -227,21 +271,9 @@ def _tiles(view: Any, programs: int, force: tuple[tuple[str, int], ...]) -> tupl
     return block_r, block_c, -(-tiles // per_split), per_split
 
 
-def _split_counts(r: int, splits: int, per: int, device: torch.device) -> torch.Tensor:
-    """The number of reduced positions each split covers, as a float64 column (made on
-    the device: nothing crosses from the host)."""
-    starts = torch.arange(splits, dtype=torch.float64, device=device)[:, None] * per
-    return (r - starts).clamp(max=per)
-
-
-def _pair(mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A float64 vector as float32 ``(hi, lo)`` with ``hi + lo`` = it to float64 precision."""
-    hi = mean.float()
-    return hi, (mean - hi.double()).float()
-
-
 def _vector(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(-1).float().contiguous()
+    """A per-channel float64 tensor as the contiguous vector the kernels read."""
+    return t.reshape(-1).to(torch.float64).contiguous()
 
 
 def moments(x: torch.Tensor, view: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -249,22 +281,23 @@ def moments(x: torch.Tensor, view: Any) -> tuple[torch.Tensor, torch.Tensor, flo
     the count per channel."""
     shape = _Shape(view)
     block_r, block_c, splits, per = tiles_for(view, x.device)
-    (_, g, _, c, _), (_, s_g, _, s_c, _) = view
-    shift = torch.as_strided(x, (g, c), (s_g, s_c), x.storage_offset()).reshape(-1).float()
-    shift = shift.contiguous()
     k = shape.channels
     means = torch.empty((splits, k), dtype=torch.float32, device=x.device)
     m2s = torch.empty_like(means)
-    grid = (-(-k // block_c), splits)
-    _moments_kernel[grid](
-        x, shift, means, m2s, *shape.args, per,
+    _moments_kernel[(-(-k // block_c), splits)](
+        x, means, m2s, *shape.args, per,
         BLOCK_R=block_r, BLOCK_C=block_c, WIDE=shape.wide,
     )  # fmt: skip
-    n = _split_counts(shape.reduced, splits, per * block_r, x.device)
-    means, m2s = means.double(), m2s.double()
-    offset = (n * means).sum(0) / shape.reduced
-    m2 = m2s.sum(0) + (n * (means - offset).square()).sum(0)
-    return shift.double() + offset, m2, float(shape.reduced)
+    mean = torch.empty(k, dtype=torch.float64, device=x.device)
+    m2 = torch.empty_like(mean)
+    (_, _, _, c, _), (_, s_g, _, s_c, _) = view
+    covered = per * block_r  # positions per split
+    last = shape.reduced - (splits - 1) * covered
+    _merge_kernel[(-(-k // 64),)](
+        x, means, m2s, mean, m2, k, c, s_g, s_c, splits, covered, last, shape.reduced,
+        BLOCK_C=64, WIDE=shape.wide,
+    )  # fmt: skip
+    return mean, m2, float(shape.reduced)
 
 
 def normalize(
@@ -274,10 +307,10 @@ def normalize(
     shape = _Shape(view)
     block_r, block_c, _, _ = tiles_for(view, x.device)
     y = torch.empty_like(x)
-    hi, lo = _pair(mean.reshape(-1))
+    mean = _vector(mean)
     grid = (-(-shape.reduced // block_r), -(-shape.channels // block_c))
     _normalize_kernel[grid](
-        x, y, hi, lo, _vector(scale), _vector(shift), *shape.args,
+        x, y, mean, _vector(scale), _vector(shift), *shape.args,
         BLOCK_R=block_r, BLOCK_C=block_c, WIDE=shape.wide,
     )  # fmt: skip
     return y
@@ -292,10 +325,10 @@ def grad_sums(
     k = shape.channels
     sdy = torch.empty((splits, k), dtype=torch.float32, device=x.device)
     sdx = torch.empty_like(sdy)
-    hi, lo = _pair(mean.reshape(-1))
+    mean = _vector(mean)
     grid = (-(-k // block_c), splits)
     _grad_sums_kernel[grid](
-        dy, x, hi, lo, sdy, sdx, *shape.args, per,
+        dy, x, mean, sdy, sdx, *shape.args, per,
         BLOCK_R=block_r, BLOCK_C=block_c, WIDE=shape.wide,
     )  # fmt: skip
     return sdy.double().sum(0), sdx.double().sum(0)
@@ -308,10 +341,10 @@ def input_grad(
     shape = _Shape(view)
     block_r, block_c, _, _ = tiles_for(view, x.device)
     dx = torch.empty_like(x)
-    hi, lo = _pair(mean.reshape(-1))
+    mean = _vector(mean)
     grid = (-(-shape.reduced // block_r), -(-shape.channels // block_c))
     _input_grad_kernel[grid](
-        dy, x, dx, hi, lo, *(_vector(t) for t in k), *shape.args,
+        dy, x, dx, mean, *(_vector(t) for t in k), *shape.args,
         BLOCK_R=block_r, BLOCK_C=block_c, WIDE=shape.wide,
     )  # fmt: skip
     return dx
