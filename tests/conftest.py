@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -13,6 +14,10 @@ from hypothesis import HealthCheck, settings
 
 if not torch.cuda.is_available():  # Triton's interpreter runs the GPU kernels on CPU tensors
     os.environ.setdefault("TRITON_INTERPRET", "1")  # (read when the kernels are defined)
+# Triton before any test module imports TensorFlow: both bundle LLVM, and loading
+# Triton's after TensorFlow's aborts the process (a duplicate LLVM option).
+with contextlib.suppress(ImportError):
+    import triton  # noqa: F401
 
 settings.register_profile(
     "ci",
