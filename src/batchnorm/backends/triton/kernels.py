@@ -135,11 +135,12 @@ def _merge_kernel(
 
 
 @triton.jit
-def _normalize_kernel(
-    x_ptr, y_ptr, mean_ptr, scale_ptr, shift_ptr,
+def _tile(
     n_k, n_r, n_m, n_i, n_c, s_a, s_g, s_m, s_c, s_i,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr,
 ):  # fmt: skip
+    """An elementwise pass's tile (grid: reduced blocks × channel blocks): its channels,
+    their mask, the tile's mask and its offsets."""
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     if WIDE:
         r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -148,6 +149,18 @@ def _normalize_kernel(
     ok = (r < n_r)[:, None] & k_ok[None, :]
     off = _row_offsets(r, n_m, n_i, s_a, s_m, s_i, WIDE)[:, None]
     off = off + _channel_offsets(k, n_c, s_g, s_c, WIDE)[None, :]
+    return k, k_ok, ok, off
+
+
+@triton.jit
+def _normalize_kernel(
+    x_ptr, y_ptr, mean_ptr, scale_ptr, shift_ptr,
+    n_k, n_r, n_m, n_i, n_c, s_a, s_g, s_m, s_c, s_i,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr,
+):  # fmt: skip
+    k, k_ok, ok, off = _tile(
+        n_k, n_r, n_m, n_i, n_c, s_a, s_g, s_m, s_c, s_i, BLOCK_R, BLOCK_C, WIDE
+    )  # fmt: skip
     hi, lo = _mean_pair(mean_ptr, k, k_ok)
     scale = _channel_vector(scale_ptr, k, k_ok)
     shift = _channel_vector(shift_ptr, k, k_ok)
@@ -192,14 +205,9 @@ def _input_grad_kernel(
     n_k, n_r, n_m, n_i, n_c, s_a, s_g, s_m, s_c, s_i,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr,
 ):  # fmt: skip
-    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    if WIDE:
-        r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
-    k = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    k_ok = k < n_k
-    ok = (r < n_r)[:, None] & k_ok[None, :]
-    off = _row_offsets(r, n_m, n_i, s_a, s_m, s_i, WIDE)[:, None]
-    off = off + _channel_offsets(k, n_c, s_g, s_c, WIDE)[None, :]
+    k, k_ok, ok, off = _tile(
+        n_k, n_r, n_m, n_i, n_c, s_a, s_g, s_m, s_c, s_i, BLOCK_R, BLOCK_C, WIDE
+    )  # fmt: skip
     hi, lo = _mean_pair(mean_ptr, k, k_ok)
     k1 = _channel_vector(k1_ptr, k, k_ok)
     k2 = _channel_vector(k2_ptr, k, k_ok)
