@@ -74,3 +74,30 @@ def test_no_import_cycles_among_the_librarys_modules():
         if name not in done:
             visit(name, [name])
     assert not cycles, cycles[:5]
+
+
+def test_only_the_backends_load_native_code():
+    """ctypes, the C library and the C++ module are loaded inside ``backends/`` only."""
+    import ast
+
+    package = ROOT / "src" / "batchnorm"
+    offenders = []
+    for path in package.rglob("*.py"):
+        if "backends" in path.relative_to(package).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Attribute) and node.attr in ("CDLL", "load_inline"):
+                names = [node.attr]
+            if any(n.split(".")[0] == "ctypes" or n in ("CDLL", "load_inline") for n in names):
+                offenders.append(f"{path.relative_to(package)}:{node.lineno}")
+            if any(n.endswith("cpp_extension") for n in names):
+                offenders.append(f"{path.relative_to(package)}:{node.lineno}")
+    assert offenders == []
+    assert any(  # (the check sees what it looks for: the C backend does import ctypes)
+        "import ctypes" in p.read_text() for p in (package / "backends" / "c").glob("*.py")
+    )
