@@ -101,7 +101,8 @@ def dense(x: torch.Tensor) -> torch.Tensor:
 
 
 def like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``t`` with exactly ``x``'s strides (what the C kernels expect of ``dy``)."""
+    """``t`` with exactly ``x``'s strides (what the kernels, which read ``dy`` through
+    ``x``'s view, expect of it)."""
     if t.stride() == x.stride():
         return t
     return torch.empty_like(x).copy_(t)

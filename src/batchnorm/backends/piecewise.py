@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .._layout import Geometry, Plan
+from .._layout import Geometry, Plan, like
 from .._math import coefficients, composite_backward, plan_fold, wants_grad
 from .base import Backend
 
@@ -71,7 +71,7 @@ class _TrainNorm(torch.autograd.Function):
         if torch.is_grad_enabled():
             return (*composite_backward(ctx, dy, x, gamma, beta, plan, slope, intercept), None)
         geo = plan.geo
-        dy = dy if dy.stride() == x.stride() else torch.empty_like(x).copy_(dy)
+        dy = like(dy, x)  # (once, for every piece that reads it through x's view)
         sdy, sdx = backend.grad_sums(dy, x, mean, geo)
         dx = dgamma = dbeta = None
         if ctx.needs_input_grad[0]:
@@ -111,7 +111,7 @@ class _InferNorm(torch.autograd.Function):
             return (*grads[:3], None, None, None, None)
         geo = plan.geo
         m, inv, scale = ctx.coefficients
-        dy = dy if dy.stride() == x.stride() else torch.empty_like(x).copy_(dy)
+        dy = like(dy, x)  # (once, for every piece that reads it through x's view)
         dx = dgamma = dbeta = None
         if ctx.needs_input_grad[0]:
             zero = torch.zeros_like(m)

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..._layout import canonical
+from ..._layout import canonical, like
 from ..base import FORCED
 from ..piecewise import PiecewiseBackend
 
@@ -126,7 +126,7 @@ class TritonBackend(PiecewiseBackend):
         self, dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, geo: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
         with _on(x):
-            sdy, sdx = _kernels().grad_sums(_like(dy, x), x, mean, canonical(geo))
+            sdy, sdx = _kernels().grad_sums(like(dy, x), x, mean, canonical(geo))
         return sdy.reshape(geo.stat_shape), sdx.reshape(geo.stat_shape)
 
     def input_grad(
@@ -139,9 +139,4 @@ class TritonBackend(PiecewiseBackend):
     ) -> torch.Tensor:
         k = tuple(t.expand(geo.stat_shape) for t in k)
         with _on(x):
-            return _kernels().input_grad(_like(dy, x), x, mean, k, canonical(geo))
-
-
-def _like(dy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``dy`` with ``x``'s strides (the kernels read both through x's view)."""
-    return dy if dy.stride() == x.stride() else torch.empty_like(x).copy_(dy)
+            return _kernels().input_grad(like(dy, x), x, mean, k, canonical(geo))
