@@ -29,6 +29,8 @@ FEATURES = {
     "renorm-ghost": {"renorm": True, "renorm_clipping": CLIP, "virtual_batch_size": 2},
     "no-center-scale": {"center": False, "scale": False},
     "frozen": {"trainable": False},
+    "mask": {"mask": True},
+    "mask-ghost": {"mask": True, "virtual_batch_size": 2},
 }
 LAYOUTS = {  # (shape, axis, memory format)
     "rows": ((8, 6), -1, None),
@@ -79,6 +81,28 @@ def route(request, monkeypatch):
         yield chosen
 
 
+def _mask(x: torch.Tensor, layer: BatchNormalization) -> torch.Tensor:
+    """A mask (the input's shape without the channel axes) that drops the first ghost
+    batch (the first example without ghost batches) and a quarter of the other positions.
+    Each ghost batch keeps none or several values per channel: one alone has σ² = 0,
+    where dx is ill-conditioned (the masked values' Σdy·(x − μ) times 1/ε multiplies the
+    float32 rounding of x − μ)."""
+    shape = [n for d, n in enumerate(x.shape) if d not in layer._axes]
+    batch, vbs = shape[0], layer.virtual_batch_size
+    b = torch.arange(batch)
+    if vbs is None:
+        first = b == 0
+    elif layer.ghost_grouping == "strided":
+        first = b % (batch // vbs) == 0
+    else:
+        first = b < vbs
+    mask = ~first.reshape(-1, *[1] * (len(shape) - 1)).expand(shape).clone()
+    if len(shape) > 1:
+        rest = torch.arange(mask[0].numel()).reshape(shape[1:])
+        mask &= (rest % 4 != 1).expand(shape)
+    return mask.to(x.device)
+
+
 def _refusal(backend, x: torch.Tensor, layer: BatchNormalization, training: bool) -> str | None:
     """Why ``backend`` refuses this layer's call on ``x`` (None: it takes it)."""
     axes = list(layer._axes)
@@ -96,6 +120,7 @@ def test_a_training_step_and_inference_match_float64(route, feature, layout, dty
     config = {**FEATURES[feature], "axis": axis}
     rng = np.random.default_rng(7)
     frozen = config.pop("trainable", True) is False
+    masked = config.pop("mask", False)
     layer = BatchNormalization(momentum=0.5, **config)
     with backends.use(None):  # build in float64 (which a GPU backend leaves to another)
         layer(torch.zeros(shape, dtype=torch.float64), training=False)
@@ -111,13 +136,16 @@ def test_a_training_step_and_inference_match_float64(route, feature, layout, dty
     dy = torch.tensor(rng.normal(size=shape)).to(device, dtype)
     state = reference.state_of(layer)
     before = snapshot(layer)
+    mask = _mask(x, layer) if masked else None
     reason = _refusal(route, x.detach(), layer, training=not frozen)
+    if masked and not route.weighted:  # (masked calls then run the composite formula)
+        reason = None
     if reason is not None:
         with pytest.raises(BackendError, match=f"'{route.name}' cannot take this call"):
-            layer(x, training=True)
+            layer(x, training=True, mask=mask)
         assert_unchanged(layer, before)
         return
-    y = layer(x, training=True)
+    y = layer(x, training=True, mask=mask)
     (y * dy).sum().backward()
     tol = DTYPES[dtype]
     xd = x.detach().double().cpu().numpy()
@@ -129,7 +157,12 @@ def test_a_training_step_and_inference_match_float64(route, feature, layout, dty
         options = step_options(layer, config)
         options.grouping = config.get("ghost_grouping", "strided")
         y_ref, dx_ref, dg_ref, db_ref, new = reference.train_step(
-            xd, dy.double().cpu().numpy(), layer.axis, state, options
+            xd,
+            dy.double().cpu().numpy(),
+            layer.axis,
+            state,
+            options,
+            mask=None if mask is None else mask.cpu().numpy(),
         )
         scale = max(1.0, np.abs(dx_ref).max())
         np.testing.assert_allclose(

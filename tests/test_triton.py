@@ -18,7 +18,7 @@ import torch
 import reference
 from batchnorm import BatchNormalization, backends
 from batchnorm._layout import Geometry
-from batchnorm.backends.triton import INTERPRET, kernels
+from batchnorm.backends.triton import INTERPRET, launch
 from helpers import CLIP, step_options
 
 pytestmark = pytest.mark.skipif(
@@ -38,10 +38,10 @@ def forced():
 
 @pytest.fixture
 def tiles(request):
-    """Force tile sizes and splits (``kernels.FORCE``) for one test."""
-    kernels.FORCE.update(request.param)
+    """Force tile sizes and splits (``launch.FORCE``) for one test."""
+    launch.FORCE.update(request.param)
     yield request.param
-    kernels.FORCE.clear()
+    launch.FORCE.clear()
 
 
 CASES = {  # (shape, axis, memory format, layer options)
@@ -101,19 +101,119 @@ def test_split_and_merge_paths_match_float64(forced, tiles, case):
             np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("tiles", [{}, SPLITS[0]], indirect=True, ids=["shape", "forced"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_masks_weigh_the_moments_and_the_gradient(forced, tiles, case, monkeypatch):
+    """A mask's weights (boolean, or real) through the weighted kernels: a ghost batch (or
+    the first example) weighing nothing gets μ = σ² = 0, the others the weighted moments;
+    dx, dγ, dβ and the moving statistics against float64."""
+    shape, axis, memory, options = CASES[case]
+    config = {"axis": axis, **options}
+    config["renorm"] = "renorm_clipping" in config
+    rng = np.random.default_rng(11)
+    layer = BatchNormalization(momentum=0.5, **config).to(DEVICE)
+    with backends.use(None):
+        layer(torch.zeros(shape, device=DEVICE), training=False)
+    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
+    x = torch.tensor(rng.normal(2.0, 3.0, shape), dtype=torch.float32, device=DEVICE)
+    if memory is not None:
+        x = x.contiguous(memory_format=memory)
+    x.requires_grad_()
+    mshape = [n for d, n in enumerate(shape) if d not in layer._axes]
+    mask = rng.uniform(0.5, 2.0, mshape)  # real weights, several per ghost batch
+    mask[0 if layer.ghost_grouping == "strided" else slice(0, 3)] = 0.0  # one weighs nothing
+    if case == "nchw":
+        mask = mask > 1.0  # a boolean mask
+    weighted = []
+    moments = launch.moments
+    monkeypatch.setattr(
+        launch, "moments", lambda x, v, w=None: weighted.append(w is not None) or moments(x, v, w)
+    )
+    dy = rng.normal(size=shape)
+    state = reference.state_of(layer)
+    y = layer(x, training=True, mask=torch.tensor(mask, device=DEVICE))
+    (y * torch.tensor(dy, dtype=torch.float32, device=DEVICE)).sum().backward()
+    assert weighted == [True]
+    opts = step_options(layer, config)
+    opts.grouping = config.get("ghost_grouping", "strided")
+    xd = x.detach().double().cpu().numpy()
+    y_ref, dx_ref, dg_ref, db_ref, new = reference.train_step(
+        xd, dy, layer.axis, state, opts, mask=mask
+    )
+    tol = 2e-5 * max(1.0, np.abs(dx_ref).max())
+    np.testing.assert_allclose(y.detach().double().cpu().numpy(), y_ref, atol=tol, rtol=2e-5)
+    np.testing.assert_allclose(x.grad.double().cpu().numpy(), dx_ref, atol=tol, rtol=2e-5)
+    got_dg = layer.gamma.grad.double().cpu().numpy().reshape(dg_ref.shape)
+    np.testing.assert_allclose(got_dg, dg_ref, atol=5e-5, rtol=2e-5)
+    got_db = layer.beta.grad.double().cpu().numpy().reshape(db_ref.shape)
+    np.testing.assert_allclose(got_db, db_ref, atol=5e-5, rtol=2e-5)
+    for name in ("moving_mean", "moving_variance", "renorm_mean", "renorm_stddev"):
+        want = getattr(new, name)
+        if want is not None:
+            got = getattr(layer, name).double().cpu().numpy()
+            np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
+def test_a_mask_is_read_through_its_own_strides_when_they_merge():
+    """The weights broadcast over the channels (zero strides) are read in place when their
+    memory merges like the input's; otherwise (NCHW ghost batches: the ghost and channel
+    dimensions merge in x, not in the weights) a copy in the input's strides."""
+    from batchnorm._layout import canonical, geometry, ghost_layout
+
+    triton = backends.get("triton")
+    x = torch.empty(8, 3, 4, 5).contiguous(memory_format=torch.channels_last)
+    mask = torch.ones(8, 1, 4, 5)
+    geo = Geometry.of(x, [1])
+    w, strides = triton.prepare_weights(mask, geo)
+    assert w.data_ptr() == mask.data_ptr() and strides == (0, 0, 1, 0, 0)
+    assert canonical(geo) == ((1, 1, 160, 3, 1), (0, 0, 3, 1, 0))
+    nchw = torch.empty(8, 3, 4, 5)
+    shape, stride, ghost = ghost_layout(nchw, 2, "strided")
+    geo = geometry(shape, stride, (ghost, 2), ghost)
+    ghosts = mask.reshape(2, 4, 1, 4, 5)
+    w, strides = triton.prepare_weights(ghosts, geo)
+    assert w.stride() == stride and strides == canonical(geo)[1]
+    assert torch.equal(w, ghosts.expand(shape))
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["plain", "masked"])
+def test_double_backward_matches_float64(forced, masked):
+    """A second derivative (the composite formula, weighted by a mask's weights when there
+    is one) against the same derivative of the float64 PyTorch-operations backend."""
+    rng = np.random.default_rng(4)
+    shape = (6, 3, 4)
+    x64 = torch.tensor(rng.normal(1.0, 2.0, shape))
+    dy, v = (torch.tensor(rng.normal(size=shape)) for _ in range(2))
+    mask = torch.tensor(rng.uniform(size=(6, 4)) > 0.3) if masked else None
+    grads = {}
+    for name, dtype in (("triton", torch.float32), ("torch", torch.float64)):
+        layer = BatchNormalization(axis=1, virtual_batch_size=3).to(DEVICE, dtype)
+        with backends.use(None):
+            layer(torch.zeros(shape, device=DEVICE, dtype=dtype), training=False)
+        x = x64.to(DEVICE, dtype).requires_grad_()
+        with backends.use(name):
+            y = layer(x, training=True, mask=mask)
+            (gx,) = torch.autograd.grad(y, x, dy.to(DEVICE, dtype), create_graph=True)
+            (gx * v.to(DEVICE, dtype)).sum().backward()
+        grads[name] = (gx.detach().double().cpu(), x.grad.double().cpu())
+    for got, want in zip(grads["triton"], grads["torch"], strict=True):
+        scale = max(1.0, float(want.abs().max()))
+        torch.testing.assert_close(got, want, atol=1e-5 * scale, rtol=1e-5)
+
+
 def test_tiles_come_from_the_shape_and_fill_the_grid():
     """Channel blocks over contiguous channels, long tiles over contiguous positions,
     splits until the programs fill the device, never more splits than tiles."""
     cpu = torch.device("cpu")
     nhwc = ((1, 1, 32 * 56 * 56, 64, 1), (0, 0, 64, 1, 0))  # [A, G, M, C, I]
-    block_r, block_c, splits, per = kernels.tiles_for(nhwc, cpu)
+    block_r, block_c, splits, per = launch.tiles_for(nhwc, cpu)
     assert (block_r, block_c) == (64, 64) and splits * per * block_r >= 32 * 56 * 56
     nchw = ((32, 1, 1, 64, 3136), (64 * 3136, 0, 0, 3136, 1))
-    assert kernels.tiles_for(nchw, cpu)[:2] == (1024, 1)
+    assert launch.tiles_for(nchw, cpu)[:2] == (1024, 1)
     tiny = ((1, 1, 3, 2, 1), (0, 0, 2, 1, 0))
-    assert kernels.tiles_for(tiny, cpu)[2:] == (1, 1)
+    assert launch.tiles_for(tiny, cpu)[2:] == (1, 1)
     wide = ((2, 1, 1, 200_000, 1), (200_000, 0, 0, 1, 0))
-    assert -(-200_000 // kernels.tiles_for(wide, cpu)[1]) <= 65535
+    assert -(-200_000 // launch.tiles_for(wide, cpu)[1]) <= 65535
 
 
 def test_data_with_a_large_mean_keeps_its_precision(forced):

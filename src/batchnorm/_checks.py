@@ -86,12 +86,26 @@ def check_clipping(clipping: Any) -> dict[str, float | torch.Tensor]:
             )
         # tensors stay tensors, so a schedule can change them in place between steps
         checked[key] = value if isinstance(value, torch.Tensor) else float(value)
-    check_clipping_values(checked)
+    check_clipping_values(checked)  # every value, device tensors included (once)
     return checked
 
 
+def on_host(value: Any) -> bool:
+    """Whether reading ``value`` on the host costs no device synchronization: a number,
+    or a tensor on the CPU."""
+    return not isinstance(value, torch.Tensor) or value.device.type == "cpu"
+
+
+def check_host_clipping(clipping: Mapping[str, float | torch.Tensor]) -> None:
+    """The per-call check of ``check_clipping_values`` on the values that live on the
+    host (``on_host``); tensors on a device were checked when the mapping was checked
+    and are then read on the device only (reading them here would synchronize)."""
+    check_clipping_values({k: v for k, v in clipping.items() if on_host(v)})
+
+
 def check_clipping_values(clipping: Mapping[str, float | torch.Tensor]) -> None:
-    """rmin ≥ 0, rmax ≥ rmin, dmax ≥ 0 (ValueError naming the values otherwise)."""
+    """rmin ≥ 0, rmax ≥ rmin, dmax ≥ 0 (ValueError naming the values otherwise); reads
+    every value on the host."""
     values = {k: float(v) for k, v in clipping.items()}
     if math.isnan(sum(values.values(), 0.0)):
         raise ValueError(f"`renorm_clipping` values must not be NaN; received {values}.")

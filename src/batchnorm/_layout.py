@@ -10,6 +10,7 @@ view without making it; ``Plan`` carries what a pass needs besides the tensors;
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -132,6 +133,23 @@ def _canonical(
     parameters' order (ghost first, then the axes ascending), or when the
     tensor is empty (the backends refuse those).
     """
+    slots = _slots(tuple(shape), tuple(stride), tuple(channel_dims), ghost_dim)
+    if slots is None:
+        return None
+    dims = [slot[0] if slot else 1 for slot in slots]
+    strides = [slot[1] if slot else 0 for slot in slots]
+    return tuple(dims), tuple(strides)
+
+
+@functools.lru_cache(maxsize=256)
+def _slots(
+    shape: tuple[int, ...],
+    stride: tuple[int, ...],
+    channel_dims: tuple[int, ...],
+    ghost_dim: int | None,
+) -> tuple[tuple[int, int, bool, tuple[int, ...]] | None, ...] | None:
+    """The 5-D view's slots (size, stride, whether channels, the merged dimensions from
+    the outermost in), or None (see ``_canonical``)."""
     if 0 in shape:
         return None
     entries = sorted(
@@ -165,9 +183,28 @@ def _canonical(
         wanted = [ghost_dim, *wanted]
     if order != wanted:
         return None
-    dims = [slot[0] if slot else 1 for slot in slots]
-    strides = [slot[1] if slot else 0 for slot in slots]
-    return tuple(dims), tuple(strides)
+    return tuple(None if s is None else (s[0], s[1], s[2], tuple(s[3])) for s in slots)
+
+
+def canonical_strides(geo: Geometry, stride: Sequence[int]) -> tuple[int, ...] | None:
+    """The 5-D strides, in ``canonical(geo)``'s slots, of another tensor of ``geo``'s shape
+    whose strides are ``stride`` (a mask's weights broadcast against the input: zero
+    strides on the channel dimensions), or None when its memory does not merge the
+    dimensions the way the input's does (then it needs the input's strides)."""
+    slots = _slots(geo.shape, geo.stride, tuple(geo.channel_dims), geo.ghost_dim)
+    if slots is None:
+        return None
+    out = []
+    for slot in slots:
+        if slot is None:
+            out.append(0)
+            continue
+        dims = slot[3]
+        for outer, inner in itertools.pairwise(dims):  # merged from the outermost in
+            if stride[outer] != stride[inner] * geo.shape[inner]:
+                return None
+        out.append(stride[dims[-1]])
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------- the plan
@@ -177,6 +214,9 @@ class Plan:
 
     ``renorm`` is (renorm_mean, renorm_stddev, clipping) and ``adjustment`` is
     (a_s, a_b); both hold one value per parameter entry, in parameter layout.
+    ``weights`` (a backend with ``weighted`` set) are a mask's per-element weights
+    ``w`` broadcast to the geometry's shape: the moments become ``μ = Σwx/Σw``,
+    ``σ² = Σw(x − μ)²/Σw`` (0 where ``Σw = 0``).
     """
 
     geo: Geometry
@@ -185,6 +225,7 @@ class Plan:
     adjustment: tuple[torch.Tensor, torch.Tensor] | None = None
     lib: Any = None  # the backend's handle (the C library)
     moving: Any = None  # functional.MovingStatistics the C pass updates in place
+    weights: torch.Tensor | None = None  # a mask's weights in ``geo.shape`` (a weighted pass)
 
     def stat(self, t: torch.Tensor) -> torch.Tensor:
         """A per-parameter tensor as a view that broadcasts against the input."""

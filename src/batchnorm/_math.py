@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from . import _checks
+
 __all__ = [
     "channel_sample",
     "clip_bounds",
@@ -33,8 +35,10 @@ __all__ = [
     "moments",
     "normalize",
     "plan_fold",
+    "renorm_factors",
     "renorm_rd",
     "slope_intercept",
+    "split_clipping",
     "wants_grad",
 ]
 
@@ -110,13 +114,52 @@ def counts(x: torch.Tensor, dims: Sequence[int], weights: torch.Tensor | None) -
 
 # ---------------------------------------------------------------------- the fold
 def clip_bounds(clipping: Mapping[str, Any]) -> tuple[float, float, float]:
-    """``(rmin, rmax, dmax)`` of a renorm clipping mapping; a missing key leaves that side
-    open (rmin −∞, rmax ∞, dmax ∞); values may be floats or 0-dim tensors."""
+    """``(rmin, rmax, dmax)`` of a renorm clipping mapping as floats, read on the host (the
+    C backend's); a missing key leaves that side open (rmin −∞, rmax ∞, dmax ∞); values
+    may be floats or 0-dim tensors. Device tensors, which ``check_host_clipping`` leaves
+    to the device, are checked here since this reads them anyway."""
+    if not all(map(_checks.on_host, clipping.values())):
+        _checks.check_clipping_values(clipping)
     return (
         float(clipping.get("rmin", -_INF)),
         float(clipping.get("rmax", _INF)),
         float(clipping.get("dmax", _INF)),
     )
+
+
+def split_clipping(
+    clipping: Mapping[str, Any],
+) -> tuple[tuple[float, float, float], tuple[torch.Tensor | None, ...]]:
+    """``(rmin, rmax, dmax)`` as floats for the values on the host (``_checks.on_host``:
+    numbers, CPU tensors) and as detached 0-dim tensors for those on a device, which are
+    never read on the host (their float is the open side: rmin −∞, rmax ∞, dmax ∞)."""
+    floats, tensors = [], []
+    for key, open_side in (("rmin", -_INF), ("rmax", _INF), ("dmax", _INF)):
+        value = clipping.get(key)
+        on_device = value is not None and not _checks.on_host(value)
+        floats.append(open_side if value is None or on_device else float(value))
+        tensors.append(value.detach() if on_device else None)
+    return (floats[0], floats[1], floats[2]), tuple(tensors)
+
+
+def _clamp(
+    x: torch.Tensor,
+    low: float,
+    high: float,
+    low_t: torch.Tensor | None,
+    high_t: torch.Tensor | None,
+) -> torch.Tensor:
+    """``min(max(x, low), high)`` with the tensor bounds, when given, applied with their
+    float side (NaN stays NaN, like ``torch.clamp``)."""
+    if low_t is None and high_t is None:
+        return torch.clamp(x, low, high)
+    x = torch.clamp(x, min=low)
+    if low_t is not None:
+        x = torch.clamp(x, min=low_t.to(x))
+    x = torch.clamp(x, max=high)
+    if high_t is not None:
+        x = torch.clamp(x, max=high_t.to(x))
+    return x
 
 
 # An opaque operator: under torch.compile, AOTAutograd's partitioner could otherwise
@@ -133,19 +176,41 @@ def renorm_rd(
     rmin: float,
     rmax: float,
     dmax: float,
+    rmin_t: torch.Tensor | None = None,
+    rmax_t: torch.Tensor | None = None,
+    dmax_t: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """r = clip(√(σ² + ε)/max(s_renorm, √ε)), d = clip((μ − μ_renorm)/max(s_renorm, √ε))."""
+    """``r = clip(√(σ² + ε)/max(s_renorm, √ε), rmin, rmax)``,
+    ``d = clip((μ − μ_renorm)/max(s_renorm, √ε), −dmax, dmax)``; the optional 0-dim
+    tensors ``rmin_t``/``rmax_t``/``dmax_t`` are bounds kept on the device (applied
+    besides the float ones, which are then the open side)."""
     stddev = torch.sqrt(variance + epsilon)
     denom = torch.clamp(renorm_stddev.to(stddev.dtype), min=epsilon**0.5)
-    r = torch.clamp(stddev / denom, rmin, rmax)
-    d = torch.clamp((mean - renorm_mean.to(mean.dtype)) / denom, -dmax, dmax)
+    r = _clamp(stddev / denom, rmin, rmax, rmin_t, rmax_t)
+    neg_dmax_t = None if dmax_t is None else torch.neg(dmax_t)
+    d = _clamp((mean - renorm_mean.to(mean.dtype)) / denom, -dmax, dmax, neg_dmax_t, dmax_t)
     return r, d
 
 
 @renorm_rd.register_fake
-def _(mean, variance, renorm_mean, renorm_stddev, epsilon, rmin, rmax, dmax):
+def _(mean, variance, renorm_mean, renorm_stddev, *bounds, **tensor_bounds):
     shape = torch.broadcast_shapes(mean.shape, renorm_mean.shape)
     return mean.new_empty(shape), mean.new_empty(shape)
+
+
+def renorm_factors(
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    renorm_mean: torch.Tensor,
+    renorm_stddev: torch.Tensor,
+    epsilon: float,
+    clipping: Mapping[str, Any],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Renorm's ``r`` and ``d`` (``renorm_rd``) for a clipping mapping: host values
+    (numbers, CPU tensors) as float bounds, device tensors as tensor bounds read on the
+    device only (no host synchronization; ``split_clipping``)."""
+    bounds, tensors = split_clipping(clipping)
+    return renorm_rd(mean, var, renorm_mean, renorm_stddev, float(epsilon), *bounds, *tensors)
 
 
 def slope_intercept(
@@ -167,12 +232,12 @@ def slope_intercept(
     if renorm is not None:
         renorm_mean, renorm_stddev, clipping = renorm
         pooled = (ghost_mean(mean.detach(), ghost_dim), ghost_mean(var.detach(), ghost_dim))
-        r, d = renorm_rd(
+        r, d = renorm_factors(
             *pooled,
             renorm_mean.detach().to(pooled[0].dtype),
             renorm_stddev.detach().to(pooled[0].dtype),
-            float(epsilon),
-            *clip_bounds(clipping),
+            epsilon,
+            clipping,
         )
         slope, intercept = slope * r, d * slope + intercept
     return slope, intercept
@@ -244,9 +309,13 @@ def composite(
     var: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The output as differentiable PyTorch operations, with ``slope``/``intercept``
-    (r, d, adjustment) held constant; ``mean``/``var`` given means inference."""
+    (r, d, adjustment) held constant; ``mean``/``var`` given means inference; a plan's
+    mask weights weigh the training moments."""
     dt = x.dtype
-    if mean is None:
+    weights = getattr(plan, "weights", None)  # a mask's (a weighted pass)
+    if mean is None and weights is not None:
+        mean, var = moments(x, plan.geo.reduce_dims, weights.to(dt))
+    elif mean is None:
         dims = plan.geo.reduce_dims
         mean = x.mean(dim=dims, keepdim=True) if dims else x
         var = (x - mean).square().mean(dim=dims, keepdim=True) if dims else torch.zeros_like(x)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from . import _layout, backends, distributed
-from ._math import clip_bounds, ghost_mean, moments, normalize, renorm_rd, slope_intercept
+from ._math import ghost_mean, moments, normalize, renorm_factors, slope_intercept
 from ._moving import (
     BatchStatistics,
     MovingStatistics,
@@ -94,9 +94,10 @@ def renorm_correction(
 
     ``s = √(σ² + ε)``, ``ŝ = max(s_renorm, √ε)``, ``r = clip(s/ŝ, rmin, rmax)``,
     ``d = clip((μ − μ_renorm)/ŝ, −dmax, dmax)``; a missing key leaves that side open.
+    Values on the host are used as floats; tensors on a device are read on the device only.
     """
     args = (mean.detach(), variance.detach(), renorm_mean.detach(), renorm_stddev.detach())
-    return renorm_rd(*args, float(epsilon), *clip_bounds(clipping))
+    return renorm_factors(*args, epsilon, clipping)
 
 
 def train_forward(
@@ -133,7 +134,7 @@ def train_forward(
         y = (((x − μ)/√(σ² + ε)·r + d)·a_s + a_b)·γ + β
     """
     compiling = backends.tracing()
-    if group is None and mask is None and not compiling:  # the fast passes, if they fit
+    if group is None and not compiling:  # the fast passes, if they fit
         fast = _fast_train(
             x,
             axes,
@@ -146,6 +147,7 @@ def train_forward(
             renorm,
             param_shape,
             moving,
+            mask,
         )
         if fast is not None:
             return fast
@@ -286,10 +288,12 @@ def _fast_train(
     renorm: tuple[torch.Tensor, torch.Tensor, Mapping[str, float | torch.Tensor]] | None,
     param_shape: Sequence[int] | None,
     moving: MovingStatistics | None,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, BatchStatistics] | None:
-    """``train_forward`` through the selected backend's training pass (no mask, no process
-    group, not tracing); None when the adjustment varies over a reduced dimension or needs a
-    gradient, which the composite path handles."""
+    """``train_forward`` through the selected backend's training pass (no process group,
+    not tracing; a mask only on a backend with a weighted pass); None when the adjustment
+    varies over a reduced dimension or needs a gradient, or no backend weighs the mask:
+    the composite path handles those."""
     shape = x.shape
     x = _layout.dense(x)
     layout, vshape, ghost_dim = None, shape, None
@@ -303,14 +307,27 @@ def _fast_train(
     vstride = tuple(x.stride()) if layout is None else layout[1]
     channel_dims = (*axes,) if ghost_dim is None else (ghost_dim, *axes)
     geo = _layout.geometry(tuple(vshape), vstride, channel_dims, ghost_dim)
-    plan = _layout.Plan(geo, epsilon, renorm, per_channel, moving=moving)
-    y, pair, updated = backends.select(x, geo).train(x, gamma, beta, plan)
+    weights = None
+    if mask is None:
+        backend = backends.select(x, geo)
+    else:
+        backend = backends.select_weighted(x, geo)
+        if backend is None:
+            return None
+        weights = torch.broadcast_to(mask, shape)  # (views: the geometry's shape)
+        if virtual_batch_size is not None:
+            weights = ghost_batches(weights, virtual_batch_size, grouping)[0]
+    plan = _layout.Plan(geo, epsilon, renorm, per_channel, moving=moving, weights=weights)
+    y, pair, updated = backend.train(x, gamma, beta, plan)
     n = geo.count
     if param_shape is None:
         param_shape = [size if d in axes else 1 for d, size in enumerate(vshape)]
     factor = n / max(n - 1, 1)
     if isinstance(pair, tuple):
-        stats = BatchStatistics(pair[0].view(param_shape), pair[1].view(param_shape), None, factor)
+        unbiased = pair[2].view(param_shape) if len(pair) == 3 else None  # (weighted)
+        stats = BatchStatistics(
+            pair[0].view(param_shape), pair[1].view(param_shape), unbiased, factor
+        )
     else:
         stats = BatchStatistics(None, None, None, factor, packed=pair, shape=param_shape)
     if moving is not None and not updated:

@@ -28,7 +28,7 @@ from ._arguments import (
 from ._bn_config import BatchNormConfig
 from ._bn_variables import STATISTICS, BatchNormVariables
 from ._call_inputs import CallInputs
-from ._checks import check_clipping_values
+from ._checks import check_host_clipping
 from .backends import SHORT, ShortCache
 from .backends.c.shortcut import eligible_methods
 from .layer import Layer, ShapeLike, as_shape
@@ -224,7 +224,9 @@ class BatchNormalization(CallInputs, BatchNormVariables, BatchNormConfig, Layer)
             )
         renorm = None
         if self.renorm:
-            check_clipping_values(self.renorm_clipping)  # a schedule may have changed them
+            # a schedule may have changed them: host values are checked on every call, device
+            # tensors only when built (reading them here would synchronize the host)
+            check_host_clipping(self.renorm_clipping)
             renorm = (
                 self._param(self.renorm_mean, x),
                 self._param(self.renorm_stddev, x),

@@ -12,9 +12,10 @@ Each call asks ``select(x, geo)`` once (one process can hold CPU and CUDA tensor
 3. otherwise the first registered backend, in priority order, that is available and
    supports the tensor.
 
-What the passes do not cover (a mask, an adjustment that varies per example) runs the
-composite formula as PyTorch operations whatever the backend; synchronized statistics
-combine the selected backend's pieces where it has them.
+A masked call asks ``select_weighted``: a backend with a weighted pass (the Triton one)
+runs it; otherwise, like an adjustment that varies per example, it runs the composite
+formula as PyTorch operations whatever the backend. Synchronized statistics combine the
+selected backend's pieces where it has them.
 
 ``BATCHNORM_NATIVE=0`` makes the C backend unavailable and ``BATCHNORM_CPP=0`` switches
 its C++ autograd nodes off, as before. The C backend's per-layout short call (what
@@ -45,6 +46,7 @@ __all__ = [
     "names",
     "register",
     "select",
+    "select_weighted",
     "status",
     "use",
 ]
@@ -122,6 +124,22 @@ def select(x: torch.Tensor, geo: Any) -> Backend:
         if backend.supports(x, geo) is None and backend.unavailable() is None:
             return backend
     raise BackendError(f"No backend takes a {x.dtype} tensor on {x.device}.")
+
+
+def select_weighted(x: torch.Tensor, geo: Any) -> Backend | None:
+    """The backend that runs a masked call (weighted moments), or None: the composite
+    formula. A forced backend with a weighted pass raises ``BackendError`` when it cannot
+    take the call, as ``select``; a forced one without leaves it to the composite, as
+    masked calls always did; otherwise the first weighted backend that takes it."""
+    if tracing():
+        return None
+    name = _forced[-1]
+    if name is not None:
+        return select(x, geo) if _REGISTRY[name].weighted else None
+    for backend in _ORDER:
+        if backend.weighted and backend.supports(x, geo) is None and not backend.unavailable():
+            return backend
+    return None
 
 
 def _traceable() -> Backend:

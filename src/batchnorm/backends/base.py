@@ -43,6 +43,10 @@ class Backend(abc.ABC):
     name: str = ""
     traceable: bool = False
     max_examples: int | None = None  # property tests' examples here (an interpreter caps them)
+    # Whether ``train`` takes a mask's weights (``plan.weights``): weighted moments, and
+    # the weights' term in the input gradient. Masked calls on other backends run the
+    # composite formula as PyTorch operations.
+    weighted: bool = False
 
     def unavailable(self) -> str | None:
         """Why the backend cannot run in this process (None: it can)."""
@@ -59,7 +63,9 @@ class Backend(abc.ABC):
         """The training pass on ``x`` (its dense memory, read through ``plan.geo``):
         ``y`` in ``x``'s shape; the batch mean and biased variance pooled over ghost
         batches in parameter order (a pair of float64 vectors, or packed as the first
-        ``2·P`` entries of one float64 vector); and whether ``plan.moving`` was updated
+        ``2·P`` entries of one float64 vector; weighted, a triple that adds the variance
+        with Bessel's factor ``Σw/max(Σw − 1, 1)`` applied per ghost batch before
+        pooling); and whether ``plan.moving`` was updated
         in place (a backend may do it inside its passes; ``functional.update_moving``
         is the definition it is tested against)."""
 

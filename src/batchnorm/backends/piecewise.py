@@ -13,6 +13,11 @@ backward and double backward from here; only the pieces touch its kernels. Per c
 
     inference: y = normalize(x, μ, γ/√(σ² + ε), β);  dx = normalize(dy, 0, γ/√(σ² + ε), 0)
 
+A mask's weights ``w`` (``plan.weights``, a backend with ``weighted`` set) weigh the
+moments (n = Σw per channel, ``μ = Σwx/n``, ``σ² = Σw(x − μ)²/n``, both 0 where n = 0)
+and the mean's and variance's terms of the input gradient:
+``dx = (dy − w·(Σdy/n + (x − μ)·Σdy·(x − μ)/(n·(σ² + ε))))·k``.
+
 with every per-channel quantity a float64 stat-shaped tensor (one value per channel of
 the geometry: the ghost groups' channels included) computed on the tensor's device; the
 pieces see only per-channel vectors. A double backward differentiates the composite
@@ -51,20 +56,25 @@ class _TrainNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x, gamma, beta, plan: Plan, backend: Backend):  # type: ignore[override]
         geo = plan.geo
-        n, mean, m2 = backend.moments(x, geo)
-        var = m2 / n
+        weights = None if plan.weights is None else backend.prepare_weights(plan.weights, geo)
+        if weights is None:
+            n, mean, m2 = backend.moments(x, geo)
+        else:
+            n, mean, m2 = backend.moments(x, geo, weights=weights)  # n = Σw
+        safe = torch.where(n > 0, n, 1.0)
+        var = m2 / safe
         slope, intercept = plan_fold(plan, mean, var)
         g, b = _param(gamma, plan), _param(beta, plan)
         inv, scale, shift = coefficients(var, plan.epsilon, slope, intercept, g, b)
         y = backend.normalize(x, mean, _full(scale, geo), _full(shift, geo), geo)
         ctx.save_for_backward(x, gamma, beta)
-        ctx.plan, ctx.backend = plan, backend
-        ctx.stats = (n, mean, inv, slope, intercept)
-        ctx.mark_non_differentiable(mean, var)
-        return y, mean, var
+        ctx.plan, ctx.backend, ctx.weights = plan, backend, weights
+        ctx.stats = (safe, mean, inv, slope, intercept)
+        ctx.mark_non_differentiable(mean, var, n)
+        return y, mean, var, n
 
     @staticmethod
-    def backward(ctx: Any, dy, _dmean, _dvar):  # type: ignore[override]
+    def backward(ctx: Any, dy, _dmean, _dvar, _dn):  # type: ignore[override]
         x, gamma, beta = ctx.saved_tensors
         plan, backend = ctx.plan, ctx.backend
         n, mean, inv, slope, intercept = ctx.stats
@@ -78,7 +88,10 @@ class _TrainNorm(torch.autograd.Function):
             g = _param(gamma, plan)
             k3 = inv * slope * (g if g is not None else 1.0)
             k = (sdy / n, inv.square() * sdx / n, _full(k3, geo))
-            dx = backend.input_grad(dy, x, mean, k, geo)
+            if ctx.weights is None:
+                dx = backend.input_grad(dy, x, mean, k, geo)
+            else:
+                dx = backend.input_grad(dy, x, mean, k, geo, weights=ctx.weights)
         if wants_grad(ctx, 1, gamma):
             dgamma = _param_grad(slope * inv * sdx + intercept * sdy, gamma, plan)
         if wants_grad(ctx, 2, beta):
@@ -128,17 +141,26 @@ class _InferNorm(torch.autograd.Function):
 class PiecewiseBackend(Backend):
     """A backend whose passes are written over its pieces (see the module docstring):
     it implements ``supports`` and the four pieces, on a dense ``x`` in the geometry's
-    shape (a ghost-batch view of the caller's tensor included)."""
+    shape (a ghost-batch view of the caller's tensor included). A ``weighted`` one also
+    takes ``weights=`` (what its ``prepare_weights`` made of ``plan.weights``) in
+    ``moments`` (returning the summed weights as the count) and ``input_grad``."""
+
+    def prepare_weights(self, weights: torch.Tensor, geo: Geometry) -> Any:
+        """A mask's weights (broadcastable to ``geo.shape``) as the pieces read them."""
+        return weights
 
     def train(
         self, x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None, plan: Any
     ) -> tuple[torch.Tensor, Any, bool]:
         geo = plan.geo
         xv = x if x.shape == geo.shape else x.reshape(geo.shape)  # (a view: a split batch)
-        y, mean, var = _TrainNorm.apply(xv, gamma, beta, plan, self)
+        y, mean, var, n = _TrainNorm.apply(xv, gamma, beta, plan, self)
+        stats = [mean, var]
+        if plan.weights is not None:  # Bessel's factor from each channel's summed weights
+            stats.append(var * (n / torch.clamp(n - 1, min=1)))
         if geo.ghost_dim is not None:
-            mean, var = mean.mean(dim=geo.ghost_dim), var.mean(dim=geo.ghost_dim)
-        return y, (mean.reshape(-1), var.reshape(-1)), False
+            stats = [t.mean(dim=geo.ghost_dim) for t in stats]
+        return y, tuple(t.reshape(-1) for t in stats), False
 
     def infer(
         self,

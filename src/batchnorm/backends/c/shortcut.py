@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch.nn.modules import module as _module
 
-from ..._checks import check_clipping_values
+from ..._checks import check_host_clipping
 from ..._layout import (
     PARAM_DTYPE,
     Geometry,
@@ -205,7 +205,7 @@ def call(layer: Any, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor | 
         rstd = buffers["renorm_stddev"]
         if not in_place((stddev, rmean, rstd), pdt):
             return None
-        check_clipping_values(layer.renorm_clipping)  # a schedule may have changed them
+        check_host_clipping(layer.renorm_clipping)  # a schedule may have changed them
         renorm = (rmean, rstd, layer.renorm_clipping)
     per_channel = None
     if layer.adjustment is not None:

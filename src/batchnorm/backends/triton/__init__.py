@@ -1,13 +1,15 @@
 """The Triton backend: GPU kernels (``kernels.py``) for CUDA tensors.
 
-Its passes are ``PiecewiseBackend``'s, over four kernels: per-channel moments (one read
-pass, deterministic split merge), normalize, the backward sums and the input gradient.
+Its passes are ``PiecewiseBackend``'s, over four kernels (``kernels.py``, launched by
+``launch.py``): per-channel moments (one read pass, deterministic split merge; weighted
+by a mask's weights when there is one), normalize, the backward sums and the input
+gradient.
 It takes float32, float16 and bfloat16 CUDA tensors whose memory fits the kernels' 5-D
 view (``_layout.canonical``: NCHW, channels-last, rows, ghost-batch views, multi-axis);
 statistics are float32 in the kernels and merged in float64, outputs come in the
 input's dtype and memory format. Everything else goes to PyTorch operations through
-``supports``: float64, a per-example adjustment or a mask (the composite formula),
-layouts outside the view, traced calls, ROCm (untested) and GPUs older than Volta
+``supports``: float64, a per-example adjustment (the composite formula), layouts
+outside the view, traced calls, ROCm (untested) and GPUs older than Volta
 (bfloat16: Ampere).
 
 ``triton`` is imported only when a call runs here: ``unavailable`` looks for it
@@ -27,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ..._layout import canonical, like
+from ..._layout import canonical, canonical_strides, like
 from ..base import FORCED
 from ..piecewise import PiecewiseBackend
 
@@ -42,9 +44,9 @@ _UNFIT = (
 
 
 def _kernels() -> Any:
-    from . import kernels  # (imports triton: only once a call runs here)
+    from . import launch  # (imports triton: only once a call runs here)
 
-    return kernels
+    return launch
 
 
 @functools.lru_cache(maxsize=16)
@@ -61,6 +63,7 @@ class TritonBackend(PiecewiseBackend):
     """Triton kernels on CUDA tensors (see the module docstring)."""
 
     name = "triton"
+    weighted = True
     max_examples = 3 if INTERPRET else None  # property tests: the interpreter is slow
 
     def __init__(self) -> None:
@@ -104,11 +107,25 @@ class TritonBackend(PiecewiseBackend):
         return None
 
     # ------------------------------------------------------------------ pieces
-    def moments(self, x: torch.Tensor, geo: Any) -> tuple[torch.Tensor, ...]:
+    def prepare_weights(self, weights: torch.Tensor, geo: Any) -> Any:
+        """A mask's weights as the kernels read them: ``(w, strides)``, ``w`` broadcast to
+        the geometry's shape and its strides in the input's 5-D view (a copy in the
+        input's strides when its memory does not merge like the input's)."""
+        w = torch.broadcast_to(weights, geo.shape)
+        strides = canonical_strides(geo, w.stride())
+        if strides is None:
+            dense = torch.empty_strided(geo.shape, geo.stride, dtype=w.dtype, device=w.device)
+            w, strides = dense.copy_(w), canonical(geo)[1]
+        return w, strides
+
+    def moments(self, x: torch.Tensor, geo: Any, weights: Any = None) -> tuple[torch.Tensor, ...]:
         with _on(x):
-            mean, m2, n = _kernels().moments(x, canonical(geo))
+            mean, m2, n = _kernels().moments(x, canonical(geo), weights)
         shape = geo.stat_shape
-        count = torch.full(shape, n, dtype=torch.float64, device=x.device)
+        if isinstance(n, torch.Tensor):  # the summed weights
+            count = n.reshape(shape)
+        else:
+            count = torch.full(shape, n, dtype=torch.float64, device=x.device)
         return count, mean.reshape(shape), m2.reshape(shape)
 
     def normalize(
@@ -136,7 +153,8 @@ class TritonBackend(PiecewiseBackend):
         mean: torch.Tensor,
         k: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
         geo: Any,
+        weights: Any = None,
     ) -> torch.Tensor:
         k = tuple(t.expand(geo.stat_shape) for t in k)
         with _on(x):
-            return _kernels().input_grad(like(dy, x), x, mean, k, canonical(geo))
+            return _kernels().input_grad(like(dy, x), x, mean, k, canonical(geo), weights)
