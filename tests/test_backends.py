@@ -188,3 +188,30 @@ def test_synchronized_statistics_run_on_every_backends_pieces(one_process_group,
     np.testing.assert_allclose(
         layer.moving_variance.double().numpy(), new.moving_variance, atol=tol / 100
     )
+
+
+def test_a_layer_moved_to_another_device_after_its_first_calls():
+    """The short call's per-layout cache keys on the device: a CPU layout's entry never
+    sees another device's memory (the meta device stands in for a GPU here). Input on
+    another device than the layer gets the clear error; moved along with it, the layer
+    runs there, and back on the CPU gives the float64 reference again."""
+    layer = batchnorm.BatchNormalization(axis=1, momentum=0.5)
+    x = torch.randn(4, 3, 5, dtype=torch.float64)
+    for training in (True, False, True):  # cached entries for both modes
+        layer(x, training=training)
+    meta = torch.empty(4, 3, 5, dtype=torch.float64, device="meta")
+    before = snapshot(layer)
+    with pytest.raises(ValueError, match="is on meta but the layer's variables are on cpu"):
+        layer(meta, training=False)
+    assert_unchanged(layer, before)
+    state = R.state_of(layer)
+    layer.to("meta")
+    assert layer(meta, training=True).device.type == "meta"
+    assert layer(meta, training=False).device.type == "meta"
+    layer.to_empty(device="cpu")  # (meta held no values) and the state from before
+    layer.set_weights(
+        [getattr(state, n) for n in ("gamma", "beta", "moving_mean", "moving_variance")]
+    )
+    y = layer(x, training=False)
+    want = R.inference(x.numpy(), [1], R.state_of(layer), 1e-3)
+    np.testing.assert_allclose(y.detach().numpy(), want, rtol=1e-10, atol=1e-10)

@@ -176,7 +176,15 @@ def call(layer: Any, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor | 
         training = False
     elif training is None:
         training = layer.training
-    key = (x.shape, x.stride(), x.dtype, training, layer.virtual_batch_size, layer.ghost_grouping)
+    key = (  # (the device too: a CPU layout's entry must never see another device's memory)
+        x.shape,
+        x.stride(),
+        x.dtype,
+        x.is_cpu,
+        training,
+        layer.virtual_batch_size,
+        layer.ghost_grouping,
+    )
     cache = layer._short_entries
     entry = cache.get(key, _MISSING)
     if entry is _MISSING:
