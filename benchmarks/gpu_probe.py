@@ -7,24 +7,54 @@ import torch
 from batchnorm import BatchNormalization, backends
 
 
+def _adjustment(device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return (
+        torch.full((1, 8, 1, 1), 1.1, device=device),
+        torch.full((1, 8, 1, 1), 0.1, device=device),
+    )
+
+
+def _variants(device: str) -> dict:
+    """(layer options, call options, input transform) of every variant a step takes."""
+    clip = {"rmin": torch.tensor(0.5, device=device), "rmax": torch.tensor(3.0, device=device)}
+    mask = torch.rand(16, 6, 6, device=device) > 0.2
+    return {
+        "plain": ({}, {}, None),
+        "renorm (float clipping)": ({"renorm": True, "renorm_clipping": {"rmax": 3.0}}, {}, None),
+        "renorm (device clipping)": ({"renorm": True, "renorm_clipping": clip}, {}, None),
+        "ghost strided": ({"virtual_batch_size": 4}, {}, None),
+        "ghost contiguous": ({"virtual_batch_size": 4, "ghost_grouping": "contiguous"}, {}, None),
+        "adjustment": ({"adjustment": lambda shape: _adjustment(device)}, {}, None),
+        "mask": ({}, {"mask": mask}, None),
+        "multi-axis": ({"axis": [1, 2]}, {}, None),
+        "frozen": ({"trainable": False}, {}, None),
+        "channels-last": ({}, {}, lambda t: t.contiguous(memory_format=torch.channels_last)),
+        "bfloat16": ({}, {}, lambda t: t.bfloat16()),
+    }
+
+
 def main() -> None:
     x = torch.randn(16, 8, 6, 6, device="cuda") * 2 + 1
     layer = BatchNormalization(axis=1, momentum=0.5).cuda()
     layer(x, training=False)
     with backends.use("triton"):
-        for renorm in (False, True):
-            lyr = BatchNormalization(axis=1, renorm=renorm, renorm_clipping={"rmax": 3.0}).cuda()
-            lyr(x, training=False)
-            xg = x.clone().requires_grad_()
+        for name, (options, call, transform) in _variants("cuda").items():
+            options = {"axis": 1, **options}
+            frozen = options.pop("trainable", True) is False
+            xin = x if transform is None else transform(x)
+            lyr = BatchNormalization(**options).cuda()
+            lyr(xin, training=False)
+            lyr.trainable = not frozen
+            xg = xin.clone().requires_grad_()
             torch.cuda.synchronize()
             try:
                 torch.cuda.set_sync_debug_mode("error")
-                y = lyr(xg, training=True)
-                y.square().sum().backward()
-                lyr(x, training=False)
-                print("sync-free step, renorm", renorm, ": yes")
+                y = lyr(xg, training=True, **call)
+                y.float().square().sum().backward()
+                lyr(xin, training=False)
+                print(f"sync-free step, {name}: yes")
             except RuntimeError as exc:
-                print("sync-free step, renorm", renorm, ": NO:", str(exc).splitlines()[0])
+                print(f"sync-free step, {name}: NO:", str(exc).splitlines()[0])
             finally:
                 torch.cuda.set_sync_debug_mode(0)
         try:
