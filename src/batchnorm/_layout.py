@@ -55,7 +55,7 @@ class Geometry:
         self.stat_shape = tuple(n if d in self.channel_dims else 1 for d, n in enumerate(shape))
         self.channels = math.prod(self.stat_shape)
         self.params = math.prod(
-            n for d, n in enumerate(shape) if d in self.channel_dims and d != ghost_dim
+            [n for d, n in enumerate(shape) if d in self.channel_dims and d != ghost_dim]
         )
         self.count = math.prod(shape) // max(1, self.channels)
         self.stride = tuple(stride)

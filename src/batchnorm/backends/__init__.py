@@ -5,7 +5,9 @@ Each call asks ``select(x, geo)`` once (one process can hold CPU and CUDA tensor
 1. while ``torch.compile``/``torch.export`` trace, ``torch.jit.trace`` records or a
    ``torch.func`` transform runs, a traceable backend (PyTorch operations), forced or
    not: the C kernels are invisible to tracers and read memory functorch's wrapped
-   tensors lack;
+   tensors lack. Only a training call under ``torch.compile`` (not ``torch.export``)
+   goes to a backend whose ``compiles`` says it can (the Triton kernels as custom
+   operators), forced or first in priority order;
 2. a forced backend (``BATCHNORM_BACKEND=<name>``, read once at import, or the context
    manager ``batchnorm.backends.use(name)``), which raises ``BackendError`` naming
    itself and the reason when it cannot take the tensor;
@@ -42,6 +44,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "ShortCache",
+    "compiled_kernels",
     "get",
     "names",
     "register",
@@ -112,7 +115,7 @@ def short_calls() -> bool:
 def select(x: torch.Tensor, geo: Any) -> Backend:
     """The backend that runs this call (see the module docstring)."""
     if tracing():
-        return _traceable()
+        return _compiled(x, geo) or _traceable()
     name = _forced[-1]
     if name is not None:
         backend = _REGISTRY[name]
@@ -132,12 +135,34 @@ def select_weighted(x: torch.Tensor, geo: Any) -> Backend | None:
     take the call, as ``select``; a forced one without leaves it to the composite, as
     masked calls always did; otherwise the first weighted backend that takes it."""
     if tracing():
-        return None
+        backend = _compiled(x, geo)
+        return backend if backend is not None and backend.weighted else None
     name = _forced[-1]
     if name is not None:
         return select(x, geo) if _REGISTRY[name].weighted else None
     for backend in _ORDER:
         if backend.weighted and backend.supports(x, geo) is None and not backend.unavailable():
+            return backend
+    return None
+
+
+def compiled_kernels(x: torch.Tensor) -> bool:
+    """Whether a compiled call on ``x`` may run a backend's kernels (``Backend.compiles``
+    on its device): what makes the training pass look past the composite formula."""
+    return _compiled(x, None) is not None
+
+
+def _compiled(x: torch.Tensor, geo: Any) -> Backend | None:
+    """Under ``torch.compile``, the backend (forced, or the first in priority order) whose
+    training pass compiles (``Backend.compiles``: the Triton kernels as custom operators),
+    or None."""
+    if not torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return None
+    if torch._C._are_functorch_transforms_active():
+        return None
+    name = _forced[-1]
+    for backend in [_REGISTRY[name]] if name is not None else _ORDER:
+        if backend.compiles(x, geo):
             return backend
     return None
 

@@ -48,6 +48,13 @@ class Backend(abc.ABC):
     # composite formula as PyTorch operations.
     weighted: bool = False
 
+    def compiles(self, x: torch.Tensor, geo: Any = None) -> bool:
+        """Whether ``torch.compile`` (not ``torch.export``) can trace this backend's
+        training pass on ``x`` laid out as ``geo`` (its kernels as custom operators;
+        ``geo`` None: on ``x``'s device at all); the others leave a compiled call to the
+        traceable backend."""
+        return False
+
     def unavailable(self) -> str | None:
         """Why the backend cannot run in this process (None: it can)."""
         return None

@@ -473,7 +473,9 @@ py::object call(py::handle layer_h, py::handle x_h, py::handle kwargs_h) {
     if (!vbs || !grouping || !entries || !PyDict_Check(entries.ptr())) return py::none();
     const py::object dtype = py::reinterpret_borrow<py::object>(
         reinterpret_cast<PyObject *>(torch::getTHPDtype(x.scalar_type())));
-    const py::tuple key = py::make_tuple(shape, stride, dtype, py::handle(Py_False), vbs, grouping);
+    // shortcut.call's key: (shape, strides, dtype, on the CPU, training, vbs, grouping)
+    const py::tuple key = py::make_tuple(
+        shape, stride, dtype, py::bool_(x.is_cpu()), py::handle(Py_False), vbs, grouping);
     PyObject *entry = PyDict_GetItemWithError(entries.ptr(), key.ptr());
     if (entry == nullptr || entry == Py_None) {  // no entry yet, or the general path's layout
         PyErr_Clear();

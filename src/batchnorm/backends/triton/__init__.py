@@ -49,6 +49,25 @@ def _kernels() -> Any:
     return launch
 
 
+def _ops() -> Any:
+    from . import ops  # (registers the custom operators on first use)
+
+    return ops
+
+
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
+def _exporting() -> bool:
+    exporting = getattr(torch.compiler, "is_exporting", None)
+    return exporting is None or exporting()
+
+
+def _ints(t: Any) -> list[int]:
+    return [int(v) for v in t]
+
+
 @functools.lru_cache(maxsize=16)
 def _capability(index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)
@@ -64,6 +83,9 @@ class TritonBackend(PiecewiseBackend):
 
     name = "triton"
     weighted = True
+    # tests only: compile on CPU tensors in the interpreter (``backend="aot_eager"``;
+    # Inductor generates GPU code, which the interpreter cannot run)
+    compile_interpreted = False
     max_examples = 3 if INTERPRET else None  # property tests: the interpreter is slow
 
     def __init__(self) -> None:
@@ -106,6 +128,19 @@ class TritonBackend(PiecewiseBackend):
             return _UNFIT
         return None
 
+    def compiles(self, x: torch.Tensor, geo: Any = None) -> bool:
+        """Under ``torch.compile`` with static shapes (torch ≥ 2.6, not exporting): the
+        pieces become ``triton_op``s (``ops.py``) that Inductor schedules."""
+        if x.device.type != "cuda" and not self.compile_interpreted:
+            return False
+        if not hasattr(torch.library, "triton_op") or _exporting():
+            return False
+        if not all(isinstance(n, int) for n in (*x.shape, *x.stride())):
+            return False  # (dynamic shapes: the geometry is worked out per static shape)
+        if self.unavailable() is not None:
+            return False
+        return geo is None or self.supports(x, geo) is None
+
     # ------------------------------------------------------------------ pieces
     def prepare_weights(self, weights: torch.Tensor, geo: Any) -> Any:
         """A mask's weights as the kernels read them: ``(w, strides)``, ``w`` broadcast to
@@ -119,8 +154,13 @@ class TritonBackend(PiecewiseBackend):
         return w, strides
 
     def moments(self, x: torch.Tensor, geo: Any, weights: Any = None) -> tuple[torch.Tensor, ...]:
-        with _on(x):
-            mean, m2, n = _kernels().moments(x, canonical(geo), weights)
+        view = canonical(geo)
+        if _compiling():
+            w, ws = (None, ()) if weights is None else weights
+            mean, m2, n = _ops().moments(x, _ints(view[0]), _ints(view[1]), w, _ints(ws))
+        else:
+            with _on(x):
+                mean, m2, n = _kernels().moments(x, view, weights)
         shape = geo.stat_shape
         if isinstance(n, torch.Tensor):  # the summed weights
             count = n.reshape(shape)
@@ -136,14 +176,21 @@ class TritonBackend(PiecewiseBackend):
         shift: torch.Tensor,
         geo: Any,
     ) -> torch.Tensor:
+        view = canonical(geo)
+        if _compiling():
+            return _ops().normalize(x, mean, scale, shift, _ints(view[0]), _ints(view[1]))
         with _on(x):
-            return _kernels().normalize(x, mean, scale, shift, canonical(geo))
+            return _kernels().normalize(x, mean, scale, shift, view)
 
     def grad_sums(
         self, dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, geo: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        with _on(x):
-            sdy, sdx = _kernels().grad_sums(like(dy, x), x, mean, canonical(geo))
+        view, dy = canonical(geo), like(dy, x)
+        if _compiling():
+            sdy, sdx = _ops().grad_sums(dy, x, mean, _ints(view[0]), _ints(view[1]))
+        else:
+            with _on(x):
+                sdy, sdx = _kernels().grad_sums(dy, x, mean, view)
         return sdy.reshape(geo.stat_shape), sdx.reshape(geo.stat_shape)
 
     def input_grad(
@@ -156,5 +203,10 @@ class TritonBackend(PiecewiseBackend):
         weights: Any = None,
     ) -> torch.Tensor:
         k = tuple(t.expand(geo.stat_shape) for t in k)
+        view, dy = canonical(geo), like(dy, x)
+        if _compiling():
+            w, ws = (None, ()) if weights is None else weights
+            sizes, strides = _ints(view[0]), _ints(view[1])
+            return _ops().input_grad(dy, x, mean, *k, sizes, strides, w, _ints(ws))
         with _on(x):
-            return _kernels().input_grad(like(dy, x), x, mean, k, canonical(geo), weights)
+            return _kernels().input_grad(dy, x, mean, k, view, weights)
