@@ -175,6 +175,10 @@ def test_info_lists_versions_and_backends():
     assert lines["C kernels"].split(" ", 1)[0] in ("yes", "no")
     assert lines["C++ autograd nodes"].split(" ", 1)[0] in ("yes", "no")
     assert lines["CUDA"].startswith("yes" if torch.cuda.is_available() else "no")
+    for name in ("c", "triton", "torch"):  # each backend, then what it takes
+        at = result.stdout.index(f"backend {name}: ")
+        assert result.stdout[at:].splitlines()[1].startswith("  takes ")
+    assert "leaves float64, per-example adjustments" in result.stdout
     distributed = lines["torch.distributed"]
     assert distributed.startswith("yes" if torch.distributed.is_available() else "no")
     if torch.distributed.is_available():

@@ -63,6 +63,7 @@ def info_lines() -> list[str]:
     for name, ok, reason in backends.status():
         chosen = " (forced: BATCHNORM_BACKEND / backends.use)" if backends.forced() == name else ""
         lines.append(f"backend {name}: {'available' if ok else 'unavailable: ' + reason}{chosen}")
+        lines.append(f"  takes {backends.describe(name)}")
     available = "yes" if build.library() is not None else "no"
     lines.append(f"C kernels: {available} ({build.status()})")
     available = "yes" if cxx.module() is not None else "no"

@@ -45,6 +45,7 @@ __all__ = [
     "BackendError",
     "ShortCache",
     "compiled_kernels",
+    "describe",
     "get",
     "names",
     "register",
@@ -89,6 +90,11 @@ def status() -> list[tuple[str, bool, str]]:
         reason = backend.unavailable()
         rows.append((backend.name, reason is None, reason or ""))
     return rows
+
+
+def describe(name: str) -> str:
+    """What backend ``name`` takes, and what it leaves to the others."""
+    return get(name).takes
 
 
 def tracing() -> bool:

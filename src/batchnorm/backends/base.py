@@ -41,6 +41,7 @@ class Backend(abc.ABC):
     ``torch.compile``, ``torch.jit.trace`` and ``torch.func`` can see through."""
 
     name: str = ""
+    takes: str = ""  # what it takes, and what it leaves to others (``info`` prints it)
     traceable: bool = False
     max_examples: int | None = None  # property tests' examples here (an interpreter caps them)
     # Whether ``train`` takes a mask's weights (``plan.weights``): weighted moments, and

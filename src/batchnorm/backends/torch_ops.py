@@ -121,6 +121,7 @@ class TorchBackend(Backend):
     """PyTorch operations (see the module docstring)."""
 
     name = "torch"
+    takes = "any tensor, and every traced, exported and transformed call"
     traceable = True
 
     def supports(self, x: torch.Tensor, geo: Any) -> str | None:

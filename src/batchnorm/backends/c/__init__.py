@@ -44,6 +44,10 @@ class CBackend(Backend):
     """The C kernels (see the module docstring)."""
 
     name = "c"
+    takes = (
+        "CPU tensors of float32, float64, float16 and bfloat16 whose memory fits its 5-D "
+        "view; masks and per-example adjustments run the composite formula"
+    )
 
     def unavailable(self) -> str | None:
         return None if build.library() is not None else build.status()

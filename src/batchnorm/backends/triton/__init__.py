@@ -82,6 +82,12 @@ class TritonBackend(PiecewiseBackend):
     """Triton kernels on CUDA tensors (see the module docstring)."""
 
     name = "triton"
+    takes = (
+        "CUDA tensors of float32, float16 and bfloat16 whose memory fits its 5-D view, "
+        "masks included, on GPUs from Volta (bfloat16: Ampere), and compiled training "
+        "calls (torch >= 2.6); leaves float64, per-example adjustments, ROCm, "
+        "torch.export and compiled inference to PyTorch operations"
+    )
     weighted = True
     # tests only: compile on CPU tensors in the interpreter (``backend="aot_eager"``;
     # Inductor generates GPU code, which the interpreter cannot run)
