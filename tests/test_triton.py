@@ -44,8 +44,19 @@ def tiles(request):
     launch.FORCE.clear()
 
 
-CASES = {  # (shape, axis, memory format, layer options)
+def _strided(t: torch.Tensor) -> torch.Tensor:
+    """``t``'s values in memory that is not dense (every other element of a buffer)."""
+    buffer = torch.zeros(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype, device=t.device)
+    buffer[..., ::2] = t
+    return buffer[..., ::2]
+
+
+CASES = {  # (shape, axis, memory format or a transform, layer options)
     "rows": ((13, 5), -1, None, {}),
+    "ncl": ((5, 3, 7), 1, None, {}),
+    "5-d channels-last": ((3, 3, 2, 3, 2), 1, torch.channels_last_3d, {}),
+    "transposed": ((5, 3, 7), 1, lambda t: t.transpose(1, 2).contiguous().transpose(1, 2), {}),
+    "not dense": ((5, 3, 7), 1, _strided, {}),
     "nchw": ((5, 3, 3, 3), 1, None, {}),
     "channels-last": ((5, 3, 3, 3), 1, torch.channels_last, {}),
     "nlc": ((5, 7, 3), -1, None, {}),
@@ -77,7 +88,9 @@ def test_split_and_merge_paths_match_float64(forced, tiles, case):
         layer(torch.zeros(shape, device=DEVICE), training=False)
     layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
     x = torch.tensor(rng.normal(2.0, 3.0, shape), dtype=torch.float32, device=DEVICE)
-    if memory is not None:
+    if callable(memory):
+        x = memory(x)
+    elif memory is not None:
         x = x.contiguous(memory_format=memory)
     x.requires_grad_()
     dy = rng.normal(size=shape)
@@ -116,7 +129,9 @@ def test_masks_weigh_the_moments_and_the_gradient(forced, tiles, case, monkeypat
         layer(torch.zeros(shape, device=DEVICE), training=False)
     layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
     x = torch.tensor(rng.normal(2.0, 3.0, shape), dtype=torch.float32, device=DEVICE)
-    if memory is not None:
+    if callable(memory):
+        x = memory(x)
+    elif memory is not None:
         x = x.contiguous(memory_format=memory)
     x.requires_grad_()
     mshape = [n for d, n in enumerate(shape) if d not in layer._axes]
