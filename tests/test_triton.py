@@ -169,6 +169,31 @@ def test_masks_weigh_the_moments_and_the_gradient(forced, tiles, case, monkeypat
             np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
 
 
+def test_a_mask_that_needs_a_gradient_or_another_dtype_runs_the_composite(forced):
+    """Real weights that need a gradient get it (the composite formula differentiates
+    them), and weights of another dtype than x give the dtype PyTorch's type promotion
+    gives, as on every backend: neither goes to the weighted kernels."""
+    from batchnorm import functional as F
+
+    rng = np.random.default_rng(6)
+    x64 = torch.tensor(rng.normal(1.0, 2.0, (6, 3, 4)), device=DEVICE)
+    w64 = torch.tensor(rng.uniform(0.5, 1.5, (6, 1, 4)), device=DEVICE)
+    weigh = torch.arange(72.0, device=DEVICE).reshape(6, 3, 4)
+    results = {}
+    for name, dtype in (("triton", torch.float32), ("torch", torch.float64)):
+        with backends.use(name):
+            x, w = x64.to(dtype), w64.to(dtype).requires_grad_()
+            y, _ = F.train_forward(x, [1], None, None, 1e-3, mask=w)
+            (y.square() * weigh.to(dtype)).sum().backward()
+            promoted = F.train_forward(x, [1], None, None, 1e-3, mask=w64)[0]
+            results[name] = (y.detach(), w.grad, promoted)
+    (y, grad, promoted), (want_y, want_grad, want) = results["triton"], results["torch"]
+    assert grad is not None and promoted.dtype == torch.float64  # (float32 x, float64 w)
+    torch.testing.assert_close(y.double(), want_y, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad.double(), want_grad, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(promoted, want, atol=1e-6, rtol=1e-6)
+
+
 def test_a_mask_is_read_through_its_own_strides_when_they_merge():
     """The weights broadcast over the channels (zero strides) are read in place when their
     memory merges like the input's; otherwise (NCHW ghost batches: the ghost and channel

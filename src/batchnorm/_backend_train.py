@@ -30,13 +30,16 @@ def backend_train(
     moving: MovingStatistics | None,
     mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, BatchStatistics] | None:
-    """``functional.train_forward`` through the selected backend's training pass (no process group,
-    not tracing; a mask only on a backend with a weighted pass); None when the adjustment
-    varies over a reduced dimension or needs a gradient, or no backend weighs the mask, or
-    (compiling) no backend compiles its pass: the composite path handles those."""
+    """``functional.train_forward`` through the selected backend's training pass (no
+    process group; under ``torch.compile`` only a backend whose pass compiles); None, for
+    the composite path, when the adjustment varies over a reduced dimension or needs a
+    gradient, when the mask needs a gradient or is not of x's dtype (or boolean), or no
+    backend weighs it, or (tracing) no backend's pass compiles."""
     compiling = backends.tracing()
     if compiling and not backends.compiled_kernels(x):
         return None
+    if mask is not None and (mask.requires_grad or mask.dtype not in (x.dtype, torch.bool)):
+        return None  # (the composite formula differentiates it, and promotes x's dtype)
     shape = x.shape
     x = _layout.dense(x)
     layout, vshape, ghost_dim = None, shape, None

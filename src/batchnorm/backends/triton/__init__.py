@@ -9,8 +9,9 @@ view (``_layout.canonical``: NCHW, channels-last, rows, ghost-batch views, multi
 statistics are float32 in the kernels and merged in float64, outputs come in the
 input's dtype and memory format. Everything else goes to PyTorch operations through
 ``supports``: float64, a per-example adjustment (the composite formula), layouts
-outside the view, traced calls, ROCm (untested) and GPUs older than Volta
-(bfloat16: Ampere).
+outside the view, traced calls other than a compiled training call (whose pieces are
+``triton_op``s: ``ops.py``), ROCm (untested) and GPUs older than Volta (bfloat16:
+Ampere).
 
 ``triton`` is imported only when a call runs here: ``unavailable`` looks for it
 without importing it. With ``TRITON_INTERPRET=1`` in the environment when this module
