@@ -202,3 +202,31 @@ def test_device_values_are_not_checked_per_call_but_host_reads_check_them(on_dev
     bounds, tensors = _math.split_clipping({"rmin": 0.5, "dmax": torch.tensor(1.0)})
     assert bounds == (0.5, math.inf, math.inf)
     assert tensors[:2] == (None, None) and float(tensors[2]) == 1.0
+
+
+def test_clipping_tensors_compile_with_fullgraph_and_follow_in_place_changes():
+    """Under torch.compile a clipping tensor is part of the graph (a CPU tensor too: its
+    value is read on the device, never as a Python number that would break the graph),
+    and a schedule's in-place change reaches the next compiled step."""
+    rmax, dmax = torch.tensor(1.25), torch.tensor(0.25)
+    rng = np.random.default_rng(4)
+    clipping = {"rmin": 0.75, "rmax": rmax, "dmax": dmax}
+    layer = weighted_layer((16, 3), rng, renorm=True, renorm_clipping=clipping).double()
+    torch._dynamo.reset()
+    step = torch.compile(lambda t: layer(t, training=True), fullgraph=True, backend="aot_eager")
+    for bounds in (
+        {"rmin": 0.75, "rmax": 1.25, "dmax": 0.25},
+        {"rmin": 0.75, "rmax": 1.5, "dmax": 0.5},
+    ):
+        rmax.fill_(bounds["rmax"])
+        dmax.fill_(bounds["dmax"])
+        x, dy = rng.normal(2.0, 3.0, (16, 3)), rng.normal(size=(16, 3))
+        y_ref, dx_ref, _, _, new = _reference_step(layer, x, dy, bounds, None)
+        assert not np.allclose(y_ref, _reference_step(layer, x, dy, {}, None)[0])
+        xt = torch.tensor(x, requires_grad=True)
+        y = step(xt)
+        y.backward(torch.tensor(dy))
+        np.testing.assert_allclose(y.detach().numpy(), y_ref, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(xt.grad.numpy(), dx_ref, rtol=1e-10, atol=1e-10)
+        after = reference.state_of(layer)
+        np.testing.assert_allclose(after.renorm_mean, new.renorm_mean, rtol=1e-10, atol=1e-10)

@@ -194,6 +194,26 @@ def test_a_mask_that_needs_a_gradient_or_another_dtype_runs_the_composite(forced
     torch.testing.assert_close(promoted, want, atol=1e-6, rtol=1e-6)
 
 
+def test_weights_summing_to_nothing_or_less_give_every_backends_gradient(forced):
+    """A channel whose weights sum to 0 or less has μ = σ² = 0 as constants: dx is dy's
+    term alone, as the composite formula's (float64) gives."""
+    rng = np.random.default_rng(9)
+    x64 = torch.tensor(rng.normal(1.0, 2.0, (4, 2)), device=DEVICE)
+    dy = torch.tensor(rng.normal(size=(4, 2)), device=DEVICE)
+    grads = {}
+    for name, dtype in (("triton", torch.float32), ("torch", torch.float64)):
+        for mask in (-torch.ones(4), torch.tensor([1.0, -1.0, 0.5, -0.5])):
+            layer = BatchNormalization(axis=1).to(DEVICE, dtype)
+            x = x64.to(dtype, copy=True).requires_grad_()
+            with backends.use(name):
+                y = layer(x, training=True, mask=mask.to(DEVICE, dtype))
+            y.backward(dy.to(dtype))
+            grads.setdefault(name, []).append((y.detach().double(), x.grad.double()))
+    for got, want in zip(grads["triton"], grads["torch"], strict=True):
+        torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got[1], want[1], atol=1e-4, rtol=1e-5)
+
+
 def test_a_mask_is_read_through_its_own_strides_when_they_merge():
     """The weights broadcast over the channels (zero strides) are read in place when their
     memory merges like the input's; otherwise (NCHW ghost batches: the ghost and channel
@@ -322,16 +342,23 @@ def test_export_and_inference_trace_pytorch_operations_dynamic_shapes_specialize
     torch._dynamo.reset()
     seen: list[str] = []
 
-    def keep(gm, inputs):
-        seen.extend(str(n.target) for n in gm.graph.nodes)
+    def keep(gm, inputs):  # (the autograd.Function's graphs are submodules)
+        graphs = [m.graph for m in gm.modules() if isinstance(m, torch.fx.GraphModule)]
+        seen.extend(str(n.target) for g in graphs for n in g.nodes)
         return gm.forward
 
     f = torch.compile(lambda t: layer(t, training=True), backend=keep, dynamic=True)
-    for batch in (6, 5):
-        xd = x[:batch].double()
-        want = (xd - xd.mean((0, 2), keepdim=True)) / torch.sqrt(xd.var((0, 2), False, True) + 1e-3)
-        torch.testing.assert_close(f(x[:batch]).double(), want, atol=1e-5, rtol=1e-5)
-    assert "batchnorm.triton_moments.default" in seen
+    x4 = torch.randn(6, 3, 4, 2, device=DEVICE) * 2 + 1  # (every size symbolic)
+    built, unbuilt = BatchNormalization(axis=1).to(DEVICE), BatchNormalization(axis=1)
+    built(x4, training=False)
+    f4 = torch.compile(lambda t: built(t, training=True), backend=keep, dynamic=True)
+    f5 = torch.compile(lambda t: unbuilt(t, training=True), backend=keep, dynamic=True)
+    cases = ((f, x[:6]), (f, x[:5]), (f4, x4), (f4, x4[:4]), (f5, x4), (f5, x4[:4]))
+    for step, t in cases:
+        xd, dims = t.double(), [0, *range(2, t.dim())]
+        want = (xd - xd.mean(dims, keepdim=True)) / torch.sqrt(xd.var(dims, False, True) + 1e-3)
+        torch.testing.assert_close(step(t).double(), want, atol=1e-5, rtol=1e-5)
+    assert seen.count("batchnorm.triton_moments.default") == len(cases)  # (a graph a shape)
 
     class Step(torch.nn.Module):
         def __init__(self) -> None:

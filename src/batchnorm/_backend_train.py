@@ -6,6 +6,7 @@ in ``functional`` covers what it declines."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -42,15 +43,20 @@ def backend_train(
         return None  # (the composite formula differentiates it, and promotes x's dtype)
     shape = x.shape
     x = _layout.dense(x)
-    layout, vshape, ghost_dim = None, shape, None
+    sizes, strides = tuple(x.shape), tuple(x.stride())
+    if compiling:  # specialized (Dynamo guards on ``operator.index``; ``int`` stays symbolic):
+        # the kernels' view and tiles come from the static shape
+        sizes = tuple(operator.index(n) for n in sizes)
+        strides = tuple(operator.index(s) for s in strides)
+    layout, vshape, ghost_dim = None, sizes, None
     if virtual_batch_size is not None:  # the ghost view's layout; the pass reads x itself
-        layout = _layout.ghost_layout(x, virtual_batch_size, grouping)
+        layout = _layout.ghost_layout_of(sizes, strides, virtual_batch_size, grouping)
         vshape, ghost_dim = layout[0], layout[2]
         axes = [a + 1 for a in axes]
     per_channel = None if adjustment is None else _layout.parameter_layout(adjustment, vshape, axes)
     if adjustment is not None and per_channel is None:
         return None
-    vstride = tuple(x.stride()) if layout is None else layout[1]
+    vstride = strides if layout is None else layout[1]
     channel_dims = (*axes,) if ghost_dim is None else (ghost_dim, *axes)
     geo = _layout.geometry(tuple(vshape), vstride, channel_dims, ghost_dim)
     weights = None

@@ -91,9 +91,14 @@ def check_clipping(clipping: Any) -> dict[str, float | torch.Tensor]:
 
 
 def on_host(value: Any) -> bool:
-    """Whether reading ``value`` on the host costs no device synchronization: a number,
-    or a tensor on the CPU."""
-    return not isinstance(value, torch.Tensor) or value.device.type == "cpu"
+    """Whether ``value`` can be read on the host: a number, or a tensor on the CPU (no
+    device synchronization) outside ``torch.compile`` and ``torch.jit.trace`` (which
+    see a tensor's value only on the device, as part of the graph)."""
+    if not isinstance(value, torch.Tensor):
+        return True
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    return value.device.type == "cpu"
 
 
 def check_host_clipping(clipping: Mapping[str, float | torch.Tensor]) -> None:

@@ -79,11 +79,11 @@ def ghost_layout(
     """Shape, strides and ghost dimension of ``functional.ghost_batches(x, …)``'s view,
     without making it: splitting the batch dimension (stride s) into (vbs, G) gives
     strides (G·s, s) for TF's strided grouping, into (G, vbs) gives (vbs·s, s)."""
-    return _ghost_layout(tuple(x.shape), tuple(x.stride()), virtual_batch_size, grouping)
+    return ghost_layout_of(tuple(x.shape), tuple(x.stride()), virtual_batch_size, grouping)
 
 
 @functools.lru_cache(maxsize=256)
-def _ghost_layout(
+def ghost_layout_of(
     shape: tuple[int, ...], stride: tuple[int, ...], vbs: int, grouping: str
 ) -> tuple[tuple[int, ...], tuple[int, ...], int]:
     groups = shape[0] // vbs

@@ -152,8 +152,8 @@ def as_shape(input_shape: Any, argument: str = "input_shape") -> tuple[int | Non
     for d in input_shape:
         if d is None:
             dims.append(None)
-        elif isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0:
-            dims.append(int(d))
+        elif isinstance(d, (int, np.integer, torch.SymInt)) and not isinstance(d, bool) and d >= 0:
+            dims.append(int(d))  # (a symbolic size under torch.compile: specialized)
         else:
             raise TypeError(
                 f"`{argument}` must be a shape (a tuple/list of non-negative ints or None); "

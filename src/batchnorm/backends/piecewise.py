@@ -68,7 +68,7 @@ class _TrainNorm(torch.autograd.Function):
         inv, scale, shift = coefficients(var, plan.epsilon, slope, intercept, g, b)
         y = backend.normalize(x, mean, _full(scale, geo), _full(shift, geo), geo)
         ctx.save_for_backward(x, gamma, beta)
-        ctx.plan, ctx.backend, ctx.weights = plan, backend, weights
+        ctx.plan, ctx.backend, ctx.weights, ctx.positive = plan, backend, weights, n > 0
         ctx.stats = (safe, mean, inv, slope, intercept)
         ctx.mark_non_differentiable(mean, var, n)
         return y, mean, var, n
@@ -87,10 +87,12 @@ class _TrainNorm(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             g = _param(gamma, plan)
             k3 = inv * slope * (g if g is not None else 1.0)
-            k = (sdy / n, inv.square() * sdx / n, _full(k3, geo))
             if ctx.weights is None:
+                k = (sdy / n, inv.square() * sdx / n, _full(k3, geo))
                 dx = backend.input_grad(dy, x, mean, k, geo)
-            else:
+            else:  # (a channel weighing nothing, or less: μ = σ² = 0, constants)
+                weigh = torch.where(ctx.positive, 1.0 / n, 0.0)
+                k = (sdy * weigh, inv.square() * sdx * weigh, _full(k3, geo))
                 dx = backend.input_grad(dy, x, mean, k, geo, weights=ctx.weights)
         if wants_grad(ctx, 1, gamma):
             dgamma = _param_grad(slope * inv * sdx + intercept * sdy, gamma, plan)

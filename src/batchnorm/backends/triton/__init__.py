@@ -143,7 +143,7 @@ class TritonBackend(PiecewiseBackend):
         if not hasattr(torch.library, "triton_op") or _exporting():
             return False
         if not all(isinstance(n, int) for n in (*x.shape, *x.stride())):
-            return False  # (dynamic shapes: the geometry is worked out per static shape)
+            return False  # (symbolic sizes outside Dynamo, which specializes them itself)
         if self.unavailable() is not None:
             return False
         return geo is None or self.supports(x, geo) is None
