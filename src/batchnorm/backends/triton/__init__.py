@@ -96,7 +96,9 @@ class TritonBackend(PiecewiseBackend):
     max_examples = 3 if INTERPRET else None  # property tests: the interpreter is slow
 
     def __init__(self) -> None:
-        self._why: list[str | None] = []
+        # (found when registered, without importing triton: a call that Dynamo traces
+        # then reads a settled value rather than filling a cache it would guard on)
+        self._why: list[str | None] = [self._reason()]
 
     def unavailable(self) -> str | None:
         if not self._why:
