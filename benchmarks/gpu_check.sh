@@ -14,7 +14,8 @@ PY=${PY:-python3}
 } 2>&1 | tee "$OUT/env.txt"
 start=$(date +%s)
 timeout ${TEST_TIMEOUT:-200} $PY -m pytest -q -p no:cacheprovider -x \
-    tests/test_triton.py tests/test_conformance.py -k "triton" 2>&1 | tee "$OUT/tests.txt" | tail -25
+    tests/test_triton.py tests/test_triton_masks.py tests/test_triton_compile.py \
+    tests/test_conformance.py -k "triton" 2>&1 | tee "$OUT/tests.txt" | tail -25
 echo "tests: $(( $(date +%s) - start )) s"
 start=$(date +%s)
 timeout ${BENCH_TIMEOUT:-150} $PY -m batchnorm bench --device cuda --no-tf \

@@ -126,3 +126,25 @@ def _fresh_state():
     batchnorm.clear_session()
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def triton_forced():
+    """The Triton backend forced for one test (it fails, never skips, when unavailable)."""
+    from batchnorm import backends
+
+    reason = backends.get("triton").unavailable()
+    if reason is not None:
+        pytest.fail(f"the triton backend is not available here: {reason}")
+    with backends.use("triton"):
+        yield
+
+
+@pytest.fixture
+def triton_tiles(request):
+    """Force the Triton kernels' tile sizes and splits (``launch.FORCE``) for one test."""
+    from batchnorm.backends.triton import launch
+
+    launch.FORCE.update(request.param)
+    yield request.param
+    launch.FORCE.clear()

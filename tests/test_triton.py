@@ -18,67 +18,16 @@ import torch
 import reference
 from batchnorm import BatchNormalization, backends
 from batchnorm._layout import Geometry
-from batchnorm.backends.triton import INTERPRET, launch
-from helpers import CLIP, step_options
+from batchnorm.backends.triton import launch
+from helpers import step_options
+from triton_cases import CASES, DEVICE, NEEDS, SPLITS
 
-pytestmark = pytest.mark.skipif(
-    not INTERPRET and not torch.cuda.is_available(), reason="needs a GPU or the interpreter"
-)
-DEVICE = "cpu" if INTERPRET else "cuda"
+pytestmark = NEEDS
 
 
-@pytest.fixture
-def forced():
-    reason = backends.get("triton").unavailable()
-    if reason is not None:
-        pytest.fail(f"the triton backend is not available here: {reason}")
-    with backends.use("triton"):
-        yield
-
-
-@pytest.fixture
-def tiles(request):
-    """Force tile sizes and splits (``launch.FORCE``) for one test."""
-    launch.FORCE.update(request.param)
-    yield request.param
-    launch.FORCE.clear()
-
-
-def _strided(t: torch.Tensor) -> torch.Tensor:
-    """``t``'s values in memory that is not dense (every other element of a buffer)."""
-    buffer = torch.zeros(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype, device=t.device)
-    buffer[..., ::2] = t
-    return buffer[..., ::2]
-
-
-CASES = {  # (shape, axis, memory format or a transform, layer options)
-    "rows": ((13, 5), -1, None, {}),
-    "ncl": ((5, 3, 7), 1, None, {}),
-    "5-d channels-last": ((3, 3, 2, 3, 2), 1, torch.channels_last_3d, {}),
-    "transposed": ((5, 3, 7), 1, lambda t: t.transpose(1, 2).contiguous().transpose(1, 2), {}),
-    "not dense": ((5, 3, 7), 1, _strided, {}),
-    "nchw": ((5, 3, 3, 3), 1, None, {}),
-    "channels-last": ((5, 3, 3, 3), 1, torch.channels_last, {}),
-    "nlc": ((5, 7, 3), -1, None, {}),
-    "multi-axis": ((5, 3, 2, 3), [1, 2], None, {}),
-    "ghost-renorm": ((6, 3, 5), 1, None, {"virtual_batch_size": 2, "renorm_clipping": CLIP}),
-    "ghost-contiguous": (
-        (6, 5, 3),
-        -1,
-        None,
-        {"virtual_batch_size": 3, "ghost_grouping": "contiguous", "renorm_clipping": CLIP},
-    ),
-}
-SPLITS = [
-    {"block_r": 2, "block_c": 2, "splits": 3},  # several tiles per split, uneven last split
-    {"block_r": 4, "block_c": 1, "splits": 2},
-    {"block_r": 1, "block_c": 4, "splits": 7},  # one position per tile
-]
-
-
-@pytest.mark.parametrize("tiles", SPLITS, indirect=True, ids=lambda t: str(list(t.values())))
+@pytest.mark.parametrize("triton_tiles", SPLITS, indirect=True, ids=lambda t: str(list(t.values())))
 @pytest.mark.parametrize("case", list(CASES))
-def test_split_and_merge_paths_match_float64(forced, tiles, case):
+def test_split_and_merge_paths_match_float64(triton_forced, triton_tiles, case):
     shape, axis, memory, options = CASES[case]
     config = {"axis": axis, **options}
     config["renorm"] = "renorm_clipping" in config  # (the reference clips with CLIP)
@@ -114,130 +63,8 @@ def test_split_and_merge_paths_match_float64(forced, tiles, case):
             np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize("tiles", [{}, SPLITS[0]], indirect=True, ids=["shape", "forced"])
-@pytest.mark.parametrize("case", list(CASES))
-def test_masks_weigh_the_moments_and_the_gradient(forced, tiles, case, monkeypatch):
-    """A mask's weights (boolean, or real) through the weighted kernels: a ghost batch (or
-    the first example) weighing nothing gets μ = σ² = 0, the others the weighted moments;
-    dx, dγ, dβ and the moving statistics against float64."""
-    shape, axis, memory, options = CASES[case]
-    config = {"axis": axis, **options}
-    config["renorm"] = "renorm_clipping" in config
-    rng = np.random.default_rng(11)
-    layer = BatchNormalization(momentum=0.5, **config).to(DEVICE)
-    with backends.use(None):
-        layer(torch.zeros(shape, device=DEVICE), training=False)
-    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
-    x = torch.tensor(rng.normal(2.0, 3.0, shape), dtype=torch.float32, device=DEVICE)
-    if callable(memory):
-        x = memory(x)
-    elif memory is not None:
-        x = x.contiguous(memory_format=memory)
-    x.requires_grad_()
-    mshape = [n for d, n in enumerate(shape) if d not in layer._axes]
-    mask = rng.uniform(0.5, 2.0, mshape)  # real weights, several per ghost batch
-    mask[0 if layer.ghost_grouping == "strided" else slice(0, 3)] = 0.0  # one weighs nothing
-    if case == "nchw":
-        mask = mask > 1.0  # a boolean mask
-    weighted = []
-    moments = launch.moments
-    monkeypatch.setattr(
-        launch, "moments", lambda x, v, w=None: weighted.append(w is not None) or moments(x, v, w)
-    )
-    dy = rng.normal(size=shape)
-    state = reference.state_of(layer)
-    y = layer(x, training=True, mask=torch.tensor(mask, device=DEVICE))
-    (y * torch.tensor(dy, dtype=torch.float32, device=DEVICE)).sum().backward()
-    assert weighted == [True]
-    opts = step_options(layer, config)
-    opts.grouping = config.get("ghost_grouping", "strided")
-    xd = x.detach().double().cpu().numpy()
-    y_ref, dx_ref, dg_ref, db_ref, new = reference.train_step(
-        xd, dy, layer.axis, state, opts, mask=mask
-    )
-    tol = 2e-5 * max(1.0, np.abs(dx_ref).max())
-    np.testing.assert_allclose(y.detach().double().cpu().numpy(), y_ref, atol=tol, rtol=2e-5)
-    np.testing.assert_allclose(x.grad.double().cpu().numpy(), dx_ref, atol=tol, rtol=2e-5)
-    got_dg = layer.gamma.grad.double().cpu().numpy().reshape(dg_ref.shape)
-    np.testing.assert_allclose(got_dg, dg_ref, atol=5e-5, rtol=2e-5)
-    got_db = layer.beta.grad.double().cpu().numpy().reshape(db_ref.shape)
-    np.testing.assert_allclose(got_db, db_ref, atol=5e-5, rtol=2e-5)
-    for name in ("moving_mean", "moving_variance", "renorm_mean", "renorm_stddev"):
-        want = getattr(new, name)
-        if want is not None:
-            got = getattr(layer, name).double().cpu().numpy()
-            np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
-
-
-def test_a_mask_that_needs_a_gradient_or_another_dtype_runs_the_composite(forced):
-    """Real weights that need a gradient get it (the composite formula differentiates
-    them), and weights of another dtype than x give the dtype PyTorch's type promotion
-    gives, as on every backend: neither goes to the weighted kernels."""
-    from batchnorm import functional as F
-
-    rng = np.random.default_rng(6)
-    x64 = torch.tensor(rng.normal(1.0, 2.0, (6, 3, 4)), device=DEVICE)
-    w64 = torch.tensor(rng.uniform(0.5, 1.5, (6, 1, 4)), device=DEVICE)
-    weigh = torch.arange(72.0, device=DEVICE).reshape(6, 3, 4)
-    results = {}
-    for name, dtype in (("triton", torch.float32), ("torch", torch.float64)):
-        with backends.use(name):
-            x, w = x64.to(dtype), w64.to(dtype).requires_grad_()
-            y, _ = F.train_forward(x, [1], None, None, 1e-3, mask=w)
-            (y.square() * weigh.to(dtype)).sum().backward()
-            promoted = F.train_forward(x, [1], None, None, 1e-3, mask=w64)[0]
-            results[name] = (y.detach(), w.grad, promoted)
-    (y, grad, promoted), (want_y, want_grad, want) = results["triton"], results["torch"]
-    assert grad is not None and promoted.dtype == torch.float64  # (float32 x, float64 w)
-    torch.testing.assert_close(y.double(), want_y, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(grad.double(), want_grad, atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(promoted, want, atol=1e-6, rtol=1e-6)
-
-
-def test_weights_summing_to_nothing_or_less_give_every_backends_gradient(forced):
-    """A channel whose weights sum to 0 or less has μ = σ² = 0 as constants: dx is dy's
-    term alone, as the composite formula's (float64) gives."""
-    rng = np.random.default_rng(9)
-    x64 = torch.tensor(rng.normal(1.0, 2.0, (4, 2)), device=DEVICE)
-    dy = torch.tensor(rng.normal(size=(4, 2)), device=DEVICE)
-    grads = {}
-    for name, dtype in (("triton", torch.float32), ("torch", torch.float64)):
-        for mask in (-torch.ones(4), torch.tensor([1.0, -1.0, 0.5, -0.5])):
-            layer = BatchNormalization(axis=1).to(DEVICE, dtype)
-            x = x64.to(dtype, copy=True).requires_grad_()
-            with backends.use(name):
-                y = layer(x, training=True, mask=mask.to(DEVICE, dtype))
-            y.backward(dy.to(dtype))
-            grads.setdefault(name, []).append((y.detach().double(), x.grad.double()))
-    for got, want in zip(grads["triton"], grads["torch"], strict=True):
-        torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(got[1], want[1], atol=1e-4, rtol=1e-5)
-
-
-def test_a_mask_is_read_through_its_own_strides_when_they_merge():
-    """The weights broadcast over the channels (zero strides) are read in place when their
-    memory merges like the input's; otherwise (NCHW ghost batches: the ghost and channel
-    dimensions merge in x, not in the weights) a copy in the input's strides."""
-    from batchnorm._layout import canonical, geometry, ghost_layout
-
-    triton = backends.get("triton")
-    x = torch.empty(8, 3, 4, 5).contiguous(memory_format=torch.channels_last)
-    mask = torch.ones(8, 1, 4, 5)
-    geo = Geometry.of(x, [1])
-    w, strides = triton.prepare_weights(mask, geo)
-    assert w.data_ptr() == mask.data_ptr() and strides == (0, 0, 1, 0, 0)
-    assert canonical(geo) == ((1, 1, 160, 3, 1), (0, 0, 3, 1, 0))
-    nchw = torch.empty(8, 3, 4, 5)
-    shape, stride, ghost = ghost_layout(nchw, 2, "strided")
-    geo = geometry(shape, stride, (ghost, 2), ghost)
-    ghosts = mask.reshape(2, 4, 1, 4, 5)
-    w, strides = triton.prepare_weights(ghosts, geo)
-    assert w.stride() == stride and strides == canonical(geo)[1]
-    assert torch.equal(w, ghosts.expand(shape))
-
-
 @pytest.mark.parametrize("masked", [False, True], ids=["plain", "masked"])
-def test_double_backward_matches_float64(forced, masked):
+def test_double_backward_matches_float64(triton_forced, masked):
     """A second derivative (the composite formula, weighted by a mask's weights when there
     is one) against the same derivative of the float64 PyTorch-operations backend."""
     rng = np.random.default_rng(4)
@@ -261,117 +88,6 @@ def test_double_backward_matches_float64(forced, masked):
         torch.testing.assert_close(got, want, atol=1e-5 * scale, rtol=1e-5)
 
 
-def _compiled(fn, graphs: list[list[str]]):
-    """``torch.compile(fn, fullgraph=True)`` through AOTAutograd without Inductor (which
-    generates GPU code the interpreter cannot run), keeping each graph's call targets."""
-    from functorch.compile import make_boxed_func
-    from torch._dynamo.backends.debugging import aot_eager
-
-    def keep(gm, inputs):
-        graphs.append([str(n.target) for n in gm.graph.nodes if n.op == "call_function"])
-        return make_boxed_func(gm.forward)
-
-    torch._dynamo.reset()
-    return torch.compile(
-        fn, fullgraph=True, backend=lambda g, i: aot_eager(g, i, fw_compiler=keep, bw_compiler=keep)
-    )
-
-
-COMPILED = {  # (layer options, masked)
-    "plain": ({}, False),
-    "renorm-ghost": ({"virtual_batch_size": 2, "renorm": True, "renorm_clipping": CLIP}, False),
-    "mask": ({}, True),
-}
-
-
-@pytest.mark.parametrize("variant", list(COMPILED))
-def test_torch_compile_runs_the_kernels_as_custom_operators(forced, variant, monkeypatch):
-    """Under torch.compile the training pass's pieces are ``triton_op``s: the forward graph
-    launches the moments, merge and normalize kernels, the backward graph the sums and
-    the input gradient, and the step matches float64 (on CPU: the interpreter, with
-    AOTAutograd but not Inductor)."""
-    monkeypatch.setattr(backends.get("triton"), "compile_interpreted", True)
-    options, masked = COMPILED[variant]
-    shape, config = (6, 3, 4), {"axis": 1, **options}
-    rng = np.random.default_rng(8)
-    layer = BatchNormalization(momentum=0.5, **config).to(DEVICE)
-    with backends.use(None):
-        layer(torch.zeros(shape, device=DEVICE), training=False)
-    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
-    mask = rng.uniform(size=(6, 4)) > 0.3 if masked else None
-    x = torch.tensor(rng.normal(2.0, 3.0, shape), dtype=torch.float32, device=DEVICE)
-    x.requires_grad_()
-    dy = rng.normal(size=shape)
-    state = reference.state_of(layer)
-    graphs: list[list[str]] = []
-    kwargs = {} if mask is None else {"mask": torch.tensor(mask, device=DEVICE)}
-    step = _compiled(lambda t: layer(t, training=True, **kwargs), graphs)
-    y = step(x)
-    (y * torch.tensor(dy, dtype=torch.float32, device=DEVICE)).sum().backward()
-    launches = [g.count("triton_kernel_wrapper_functional") for g in graphs]
-    assert launches == [3, 2], graphs  # forward: moments, merge, normalize; backward: 2
-    opts = step_options(layer, config)
-    xd = x.detach().double().cpu().numpy()
-    y_ref, dx_ref, dg_ref, _, new = reference.train_step(xd, dy, layer.axis, state, opts, mask=mask)
-    np.testing.assert_allclose(y.detach().double().cpu().numpy(), y_ref, atol=2e-5, rtol=2e-5)
-    np.testing.assert_allclose(x.grad.double().cpu().numpy(), dx_ref, atol=5e-5, rtol=2e-5)
-    got_dg = layer.gamma.grad.double().cpu().numpy().reshape(dg_ref.shape)
-    np.testing.assert_allclose(got_dg, dg_ref, atol=5e-5, rtol=2e-5)
-    for name in ("moving_mean", "moving_variance", "renorm_mean", "renorm_stddev"):
-        want = getattr(new, name)
-        if want is not None:
-            got = getattr(layer, name).double().cpu().numpy()
-            np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
-
-
-def test_export_and_inference_trace_pytorch_operations_dynamic_shapes_specialize(
-    forced, monkeypatch
-):
-    """What stays the composite formula under tracing: torch.export (portable graphs) and
-    inference (one pointwise pass, which Inductor fuses with its neighbours). A compiled
-    training call with ``dynamic=True`` specializes on the shape (the kernels' view and
-    tiles come from it) and still runs the kernels."""
-    monkeypatch.setattr(backends.get("triton"), "compile_interpreted", True)
-    layer = BatchNormalization(axis=1).to(DEVICE)
-    x = torch.randn(6, 3, 4, device=DEVICE) * 2 + 1
-    layer(x, training=False)
-    graphs: list[list[str]] = []
-    y = _compiled(lambda t: layer(t, training=False), graphs)(x)
-    assert graphs and not any("triton" in t for g in graphs for t in g)
-    torch.testing.assert_close(y, layer(x, training=False))
-    torch._dynamo.reset()
-    seen: list[str] = []
-
-    def keep(gm, inputs):  # (the autograd.Function's graphs are submodules)
-        graphs = [m.graph for m in gm.modules() if isinstance(m, torch.fx.GraphModule)]
-        seen.extend(str(n.target) for g in graphs for n in g.nodes)
-        return gm.forward
-
-    f = torch.compile(lambda t: layer(t, training=True), backend=keep, dynamic=True)
-    x4 = torch.randn(6, 3, 4, 2, device=DEVICE) * 2 + 1  # (every size symbolic)
-    built, unbuilt = BatchNormalization(axis=1).to(DEVICE), BatchNormalization(axis=1)
-    built(x4, training=False)
-    f4 = torch.compile(lambda t: built(t, training=True), backend=keep, dynamic=True)
-    f5 = torch.compile(lambda t: unbuilt(t, training=True), backend=keep, dynamic=True)
-    cases = ((f, x[:6]), (f, x[:5]), (f4, x4), (f4, x4[:4]), (f5, x4), (f5, x4[:4]))
-    for step, t in cases:
-        xd, dims = t.double(), [0, *range(2, t.dim())]
-        want = (xd - xd.mean(dims, keepdim=True)) / torch.sqrt(xd.var(dims, False, True) + 1e-3)
-        torch.testing.assert_close(step(t).double(), want, atol=1e-5, rtol=1e-5)
-    assert seen.count("batchnorm.triton_moments.default") == len(cases)  # (a graph a shape)
-
-    class Step(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bn = layer
-
-        def forward(self, t):
-            return self.bn(t, training=True)
-
-    exported = torch.export.export(Step(), (x,))
-    assert not any("triton" in str(n.target) for n in exported.graph.nodes)
-
-
 def test_tiles_come_from_the_shape_and_fill_the_grid():
     """Channel blocks over contiguous channels, long tiles over contiguous positions,
     splits until the programs fill the device, never more splits than tiles."""
@@ -387,7 +103,7 @@ def test_tiles_come_from_the_shape_and_fill_the_grid():
     assert -(-200_000 // launch.tiles_for(wide, cpu)[1]) <= 65535
 
 
-def test_data_with_a_large_mean_keeps_its_precision(forced):
+def test_data_with_a_large_mean_keeps_its_precision(triton_forced):
     """float32 data with mean 1e4 and std 1: the shifted moments and the mean held as a
     float32 pair keep the output within 1e-3 of float64 (the target) and far better."""
     rng = np.random.default_rng(5)
@@ -404,8 +120,8 @@ def test_data_with_a_large_mean_keeps_its_precision(forced):
     )
 
 
-@pytest.mark.parametrize("tiles", [{}, SPLITS[0]], indirect=True, ids=["shape", "forced"])
-def test_two_runs_are_bitwise_equal(forced, tiles):
+@pytest.mark.parametrize("triton_tiles", [{}, SPLITS[0]], indirect=True, ids=["shape", "forced"])
+def test_two_runs_are_bitwise_equal(triton_forced, triton_tiles):
     rng = np.random.default_rng(9)
     x = torch.tensor(rng.normal(1.0, 2.0, (16, 6, 4, 4)), dtype=torch.float32, device=DEVICE)
     x = x.contiguous(memory_format=torch.channels_last)
@@ -421,7 +137,7 @@ def test_two_runs_are_bitwise_equal(forced, tiles):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_16bit_input_with_16bit_parameters(forced, dtype):
+def test_16bit_input_with_16bit_parameters(triton_forced, dtype):
     """``model.half()`` / ``.to(torch.bfloat16)``: 16-bit input and parameters, float32
     statistics, output and gradients in the input's dtype and memory format."""
     rng = np.random.default_rng(2)
@@ -443,7 +159,7 @@ def test_16bit_input_with_16bit_parameters(forced, dtype):
     np.testing.assert_allclose(y.detach().double().cpu().numpy(), want, atol=8 * eps, rtol=4 * eps)
 
 
-def test_calls_it_cannot_take_go_elsewhere_or_say_why(forced):
+def test_calls_it_cannot_take_go_elsewhere_or_say_why(triton_forced):
     x = torch.randn(4, 3, dtype=torch.float64, device=DEVICE)
     reason = backends.get("triton").supports(x, Geometry.of(x, [1]))
     assert reason == "it takes float32, float16 and bfloat16 tensors, not torch.float64"
@@ -479,7 +195,7 @@ def test_info_finds_triton_without_importing_it():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_autocast_gives_the_output_dtype_nn_batchnorm2d_gives(forced, dtype):
+def test_autocast_gives_the_output_dtype_nn_batchnorm2d_gives(triton_forced, dtype):
     """Under ``torch.autocast`` (bfloat16) the layer's output dtype is the one
     ``nn.BatchNorm2d`` gives for the same input, training and inference."""
     kind = "cuda" if DEVICE == "cuda" else "cpu"
