@@ -1,11 +1,11 @@
 """Build and load the optional C kernels (``kernels.c`` with ``kernels_loops.h``) on first use.
 
-The library is compiled once per machine with the system C compiler into a
-cache directory (``$BATCHNORM_CACHE_DIR``, else ``~/.cache/batchnorm``) and
-loaded with ctypes; it shares the OpenMP runtime PyTorch already loaded. If no
+The library is compiled once per machine with the system C compiler into the cache
+directory and loaded with ctypes; it shares the OpenMP runtime PyTorch already loaded.
+Compilers, flags, the cache and what a failed build leaves are ``toolchain``'s. If no
 compiler is available, or ``BATCHNORM_NATIVE=0`` is set, or anything fails,
-``library()`` returns None and every path runs on PyTorch operations instead
-(same numbers, slower on CPU). ``status()`` says which happened.
+``library()`` returns None and every path runs on PyTorch operations instead (same
+numbers, slower on CPU). ``status()`` says which happened.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import ctypes
 import hashlib
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,20 +22,11 @@ from pathlib import Path
 
 import torch
 
+from . import toolchain
+
 _SOURCE = Path(__file__).with_name("kernels.c")
 _HEADERS = [Path(__file__).with_name("kernels_loops.h")]  # included by kernels.c
 _ABI_VERSION = 9
-_FLAGS = [
-    "-O3",
-    "-fPIC",
-    "-shared",
-    "-fopenmp",
-    "-fassociative-math",  # lets reductions vectorize; NaN and Inf still propagate
-    "-fno-signed-zeros",
-    "-fno-trapping-math",
-    "-fno-math-errno",
-    "-std=c99",
-]
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
 _tried = False
@@ -54,22 +44,9 @@ def _cpu_signature() -> str:
     return platform.processor() or "unknown"
 
 
-def _cache_dir() -> Path:
-    configured = os.environ.get("BATCHNORM_CACHE_DIR")
-    if configured:
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "batchnorm"
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return name
-    return None
-
-
 def _build(compiler: str, flags: list[str], target: Path) -> None:
+    """Compile into a temporary file renamed onto ``target``; a compiler that fails
+    leaves its message for later processes (``toolchain.record_failure``)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
@@ -81,6 +58,10 @@ def _build(compiler: str, flags: list[str], target: Path) -> None:
             timeout=120,
         )
         os.replace(tmp, target)  # atomic: concurrent processes never see half a file
+    except subprocess.CalledProcessError as exc:
+        detail = (exc.stderr or b"").decode(errors="replace")[-300:]
+        toolchain.record_failure(target, f"the compiler exited with {exc.returncode}: {detail}")
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -117,18 +98,20 @@ def _load() -> ctypes.CDLL | None:
     if sys.platform.startswith("win"):
         _status = "not built on Windows; using PyTorch operations"
         return None
-    compiler = _compiler()
+    compiler = toolchain.c_compiler()
     if compiler is None:
         _status = "no C compiler found; using PyTorch operations"
         return None
     source = b"".join(path.read_bytes() for path in (_SOURCE, *_HEADERS))  # any edit rebuilds
-    flags = list(_FLAGS)
-    if platform.machine() in ("x86_64", "AMD64"):  # compiled on the machine that runs it
-        flags += ["-march=native", "-mprefer-vector-width=512"]
+    flags = toolchain.c_flags()
     key = hashlib.sha256(
         source + " ".join([compiler, *flags, platform.machine(), _cpu_signature()]).encode()
     ).hexdigest()[:16]
-    target = _cache_dir() / f"kernels-{key}.so"
+    target = toolchain.cache_dir() / f"kernels-{key}.so"
+    failure = None if target.exists() else toolchain.previous_failure(target)
+    if failure is not None:
+        _status = f"build failed before ({failure}); using PyTorch operations"
+        return None
     try:
         if not target.exists():
             _build(compiler, flags, target)

@@ -24,7 +24,6 @@ import importlib.util
 import os
 import platform
 import shlex
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -36,12 +35,11 @@ from typing import Any
 
 import torch
 
-from . import build
+from . import toolchain
 
 _SOURCE = Path(__file__).with_name("autograd.cpp")
 _NAME = "_batchnorm_autograd"
 _ABI_VERSION = 6
-_FLAGS = ["-O2", "-shared", "-fPIC", "-std=c++17", "-w"]
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -54,18 +52,11 @@ def _disabled() -> bool:
     return os.environ.get("BATCHNORM_CPP", "1").lower() in ("0", "false", "no", "off")
 
 
-def _compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name and shutil.which(name):
-            return name
-    return None
-
-
 def _target(compiler: str) -> Path:
     versions = [torch.__version__, str(torch.version.git_version), sys.version]
-    settings = " ".join([compiler, *_FLAGS, *versions, platform.machine()])
+    settings = " ".join([compiler, *toolchain.CXX_FLAGS, *versions, platform.machine()])
     key = hashlib.sha256(_SOURCE.read_bytes() + settings.encode()).hexdigest()[:16]
-    return build._cache_dir() / f"autograd-{key}.so"
+    return toolchain.cache_dir() / f"autograd-{key}.so"
 
 
 def _spawn(compiler: str, target: Path) -> subprocess.Popen[bytes]:
@@ -80,7 +71,7 @@ def _spawn(compiler: str, target: Path) -> subprocess.Popen[bytes]:
     tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp")
     command = [
         compiler,
-        *_FLAGS,
+        *toolchain.CXX_FLAGS,
         f"-DTORCH_EXTENSION_NAME={_NAME}",
         "-DTORCH_API_INCLUDE_EXTENSION_H",
         *(f"-I{path}" for path in includes),
@@ -111,12 +102,6 @@ def _log(target: Path) -> Path:
     return target.with_name(f"{target.stem}.{os.getpid()}.log")
 
 
-def _failed(target: Path) -> Path:
-    """Where a failed build leaves the compiler's message, so that later programs do not
-    start the same doomed build; deleting it retries."""
-    return target.with_suffix(".failed")
-
-
 def _import(target: Path) -> ModuleType:
     loader = importlib.machinery.ExtensionFileLoader(_NAME, str(target))
     spec = importlib.util.spec_from_file_location(_NAME, target, loader=loader)
@@ -144,7 +129,7 @@ def _load(target: Path, build: subprocess.Popen[bytes] | None = None) -> None:
             if code != 0:
                 log = _log(target)
                 detail = log.read_text(errors="replace")[-300:]
-                _failed(target).write_text(f"the compiler exited with {code}: {detail}")
+                toolchain.record_failure(target, f"the compiler exited with {code}: {detail}")
                 log.unlink(missing_ok=True)
                 raise OSError(f"the compiler exited with {code}: {detail}")
         module = _import(target)
@@ -163,7 +148,7 @@ def _start() -> None:
     if sys.platform.startswith("win"):
         _status = "not built on Windows; using the Python node"
         return
-    compiler = _compiler()
+    compiler = toolchain.cxx_compiler()
     if compiler is None:
         _status = "no C++ compiler found; using the Python node"
         return
@@ -175,10 +160,9 @@ def _start() -> None:
     if target.exists():  # built before: load now
         _load(target)
         return
-    failed = _failed(target)
-    if failed.exists():
-        detail = failed.read_text(errors="replace")
-        _status = f"build failed before ({detail}; delete {failed} to retry); using the Python node"
+    failure = toolchain.previous_failure(target)
+    if failure is not None:
+        _status = f"build failed before ({failure}); using the Python node"
         return
     try:
         build = _spawn(compiler, target)
