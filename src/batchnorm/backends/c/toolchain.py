@@ -8,8 +8,9 @@ what a failed build leaves.
   and an old one is never loaded by mistake.
 - **C kernels** (``kernels.c`` with ``kernels_loops.h``): ``$CC``, else ``cc``, ``gcc``,
   ``clang``; flags ``C_FLAGS`` plus, on x86-64, ``-march=native
-  -mprefer-vector-width=512`` (built on the machine that runs them); linked with
-  ``-lm``; file ``kernels-<hash>.so``.
+  -mprefer-vector-width=512`` (built on the machine that runs them), plus the
+  sanitizers' when ``BATCHNORM_SANITIZE`` asks for them; linked with ``-lm``; file
+  ``kernels-<hash>.so``.
 - **C++ autograd nodes** (``autograd.cpp``): ``$CXX``, else ``c++``, ``g++``,
   ``clang++``; flags ``CXX_FLAGS``, PyTorch's and Python's headers, PyTorch's libraries;
   file ``autograd-<hash>.so``, built in the background.
@@ -40,6 +41,7 @@ __all__ = [
     "failed_marker",
     "previous_failure",
     "record_failure",
+    "sanitizer_flags",
 ]
 
 C_FLAGS = (
@@ -83,11 +85,25 @@ def cxx_compiler() -> str | None:
 
 
 def c_flags() -> list[str]:
-    """The C kernels' flags on this machine."""
+    """The C kernels' flags on this machine (with ``sanitizer_flags()`` when asked)."""
     flags = list(C_FLAGS)
     if platform.machine() in ("x86_64", "AMD64"):  # compiled on the machine that runs it
         flags += ["-march=native", "-mprefer-vector-width=512"]
-    return flags
+    return flags + sanitizer_flags()
+
+
+def sanitizer_flags() -> list[str]:
+    """``BATCHNORM_SANITIZE=address,undefined`` (any of GCC's and Clang's ``-fsanitize``
+    lists) builds the C kernels instrumented, in their own file (the flags are in its
+    hash): every finding aborts with the source line (``-g``, no recovery). The process
+    must load the sanitizers' runtimes first, e.g. ``LD_PRELOAD="$(cc
+    -print-file-name=libasan.so) $(cc -print-file-name=libubsan.so)"`` and
+    ``ASAN_OPTIONS=detect_leaks=0`` (Python's own allocations are not leaks to
+    report); ``tests/test_sanitizers.py`` runs the conformance suite that way."""
+    wanted = os.environ.get("BATCHNORM_SANITIZE", "").strip()
+    if not wanted:
+        return []
+    return [f"-fsanitize={wanted}", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
 
 
 def failed_marker(target: Path) -> Path:
