@@ -1,4 +1,4 @@
-"""Build and load the optional C kernels (``kernels.c`` with ``kernels_loops.h``) on first use.
+"""Build and load the optional C kernels (``kernels.c`` with ``kernels/*.h``) on first use.
 
 The library is compiled once per machine with the system C compiler into the cache
 directory and loaded with ctypes; it shares the OpenMP runtime PyTorch already loaded.
@@ -25,7 +25,7 @@ import torch
 from . import toolchain
 
 _SOURCE = Path(__file__).with_name("kernels.c")
-_HEADERS = [Path(__file__).with_name("kernels_loops.h")]  # included by kernels.c
+_HEADERS = sorted(Path(__file__).with_name("kernels").glob("*.h"))  # included by kernels.c
 _ABI_VERSION = 9
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None

@@ -6,7 +6,7 @@ what a failed build leaves.
   shapes it (sources, compiler, flags, machine; the C kernels also the CPU's feature
   flags, the C++ nodes PyTorch's and Python's versions), so a change builds a new file
   and an old one is never loaded by mistake.
-- **C kernels** (``kernels.c`` with ``kernels_loops.h``): ``$CC``, else ``cc``, ``gcc``,
+- **C kernels** (``kernels.c`` with ``kernels/*.h``): ``$CC``, else ``cc``, ``gcc``,
   ``clang``; flags ``C_FLAGS`` plus, on x86-64, ``-march=native
   -mprefer-vector-width=512`` (built on the machine that runs them), plus the
   sanitizers' when ``BATCHNORM_SANITIZE`` asks for them; linked with ``-lm``; file

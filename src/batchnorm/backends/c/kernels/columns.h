@@ -1,0 +1,65 @@
+/* The column loops: short columns of contiguous channels (channels-last rows) a chunk
+   at a time, vector columns then single channels (column_steps.h, twice).
+   Part of the kernels of one element type (typed.h: S, T, SUFFIX, SQRT, VT, L, TSUF, LD,
+   ST, ROW defined by the includer, kernels.c). */
+
+#define COL_NAME CAT(colv_, SUFFIX)
+#define COL_VT VT
+#define COL_NV 2
+#define COL_L L
+#define COL_LDV CAT(vld_, SUFFIX)
+#define COL_STV CAT(vst_, SUFFIX)
+#define COL_TLD CAT(vld_, TSUF)
+#define COL_TST CAT(vst_, TSUF)
+#include "column_steps.h"
+#undef COL_NAME
+#undef COL_VT
+#undef COL_NV
+#undef COL_L
+#undef COL_LDV
+#undef COL_STV
+#undef COL_TLD
+#undef COL_TST
+#define COL_NAME CAT(cols_, SUFFIX)
+#define COL_VT T
+#define COL_NV 1
+#define COL_L 1
+#define COL_LDV CAT(sld_, SUFFIX)
+#define COL_STV CAT(sst_, SUFFIX)
+#define COL_TLD CAT(sld_, TSUF)
+#define COL_TST CAT(sst_, TSUF)
+#include "column_steps.h"
+#undef COL_NAME
+#undef COL_VT
+#undef COL_NV
+#undef COL_L
+#undef COL_LDV
+#undef COL_STV
+#undef COL_TLD
+#undef COL_TST
+static void CAT(col_stats_affine_, SUFFIX)(const S *x, S *out, i64 cn, i64 nr, i64 st, i64 k0, i64 P,
+                                      double eps, const double *gs, const double *go, T *mu,
+                                      T *ti, double *dv) {
+    double wg[2 * L], wo[2 * L];
+    i64 c = 0, p = k0 % P;
+    for (; c + 2 * L <= cn; c += 2 * L) {
+        CAT(CAT(colv_, SUFFIX), _fwd)(x, out, c, nr, st, eps, param_window(gs, p, P, 2 * L, wg),
+                            param_window(go, p, P, 2 * L, wo), mu, ti, dv);
+        for (p += 2 * L; p >= P;) p -= P;
+    }
+    for (; c < cn; ++c, p = p + 1 < P ? p + 1 : 0)
+        CAT(CAT(cols_, SUFFIX), _fwd)(x, out, c, nr, st, eps, gs + p, go + p, mu, ti, dv);
+}
+static void CAT(col_reduce_dx_, SUFFIX)(const S *dy, const S *x, S *dx, i64 cn, i64 nr, i64 st,
+                                   i64 k0, i64 P, const T *mean, const T *inv, const double *gs,
+                                   double *ss, double *sp) {
+    double wg[2 * L];
+    i64 c = 0, p = k0 % P;
+    for (; c + 2 * L <= cn; c += 2 * L) {
+        CAT(CAT(colv_, SUFFIX), _bwd)(dy, x, dx, c, nr, st, mean, inv, param_window(gs, p, P, 2 * L, wg),
+                            ss, sp);
+        for (p += 2 * L; p >= P;) p -= P;
+    }
+    for (; c < cn; ++c, p = p + 1 < P ? p + 1 : 0)
+        CAT(CAT(cols_, SUFFIX), _bwd)(dy, x, dx, c, nr, st, mean, inv, gs + p, ss, sp);
+}
