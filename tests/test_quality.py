@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,29 @@ def test_only_the_backends_load_native_code():
     assert any(  # (the check sees what it looks for: the C backend does import ctypes)
         "import ctypes" in p.read_text() for p in (package / "backends" / "c").glob("*.py")
     )
+
+
+def test_no_c_function_is_defined_inside_a_macro():
+    """Every C kernel is an ordinary function (its lines are what the compiler, sanitizers
+    and gdb report): no ``#define`` of the C backend's sources holds a function
+    definition, and the per-type code is included once per type rather than stamped out
+    by a macro."""
+    root = Path(__file__).resolve().parent.parent / "src/batchnorm/backends/c"
+    sources = [root / "kernels.c", *sorted((root / "kernels").glob("*.h"))]
+    function = re.compile(r"\b(?:static|int|void|double|float)\b[\w\s\*]*\(\s*[^;{)]*\)\s*\{")
+    defined = []
+    for path in sources:
+        lines = path.read_text().split("\n")
+        i = 0
+        while i < len(lines):
+            if lines[i].lstrip().startswith("#define"):
+                block = [lines[i]]
+                while lines[i].rstrip().endswith("\\"):
+                    i += 1
+                    block.append(lines[i])
+                if function.search(" ".join(b.rstrip("\\") for b in block)):
+                    defined.append(f"{path.name}: {block[0][:60]}")
+            i += 1
+    assert not defined, defined
+    typed = (root / "kernels.c").read_text().count('#include "kernels/typed.h"')
+    assert typed == 4  # float32, float64, bfloat16, float16
