@@ -55,7 +55,7 @@ def _build(compiler: str, flags: list[str], target: Path) -> None:
             [compiler, *flags, "-o", tmp, str(_SOURCE), "-lm"],
             check=True,
             capture_output=True,
-            timeout=120,
+            timeout=600,  # (an instrumented build, BATCHNORM_SANITIZE, takes a minute or more)
         )
         os.replace(tmp, target)  # atomic: concurrent processes never see half a file
     except subprocess.CalledProcessError as exc:
