@@ -414,16 +414,6 @@ static inline const double *param_window(const double *v, i64 p, i64 P, i64 n, d
 #define ST ID
 #define ROW ROW_IN_PLACE
 #include "kernels/typed.h"
-#undef S
-#undef T
-#undef SUFFIX
-#undef SQRT
-#undef VT
-#undef L
-#undef TSUF
-#undef LD
-#undef ST
-#undef ROW
 
 #define S double
 #define T double
@@ -436,16 +426,6 @@ static inline const double *param_window(const double *v, i64 p, i64 P, i64 n, d
 #define ST ID
 #define ROW ROW_IN_PLACE
 #include "kernels/typed.h"
-#undef S
-#undef T
-#undef SUFFIX
-#undef SQRT
-#undef VT
-#undef L
-#undef TSUF
-#undef LD
-#undef ST
-#undef ROW
 
 #define S uint16_t
 #define T float
@@ -458,16 +438,6 @@ static inline const double *param_window(const double *v, i64 p, i64 P, i64 n, d
 #define ST bf16_store
 #define ROW bf16_row
 #include "kernels/typed.h"
-#undef S
-#undef T
-#undef SUFFIX
-#undef SQRT
-#undef VT
-#undef L
-#undef TSUF
-#undef LD
-#undef ST
-#undef ROW
 
 #define S uint16_t
 #define T float
@@ -480,16 +450,6 @@ static inline const double *param_window(const double *v, i64 p, i64 P, i64 n, d
 #define ST f16_store
 #define ROW f16_row
 #include "kernels/typed.h"
-#undef S
-#undef T
-#undef SUFFIX
-#undef SQRT
-#undef VT
-#undef L
-#undef TSUF
-#undef LD
-#undef ST
-#undef ROW
 
 
 /* Version of this interface: the loader refuses a library with another one. */

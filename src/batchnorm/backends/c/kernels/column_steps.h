@@ -79,3 +79,13 @@ static inline void CAT(COL_NAME, _bwd)(const S *restrict dy, const S *restrict x
         for (int u = 0; u < COL_NV; ++u)
             COL_STV(dx + r * st + c + u * COL_L, (g[r][u] - a1[u] - xc[r][u] * a2[u]) * a3[u]);
 }
+
+/* (its parameters end here: the next includer defines them again) */
+#undef COL_NAME
+#undef COL_VT
+#undef COL_NV
+#undef COL_L
+#undef COL_LDV
+#undef COL_STV
+#undef COL_TLD
+#undef COL_TST

@@ -12,14 +12,6 @@
 #define COL_TLD CAT(vld_, TSUF)
 #define COL_TST CAT(vst_, TSUF)
 #include "column_steps.h"
-#undef COL_NAME
-#undef COL_VT
-#undef COL_NV
-#undef COL_L
-#undef COL_LDV
-#undef COL_STV
-#undef COL_TLD
-#undef COL_TST
 #define COL_NAME CAT(cols_, SUFFIX)
 #define COL_VT T
 #define COL_NV 1
@@ -29,14 +21,6 @@
 #define COL_TLD CAT(sld_, TSUF)
 #define COL_TST CAT(sst_, TSUF)
 #include "column_steps.h"
-#undef COL_NAME
-#undef COL_VT
-#undef COL_NV
-#undef COL_L
-#undef COL_LDV
-#undef COL_STV
-#undef COL_TLD
-#undef COL_TST
 static void CAT(col_stats_affine_, SUFFIX)(const S *x, S *out, i64 cn, i64 nr, i64 st, i64 k0, i64 P,
                                       double eps, const double *gs, const double *go, T *mu,
                                       T *ti, double *dv) {

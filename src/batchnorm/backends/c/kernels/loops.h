@@ -163,10 +163,8 @@ static inline void vst_f16(uint16_t *q, vecf_t v) { v16_st_f16(q, (__m512)v); }
 #define COLS_16 0
 #define SUFFIX bf16
 #include "v16.h"
-#undef SUFFIX
 #define SUFFIX f16
 #include "v16.h"
-#undef SUFFIX
 #endif
 
 /* Four rows at a time (row j at p + j·st): per-channel coefficients are loaded and
@@ -182,85 +180,49 @@ static inline void vst_f16(uint16_t *q, vecf_t v) { v16_st_f16(q, (__m512)v); }
 #define SUFFIX f32
 #define W 64
 #include "sums.h"
-#undef T
-#undef SUFFIX
-#undef W
 #define T double
 #define SUFFIX f64
 #define W 32
 #include "sums.h"
-#undef T
-#undef SUFFIX
-#undef W
 #define T float
 #define SUFFIX bf16
 #define W 64
 #include "sums.h"
-#undef T
-#undef SUFFIX
-#undef W
 #define T float
 #define SUFFIX f16
 #define W 64
 #include "sums.h"
-#undef T
-#undef SUFFIX
-#undef W
 #define S float
 #define T float
 #define SUFFIX f32
 #include "loops_plain.h"
-#undef S
-#undef T
-#undef SUFFIX
 #define S double
 #define T double
 #define SUFFIX f64
 #include "loops_plain.h"
-#undef S
-#undef T
-#undef SUFFIX
 #define SUFFIX bf16
 #define LD bf16_load
 #define ST bf16_store
 #include "loops_16.h"
-#undef SUFFIX
-#undef LD
-#undef ST
 #define SUFFIX f16
 #define LD f16_load
 #define ST f16_store
 #include "loops_16.h"
-#undef SUFFIX
-#undef LD
-#undef ST
 #define S float
 #define T float
 #define SUFFIX f32
 #include "rows_plain.h"
-#undef S
-#undef T
-#undef SUFFIX
 #define S double
 #define T double
 #define SUFFIX f64
 #include "rows_plain.h"
-#undef S
-#undef T
-#undef SUFFIX
 #define SUFFIX bf16
 #define LD bf16_load
 #define ST bf16_store
 #include "rows_16.h"
-#undef SUFFIX
-#undef LD
-#undef ST
 #define SUFFIX f16
 #define LD f16_load
 #define ST f16_store
 #include "rows_16.h"
-#undef SUFFIX
-#undef LD
-#undef ST
 
 #endif /* BATCHNORM_KERNELS_LOOPS_H */

@@ -126,3 +126,8 @@ static inline void CAT(reduce_row_, SUFFIX)(const uint16_t *restrict dy, const u
         bp[c] += g * (LD(x[c]) - mu[c]);
     }
 }
+
+/* (its parameters end here: the next includer defines them again) */
+#undef SUFFIX
+#undef LD
+#undef ST

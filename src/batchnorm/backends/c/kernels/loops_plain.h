@@ -67,3 +67,8 @@ static inline void CAT(reduce_row_, SUFFIX)(const S *restrict dy, const S *restr
         bp[c] += dy[c] * (x[c] - mu[c]);
     }
 }
+
+/* (its parameters end here: the next includer defines them again) */
+#undef S
+#undef T
+#undef SUFFIX

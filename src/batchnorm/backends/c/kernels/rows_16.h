@@ -92,3 +92,8 @@ static inline void CAT(dx_rows_, SUFFIX)(const uint16_t *dy, const uint16_t *x, 
     for (; r < rows; ++r, dy += st, x += st, q += st)
         CAT(dx_row_, SUFFIX)(dy, x, q, n, mu, a1, a2, a3);
 }
+
+/* (its parameters end here: the next includer defines them again) */
+#undef SUFFIX
+#undef LD
+#undef ST

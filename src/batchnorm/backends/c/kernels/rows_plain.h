@@ -94,3 +94,8 @@ static inline void CAT(dx_rows_, SUFFIX)(const S *dy, const S *x, S *q, i64 n, i
     for (; r < rows; ++r, dy += st, x += st, q += st)
         CAT(dx_row_, SUFFIX)(dy, x, q, n, mu, a1, a2, a3);
 }
+
+/* (its parameters end here: the next includer defines them again) */
+#undef S
+#undef T
+#undef SUFFIX

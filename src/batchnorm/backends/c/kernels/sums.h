@@ -19,3 +19,8 @@ static inline T CAT(sum_sq_dev_, SUFFIX)(const T *restrict p, i64 n, T mu) {
     for (int j = 0; j < W; ++j) t += acc[j];
     return t;
 }
+
+/* (its parameters end here: the next includer defines them again) */
+#undef T
+#undef SUFFIX
+#undef W

@@ -10,3 +10,15 @@
 #include "forward.h"
 #include "backward.h"
 #include "passes.h"
+
+/* (its parameters end here: the next includer defines them again) */
+#undef S
+#undef T
+#undef SUFFIX
+#undef SQRT
+#undef VT
+#undef L
+#undef TSUF
+#undef LD
+#undef ST
+#undef ROW

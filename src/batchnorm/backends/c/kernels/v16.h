@@ -11,3 +11,6 @@ static inline void CAT(vst_, SUFFIX)(uint16_t *q, vecf_t v) {
     vst_f32(b, v);
     for (int j = 0; j < VLF; ++j) CAT(sst_, SUFFIX)(q + j, b[j]);
 }
+
+/* (its parameters end here: the next includer defines them again) */
+#undef SUFFIX
