@@ -19,8 +19,7 @@ import reference
 from batchnorm import BatchNormalization, backends
 from batchnorm._layout import Geometry
 from batchnorm.backends.triton import launch
-from helpers import step_options
-from triton_cases import CASES, DEVICE, NEEDS, SPLITS
+from triton_cases import CASES, DEVICE, NEEDS, SPLITS, check_step, layer_and_input
 
 pytestmark = NEEDS
 
@@ -32,35 +31,12 @@ def test_split_and_merge_paths_match_float64(triton_forced, triton_tiles, case):
     config = {"axis": axis, **options}
     config["renorm"] = "renorm_clipping" in config  # (the reference clips with CLIP)
     rng = np.random.default_rng(3)
-    layer = BatchNormalization(momentum=0.5, **config).to(DEVICE)
-    with backends.use(None):
-        layer(torch.zeros(shape, device=DEVICE), training=False)
-    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
-    x = torch.tensor(rng.normal(2.0, 3.0, shape), dtype=torch.float32, device=DEVICE)
-    if callable(memory):
-        x = memory(x)
-    elif memory is not None:
-        x = x.contiguous(memory_format=memory)
-    x.requires_grad_()
+    layer, x = layer_and_input(shape, config, rng, memory)
     dy = rng.normal(size=shape)
     state = reference.state_of(layer)
     y = layer(x, training=True)
     (y * torch.tensor(dy, dtype=torch.float32, device=DEVICE)).sum().backward()
-    opts = step_options(layer, config)
-    opts.grouping = config.get("ghost_grouping", "strided")
-    xd = x.detach().double().cpu().numpy()
-    y_ref, dx_ref, dg_ref, db_ref, new = reference.train_step(xd, dy, layer.axis, state, opts)
-    np.testing.assert_allclose(y.detach().double().cpu().numpy(), y_ref, atol=2e-5, rtol=2e-5)
-    np.testing.assert_allclose(x.grad.double().cpu().numpy(), dx_ref, atol=2e-5, rtol=2e-5)
-    got_dg = layer.gamma.grad.double().cpu().numpy().reshape(dg_ref.shape)
-    np.testing.assert_allclose(got_dg, dg_ref, atol=5e-5, rtol=2e-5)
-    got_db = layer.beta.grad.double().cpu().numpy().reshape(db_ref.shape)
-    np.testing.assert_allclose(got_db, db_ref, atol=5e-5, rtol=2e-5)
-    for name in ("moving_mean", "moving_variance", "renorm_mean", "renorm_stddev"):
-        want = getattr(new, name)
-        if want is not None:
-            got = getattr(layer, name).double().cpu().numpy()
-            np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+    check_step(layer, x, y, dy, state, config)
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["plain", "masked"])

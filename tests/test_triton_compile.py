@@ -11,8 +11,8 @@ import torch
 
 import reference
 from batchnorm import BatchNormalization, backends
-from helpers import CLIP, step_options
-from triton_cases import DEVICE, NEEDS
+from helpers import CLIP
+from triton_cases import DEVICE, NEEDS, check_step, layer_and_input
 
 pytestmark = NEEDS
 
@@ -50,13 +50,8 @@ def test_torch_compile_runs_the_kernels_as_custom_operators(triton_forced, varia
     options, masked = COMPILED[variant]
     shape, config = (6, 3, 4), {"axis": 1, **options}
     rng = np.random.default_rng(8)
-    layer = BatchNormalization(momentum=0.5, **config).to(DEVICE)
-    with backends.use(None):
-        layer(torch.zeros(shape, device=DEVICE), training=False)
-    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
+    layer, x = layer_and_input(shape, config, rng)
     mask = rng.uniform(size=(6, 4)) > 0.3 if masked else None
-    x = torch.tensor(rng.normal(2.0, 3.0, shape), dtype=torch.float32, device=DEVICE)
-    x.requires_grad_()
     dy = rng.normal(size=shape)
     state = reference.state_of(layer)
     graphs: list[list[str]] = []
@@ -66,18 +61,7 @@ def test_torch_compile_runs_the_kernels_as_custom_operators(triton_forced, varia
     (y * torch.tensor(dy, dtype=torch.float32, device=DEVICE)).sum().backward()
     launches = [g.count("triton_kernel_wrapper_functional") for g in graphs]
     assert launches == [3, 2], graphs  # forward: moments, merge, normalize; backward: 2
-    opts = step_options(layer, config)
-    xd = x.detach().double().cpu().numpy()
-    y_ref, dx_ref, dg_ref, _, new = reference.train_step(xd, dy, layer.axis, state, opts, mask=mask)
-    np.testing.assert_allclose(y.detach().double().cpu().numpy(), y_ref, atol=2e-5, rtol=2e-5)
-    np.testing.assert_allclose(x.grad.double().cpu().numpy(), dx_ref, atol=5e-5, rtol=2e-5)
-    got_dg = layer.gamma.grad.double().cpu().numpy().reshape(dg_ref.shape)
-    np.testing.assert_allclose(got_dg, dg_ref, atol=5e-5, rtol=2e-5)
-    for name in ("moving_mean", "moving_variance", "renorm_mean", "renorm_stddev"):
-        want = getattr(new, name)
-        if want is not None:
-            got = getattr(layer, name).double().cpu().numpy()
-            np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+    check_step(layer, x, y, dy, state, config, mask=mask, dx_atol=5e-5)
 
 
 def test_export_and_inference_trace_pytorch_operations_dynamic_shapes_specialize(

@@ -13,8 +13,7 @@ import reference
 from batchnorm import BatchNormalization, backends
 from batchnorm._layout import Geometry
 from batchnorm.backends.triton import launch
-from helpers import step_options
-from triton_cases import CASES, DEVICE, NEEDS, SPLITS
+from triton_cases import CASES, DEVICE, NEEDS, SPLITS, check_step, layer_and_input
 
 pytestmark = NEEDS
 
@@ -29,16 +28,7 @@ def test_masks_weigh_the_moments_and_the_gradient(triton_forced, triton_tiles, c
     config = {"axis": axis, **options}
     config["renorm"] = "renorm_clipping" in config
     rng = np.random.default_rng(11)
-    layer = BatchNormalization(momentum=0.5, **config).to(DEVICE)
-    with backends.use(None):
-        layer(torch.zeros(shape, device=DEVICE), training=False)
-    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
-    x = torch.tensor(rng.normal(2.0, 3.0, shape), dtype=torch.float32, device=DEVICE)
-    if callable(memory):
-        x = memory(x)
-    elif memory is not None:
-        x = x.contiguous(memory_format=memory)
-    x.requires_grad_()
+    layer, x = layer_and_input(shape, config, rng, memory)
     mshape = [n for d, n in enumerate(shape) if d not in layer._axes]
     mask = rng.uniform(0.5, 2.0, mshape)  # real weights, several per ghost batch
     mask[0 if layer.ghost_grouping == "strided" else slice(0, 3)] = 0.0  # one weighs nothing
@@ -54,24 +44,7 @@ def test_masks_weigh_the_moments_and_the_gradient(triton_forced, triton_tiles, c
     y = layer(x, training=True, mask=torch.tensor(mask, device=DEVICE))
     (y * torch.tensor(dy, dtype=torch.float32, device=DEVICE)).sum().backward()
     assert weighted == [True]
-    opts = step_options(layer, config)
-    opts.grouping = config.get("ghost_grouping", "strided")
-    xd = x.detach().double().cpu().numpy()
-    y_ref, dx_ref, dg_ref, db_ref, new = reference.train_step(
-        xd, dy, layer.axis, state, opts, mask=mask
-    )
-    tol = 2e-5 * max(1.0, np.abs(dx_ref).max())
-    np.testing.assert_allclose(y.detach().double().cpu().numpy(), y_ref, atol=tol, rtol=2e-5)
-    np.testing.assert_allclose(x.grad.double().cpu().numpy(), dx_ref, atol=tol, rtol=2e-5)
-    got_dg = layer.gamma.grad.double().cpu().numpy().reshape(dg_ref.shape)
-    np.testing.assert_allclose(got_dg, dg_ref, atol=5e-5, rtol=2e-5)
-    got_db = layer.beta.grad.double().cpu().numpy().reshape(db_ref.shape)
-    np.testing.assert_allclose(got_db, db_ref, atol=5e-5, rtol=2e-5)
-    for name in ("moving_mean", "moving_variance", "renorm_mean", "renorm_stddev"):
-        want = getattr(new, name)
-        if want is not None:
-            got = getattr(layer, name).double().cpu().numpy()
-            np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+    check_step(layer, x, y, dy, state, config, mask=mask, scaled=True)
 
 
 def test_a_mask_that_needs_a_gradient_or_another_dtype_runs_the_composite(triton_forced):
