@@ -30,13 +30,14 @@ def backend_train(
     param_shape: Sequence[int] | None,
     moving: MovingStatistics | None,
     mask: torch.Tensor | None = None,
+    compiling: bool = False,
 ) -> tuple[torch.Tensor, BatchStatistics] | None:
     """``functional.train_forward`` through the selected backend's training pass (no
     process group; under ``torch.compile`` only a backend whose pass compiles); None, for
     the composite path, when the adjustment varies over a reduced dimension or needs a
     gradient, when the mask needs a gradient or is not of x's dtype (or boolean), or no
-    backend weighs it, or (tracing) no backend's pass compiles."""
-    compiling = backends.tracing()
+    backend weighs it, or (``compiling``: ``backends.tracing()``, which the caller asked)
+    no backend's pass compiles."""
     if compiling and not backends.compiled_kernels(x):
         return None
     if mask is not None and (mask.requires_grad or mask.dtype not in (x.dtype, torch.bool)):

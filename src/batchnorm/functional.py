@@ -149,6 +149,7 @@ def train_forward(
             param_shape,
             moving,
             mask,
+            compiling,
         )
         if fast is not None:
             return fast
