@@ -20,6 +20,7 @@ import pytest
 KERNEL_TESTS = [
     "tests/test_conformance.py",
     "tests/test_fast_paths.py",
+    "tests/test_c_rows.py",
     "tests/test_autograd_node.py",
 ]
 OVERFLOW = """

@@ -26,7 +26,7 @@ from . import toolchain
 
 _SOURCE = Path(__file__).with_name("kernels.c")
 _HEADERS = sorted(Path(__file__).with_name("kernels").glob("*.h"))  # included by kernels.c
-_ABI_VERSION = 9
+_ABI_VERSION = 10
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
 _tried = False
@@ -83,6 +83,8 @@ _CTYPE = {"p": ctypes.c_void_p, "n": ctypes.c_int64, "d": ctypes.c_double, "i": 
 
 
 def _declare(lib: ctypes.CDLL) -> None:
+    lib.bn_stream_bytes.argtypes = [ctypes.c_int64]
+    lib.bn_stream_bytes.restype = ctypes.c_int64
     for sfx in ("f32", "f64", "bf16", "f16"):
         for name, letters in SIGNATURES.items():
             fn = getattr(lib, f"bn_{name}_{sfx}")
@@ -119,6 +121,7 @@ def _load() -> ctypes.CDLL | None:
         if lib.bn_abi_version() != _ABI_VERSION:
             raise OSError("stale kernel library")
         _declare(lib)
+        lib.bn_stream_bytes(stream_threshold())
     except (OSError, subprocess.SubprocessError) as exc:
         detail = getattr(exc, "stderr", b"") or b""
         _status = f"build or load failed ({exc}; {detail.decode(errors='replace')[:200]}); "
@@ -126,6 +129,36 @@ def _load() -> ctypes.CDLL | None:
         return None
     _status = f"C kernels loaded from {target}"
     return lib
+
+
+def last_level_cache() -> int | None:
+    """Bytes of the last-level cache CPU 0 shares with its neighbours, from sysfs (what
+    ``lscpu`` reads; glibc's ``sysconf`` may report the whole package's); None if unknown."""
+    best = None
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            kind = (index / "type").read_text().strip()
+            size = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        if kind == "Instruction" or not size:
+            continue
+        value = int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+        best = value if best is None else max(best, value)
+    return best
+
+
+def stream_threshold() -> int:
+    """Output bytes from which the row passes write with streaming stores
+    (``kernels/stream.h``): half the last-level cache (32 MiB assumed when unknown), so a
+    pass's input and output no longer both fit in it. ``BATCHNORM_STREAM_BYTES`` sets it."""
+    value = os.environ.get("BATCHNORM_STREAM_BYTES")
+    if value is not None:
+        if not value.strip().isdigit():
+            raise ValueError(f"BATCHNORM_STREAM_BYTES must be a number of bytes ≥ 0, got {value!r}")
+        return int(value)
+    return (last_level_cache() or 32 << 20) // 2
 
 
 def library() -> ctypes.CDLL | None:

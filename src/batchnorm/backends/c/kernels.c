@@ -40,7 +40,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__F16C__) || defined(__AVX512F__)
+#if defined(__F16C__) || defined(__AVX512F__) || defined(__SSE2__)
 #include <immintrin.h>
 #endif
 #ifdef _OPENMP
@@ -126,6 +126,7 @@ static void merge_block(double *restrict n, double *restrict m, double *restrict
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 #include "kernels/loops.h" /* conversions, element loops, four-row loops */
+#include "kernels/stream.h" /* streaming stores, the reverse walk */
 
 #define ID(v) (v)
 
@@ -269,6 +270,10 @@ static void fold_renorm(double mu, double vr, double rmean, double rstd, double 
     for (i64 r0 = seg0; r0 < seg1; r0 += block) {                                               \
         const i64 r1 = r0 + block < seg1 ? r0 + block : seg1;
 #define BLOCKS_END }
+/* the same blocks last to first */
+#define BLOCKS_REVERSED_BEGIN                                                                   \
+    for (i64 r1 = seg1, r0; r1 > seg0; r1 = r0) {                                               \
+        r0 = seg0 + (r1 - seg0 - 1) / block * block;
 #define ROWS_BEGIN(first_row, end_row)                                                          \
     for (i64 r_ = (first_row), ra_ = (first_row) / v.M, m0_ = (first_row) % v.M;                \
          r_ < (end_row); ++ra_, m0_ = 0) {                                                      \
@@ -453,4 +458,4 @@ static inline const double *param_window(const double *v, i64 p, i64 P, i64 n, d
 
 
 /* Version of this interface: the loader refuses a library with another one. */
-int bn_abi_version(void) { return 9; }
+int bn_abi_version(void) { return 10; }

@@ -35,7 +35,7 @@ static int CAT(reduce_dx_, SUFFIX)(const S *dy, const S *x, S *dx, view_t v, i64
             if (seg1 - seg0 <= SUB_ROWS) { /* one sub-block: the sums stay in T */
                 for (i64 c = 0; c < cn; ++c) { mu[c] = mean[k0 + c]; bs[c] = 0; bp[c] = 0; }
                 ROW_RUNS_BEGIN(seg0, seg1)
-                    CAT(reduce_rows_, SUFFIX)(dy + off_ + c0, x + off_ + c0, cn, nr_, v.sm, mu, bs,
+                    CAT(sum_grads_, SUFFIX)(dy + off_ + c0, x + off_ + c0, cn, nr_, v.sm, mu, bs,
                                          bp);
                 ROW_RUNS_END
                 for (i64 c = 0; c < cn; ++c) { ss[c] = (double)bs[c]; sp[c] = (double)bp[c]; }
@@ -45,7 +45,7 @@ static int CAT(reduce_dx_, SUFFIX)(const S *dy, const S *x, S *dx, view_t v, i64
                     const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;
                     for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bp[c] = 0; }
                     ROW_RUNS_BEGIN(r0, r1)
-                        CAT(reduce_rows_, SUFFIX)(dy + off_ + c0, x + off_ + c0, cn, nr_, v.sm, mu,
+                        CAT(sum_grads_, SUFFIX)(dy + off_ + c0, x + off_ + c0, cn, nr_, v.sm, mu,
                                              bs, bp);
                     ROW_RUNS_END
                     for (i64 c = 0; c < cn; ++c) { ss[c] += (double)bs[c]; sp[c] += (double)bp[c]; }
@@ -130,7 +130,7 @@ static int CAT(short_reduce_dx_, SUFFIX)(const S *dy, const S *x, S *dx, view_t 
                 const i64 r1 = r0 + SUB_ROWS < rows_per_g ? r0 + SUB_ROWS : rows_per_g;
                 for (i64 e = 0; e < len; ++e) { bs[e] = 0; bp[e] = 0; }
                 ROW_RUNS_BEGIN(r0, r1)
-                    CAT(reduce_rows_, SUFFIX)(dy + off_ + o0, x + off_ + o0, len, nr_, v.sm, me, bs,
+                    CAT(sum_grads_, SUFFIX)(dy + off_ + o0, x + off_ + o0, len, nr_, v.sm, me, bs,
                                          bp);
                 ROW_RUNS_END
                 for (i64 c = 0; c < cn; ++c) {
@@ -189,7 +189,7 @@ static void CAT(reduce_, SUFFIX)(const S *dy, const S *x, view_t v, const T *mea
                     const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;
                     for (i64 e = 0; e < len; ++e) { bs[e] = 0; bp[e] = 0; }
                     ROW_RUNS_BEGIN(r0, r1)
-                        CAT(reduce_rows_, SUFFIX)(dy + off_ + o0, x + off_ + o0, len, nr_, v.sm, me,
+                        CAT(sum_grads_, SUFFIX)(dy + off_ + o0, x + off_ + o0, len, nr_, v.sm, me,
                                              bs, bp);
                     ROW_RUNS_END
                     for (i64 c = 0; c < cn; ++c) {
@@ -213,7 +213,7 @@ static void CAT(reduce_, SUFFIX)(const S *dy, const S *x, view_t v, const T *mea
                     const T *restrict mu = mean + g * v.C + c0;
                     for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bp[c] = 0; }
                     ROW_RUNS_BEGIN(seg0, seg1)
-                        CAT(reduce_rows_, SUFFIX)(dy + off_ + c0, x + off_ + c0, cn, nr_, v.sm, mu,
+                        CAT(sum_grads_, SUFFIX)(dy + off_ + c0, x + off_ + c0, cn, nr_, v.sm, mu,
                                              bs, bp);
                     ROW_RUNS_END
                     double *os = sum_dy + g * v.C + c0, *op = sum_dyxc + g * v.C + c0;
@@ -235,7 +235,7 @@ static void CAT(reduce_, SUFFIX)(const S *dy, const S *x, view_t v, const T *mea
                 BLOCKS_BEGIN
                     for (i64 c = 0; c < cn; ++c) { bs[c] = 0; bp[c] = 0; }
                     ROW_RUNS_BEGIN(r0, r1)
-                        CAT(reduce_rows_, SUFFIX)(dy + off_ + c0, x + off_ + c0, cn, nr_, v.sm, mu,
+                        CAT(sum_grads_, SUFFIX)(dy + off_ + c0, x + off_ + c0, cn, nr_, v.sm, mu,
                                              bs, bp);
                     ROW_RUNS_END
                     for (i64 c = 0; c < cn; ++c) {
@@ -305,22 +305,33 @@ static void CAT(dx_, SUFFIX)(const S *dy, const S *x, S *dx, view_t v, const T *
             }
         }
     } else if (v.I == 1 && v.sc == 1) {
-        /* whole rows (nothing kept per channel chunk), unless too few rows to share */
+        /* whole rows (nothing kept per channel chunk), unless too few rows to share; each
+           thread's rows last to first, streamed above the cache's size (stream.h) */
         ROW_ITEMS_W(S, v.G * v.A * v.M >= 16 * nt ? v.C : balanced_chunk(v.C))
+        const int nts = streams(v.A * v.G * v.M * v.C * (i64)sizeof(S));
         _Pragma("omp parallel num_threads(nt)")
         {
-            _Pragma("omp for schedule(static)")
-            for (i64 it = 0; it < items; ++it) {
+            i64 lo, hi;
+            static_range(items, &lo, &hi);
+            for (i64 it = hi - 1; it >= lo; --it) {
                 ITEM_RANGE
                 const T *restrict mu = mean + g * v.C + c0;
                 const T *restrict a1 = k1 + g * v.C + c0;
                 const T *restrict a2 = k2 + g * v.C + c0;
                 const T *restrict a3 = k3 + g * v.C + c0;
-                ROW_RUNS_BEGIN(seg0, seg1)
-                    CAT(dx_rows_, SUFFIX)(dy + off_ + c0, x + off_ + c0, dx + off_ + c0, cn, nr_,
-                                     v.sm, mu, a1, a2, a3);
-                ROW_RUNS_END
+                BLOCKS_REVERSED_BEGIN
+                    ROW_RUNS_BEGIN(r0, r1)
+                        if (nts)
+                            CAT(dx_rows_nt_, SUFFIX)(dy + off_ + c0, x + off_ + c0,
+                                                     dx + off_ + c0, cn, nr_, v.sm, mu, a1, a2,
+                                                     a3);
+                        else
+                            CAT(dx_rows_, SUFFIX)(dy + off_ + c0, x + off_ + c0, dx + off_ + c0,
+                                                  cn, nr_, v.sm, mu, a1, a2, a3);
+                    ROW_RUNS_END
+                BLOCKS_END
             }
+            if (nts) stream_fence();
         }
     } else {
         RUN_ITEMS

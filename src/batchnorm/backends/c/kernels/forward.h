@@ -44,7 +44,7 @@ static int CAT(stats_affine_, SUFFIX)(const S *x, S *out, view_t v, i64 P, doubl
                     const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;
                     for (i64 c = 0; c < cn; ++c) bs[c] = 0;
                     ROW_RUNS_BEGIN(r0, r1)
-                        CAT(acc_shift_rows_, SUFFIX)(x + off_ + c0, cn, nr_, v.sm, first, bs);
+                        CAT(sum_shifted_, SUFFIX)(x + off_ + c0, cn, nr_, v.sm, first, bs);
                     ROW_RUNS_END
                     for (i64 c = 0; c < cn; ++c) ds[c] += (double)bs[c];
                 }
@@ -57,7 +57,7 @@ static int CAT(stats_affine_, SUFFIX)(const S *x, S *out, view_t v, i64 P, doubl
                     const i64 r1 = r0 + SUB_ROWS < seg1 ? r0 + SUB_ROWS : seg1;
                     for (i64 c = 0; c < cn; ++c) bs[c] = 0;
                     ROW_RUNS_BEGIN(r0, r1)
-                        CAT(acc_sq_rows_, SUFFIX)(x + off_ + c0, cn, nr_, v.sm, mu, bs);
+                        CAT(sum_squares_, SUFFIX)(x + off_ + c0, cn, nr_, v.sm, mu, bs);
                     ROW_RUNS_END
                     for (i64 c = 0; c < cn; ++c) dv[c] += (double)bs[c];
                 }
@@ -252,21 +252,31 @@ static void CAT(affine_, SUFFIX)(const S *x, S *out, view_t v, const T *mean, co
             }
         }
     } else if (v.I == 1 && v.sc == 1) {
-        /* whole rows (nothing kept per channel chunk), unless too few rows to share */
+        /* whole rows (nothing kept per channel chunk), unless too few rows to share; each
+           thread's rows last to first, streamed above the cache's size (stream.h) */
         ROW_ITEMS_W(S, v.G * v.A * v.M >= 16 * nt ? v.C : balanced_chunk(v.C))
+        const int nts = streams(v.A * v.G * v.M * v.C * (i64)sizeof(S));
         _Pragma("omp parallel num_threads(nt)")
         {
-            _Pragma("omp for schedule(static)")
-            for (i64 it = 0; it < items; ++it) {
+            i64 lo, hi;
+            static_range(items, &lo, &hi);
+            for (i64 it = hi - 1; it >= lo; --it) {
                 ITEM_RANGE
                 const T *restrict mu = mean + g * v.C + c0;
                 const T *restrict s = scale + g * v.C + c0;
                 const T *restrict o = shift + g * v.C + c0;
-                ROW_RUNS_BEGIN(seg0, seg1)
-                    CAT(affine_rows_, SUFFIX)(x + off_ + c0, out + off_ + c0, cn, nr_, v.sm,
-                                         mu, s, o);
-                ROW_RUNS_END
+                BLOCKS_REVERSED_BEGIN
+                    ROW_RUNS_BEGIN(r0, r1)
+                        if (nts)
+                            CAT(affine_rows_nt_, SUFFIX)(x + off_ + c0, out + off_ + c0, cn, nr_,
+                                                         v.sm, mu, s, o);
+                        else
+                            CAT(affine_rows_, SUFFIX)(x + off_ + c0, out + off_ + c0, cn, nr_,
+                                                      v.sm, mu, s, o);
+                    ROW_RUNS_END
+                BLOCKS_END
             }
+            if (nts) stream_fence();
         }
     } else {
         RUN_ITEMS

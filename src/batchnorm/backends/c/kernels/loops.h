@@ -95,29 +95,30 @@ static inline const float *f16_row(const uint16_t *restrict p, i64 n, float *res
 static inline __m512 v16_ld_f16(const uint16_t *p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
 }
+static inline __m256i v16_pack_f16(__m512 v) { return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT); }
 static inline void v16_st_f16(uint16_t *q, __m512 v) {
-    _mm256_storeu_si256((__m256i *)q, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    _mm256_storeu_si256((__m256i *)q, v16_pack_f16(v));
 }
 static inline __m512 v16_ld_bf16(const uint16_t *p) {
     const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
 }
-static inline void v16_st_bf16(uint16_t *q, __m512 v) { /* as bf16_store, 16 at a time */
+static inline __m256i v16_pack_bf16(__m512 v) { /* as bf16_store, 16 at a time */
     const __m512i u = _mm512_castps_si512(v);
 #if defined(__AVX512BF16__) && defined(__AVX512DQ__)
     /* the instruction rounds as bf16_store does but reads subnormals as zero: those take
      * the integer path below */
-    if (!_mm512_fpclass_ps_mask(v, 0x20)) {
-        _mm256_storeu_si256((__m256i *)q, (__m256i)_mm512_cvtneps_pbh(v));
-        return;
-    }
+    if (!_mm512_fpclass_ps_mask(v, 0x20)) return (__m256i)_mm512_cvtneps_pbh(v);
 #endif
     const __m512i hi = _mm512_srli_epi32(u, 16);
     const __m512i lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
     __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
     const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
-    _mm256_storeu_si256((__m256i *)q, _mm512_cvtepi32_epi16(r));
+    return _mm512_cvtepi32_epi16(r);
+}
+static inline void v16_st_bf16(uint16_t *q, __m512 v) {
+    _mm256_storeu_si256((__m256i *)q, v16_pack_bf16(v));
 }
 #else
 #define V16(...)
@@ -165,6 +166,32 @@ static inline void vst_f16(uint16_t *q, vecf_t v) { v16_st_f16(q, (__m512)v); }
 #include "v16.h"
 #define SUFFIX f16
 #include "v16.h"
+#endif
+
+/* vnt: vst with a streaming store (stream.h), at an address aligned to the vector's size
+   in storage, L·sizeof(S) bytes; without such an instruction, vst itself */
+#if defined(__AVX512F__)
+static inline void vnt_f32(float *q, vecf_t v) { _mm512_stream_ps(q, (__m512)v); }
+static inline void vnt_f64(double *q, vecd_t v) { _mm512_stream_pd(q, (__m512d)v); }
+static inline void vnt_bf16(uint16_t *q, vecf_t v) {
+    _mm256_stream_si256((__m256i *)q, v16_pack_bf16((__m512)v));
+}
+static inline void vnt_f16(uint16_t *q, vecf_t v) {
+    _mm256_stream_si256((__m256i *)q, v16_pack_f16((__m512)v));
+}
+#else
+#if defined(__AVX__)
+static inline void vnt_f32(float *q, vecf_t v) { _mm256_stream_ps(q, (__m256)v); }
+static inline void vnt_f64(double *q, vecd_t v) { _mm256_stream_pd(q, (__m256d)v); }
+#elif defined(__SSE2__)
+static inline void vnt_f32(float *q, vecf_t v) { _mm_stream_ps(q, (__m128)v); }
+static inline void vnt_f64(double *q, vecd_t v) { _mm_stream_pd(q, (__m128d)v); }
+#else
+static inline void vnt_f32(float *q, vecf_t v) { vst_f32(q, v); }
+static inline void vnt_f64(double *q, vecd_t v) { vst_f64(q, v); }
+#endif
+static inline void vnt_bf16(uint16_t *q, vecf_t v) { vst_bf16(q, v); }
+static inline void vnt_f16(uint16_t *q, vecf_t v) { vst_f16(q, v); }
 #endif
 
 /* Four rows at a time (row j at p + j·st): per-channel coefficients are loaded and

@@ -12,12 +12,12 @@ static void CAT(block_moments_, SUFFIX)(const S *x, view_t v, i64 g, i64 c0, i64
     const T *restrict first = ROW(x + (r0 / v.M) * v.sa + g * v.sg + (r0 % v.M) * v.sm + c0, cn, fb);
     for (i64 c = 0; c < cn; ++c) { mu[c] = 0; m2[c] = 0; }
     ROW_RUNS_BEGIN(r0, r1)
-        CAT(acc_shift_rows_, SUFFIX)(x + off_ + c0, cn, nr_, v.sm, first, mu);
+        CAT(sum_shifted_, SUFFIX)(x + off_ + c0, cn, nr_, v.sm, first, mu);
     ROW_RUNS_END
     const T inv_n = (T)1 / (T)(r1 - r0);
     for (i64 c = 0; c < cn; ++c) mu[c] = first[c] + mu[c] * inv_n;
     ROW_RUNS_BEGIN(r0, r1)
-        CAT(acc_sq_rows_, SUFFIX)(x + off_ + c0, cn, nr_, v.sm, mu, m2);
+        CAT(sum_squares_, SUFFIX)(x + off_ + c0, cn, nr_, v.sm, mu, m2);
     ROW_RUNS_END
 }
 

@@ -6,6 +6,8 @@
    stats_f32 for float32. Every function here is an ordinary C function of that type. */
 
 #include "columns.h"
+#include "streamed.h"
+#include "narrow.h"
 #include "stats.h"
 #include "forward.h"
 #include "backward.h"
