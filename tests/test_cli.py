@@ -13,6 +13,7 @@ import torch
 
 import batchnorm
 from batchnorm import _demo, _demo_report, cli
+from batchnorm.backends.c import build
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 VARIANTS = ["batchnorm", "renorm", "ghost", "none"]
@@ -173,6 +174,9 @@ def test_info_lists_versions_and_backends():
     assert re.search(r"^python 3\.\d+", result.stdout, re.MULTILINE)
     assert f"torch {torch.__version__}" in result.stdout
     assert lines["C kernels"].split(" ", 1)[0] in ("yes", "no")
+    if lines["C kernels"].startswith("yes"):  # the threshold the loader set from the cache
+        mib = build.stream_threshold() / 2**20
+        assert f"  streaming stores for outputs of {mib:g} MiB or more" in result.stdout
     assert lines["C++ autograd nodes"].split(" ", 1)[0] in ("yes", "no")
     assert lines["CUDA"].startswith("yes" if torch.cuda.is_available() else "no")
     for name in ("c", "triton", "torch"):  # each backend, then what it takes

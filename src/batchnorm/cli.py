@@ -64,8 +64,11 @@ def info_lines() -> list[str]:
         chosen = " (forced: BATCHNORM_BACKEND / backends.use)" if backends.forced() == name else ""
         lines.append(f"backend {name}: {'available' if ok else 'unavailable: ' + reason}{chosen}")
         lines.append(f"  takes {backends.describe(name)}")
-    available = "yes" if build.library() is not None else "no"
-    lines.append(f"C kernels: {available} ({build.status()})")
+    lib = build.library()
+    lines.append(f"C kernels: {'yes' if lib is not None else 'no'} ({build.status()})")
+    if lib is not None:
+        mib = lib.bn_stream_bytes(-1) / 2**20
+        lines.append(f"  streaming stores for outputs of {mib:g} MiB or more")
     available = "yes" if cxx.module() is not None else "no"
     lines.append(f"C++ autograd nodes: {available} ({cxx.status()})")
     if torch.cuda.is_available():

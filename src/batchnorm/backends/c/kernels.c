@@ -30,9 +30,10 @@
  * All kernels use the OpenMP runtime PyTorch itself loaded. They return 0.
  *
  * Files: this one holds the view, the work split and the loop-structure macros, and
- * includes kernels/loops.h (conversions, element and four-row loops, per type) and, once
- * per element type with S, T, SUFFIX, ... defined, kernels/typed.h (columns.h, stats.h,
- * forward.h, backward.h, passes.h). Every kernel there is an ordinary C function of one
+ * includes kernels/loops.h (conversions, element and four-row loops, per type),
+ * kernels/stream.h (streaming stores for outputs past the cache) and, once per element
+ * type with S, T, SUFFIX, ... defined, kernels/typed.h (columns.h, streamed.h, narrow.h,
+ * stats.h, forward.h, backward.h, passes.h). Every kernel there is an ordinary C function of one
  * type, so compiler errors, sanitizers and gdb report its own lines; CAT pastes the
  * type's suffix onto its name.
  */
