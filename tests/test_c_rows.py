@@ -1,6 +1,7 @@
 """The C kernels' row layouts (channels last): the narrow-row sums, whose accumulators stay
-in registers (``kernels/narrow.h``), and the output passes that write with streaming stores
-and walk the rows last to first (``kernels/stream.h``), against the float64 reference.
+in registers (``kernels/narrow.h``), the output passes that write with streaming stores
+and walk the rows last to first (``kernels/stream.h``), and the one-sweep passes of few
+wide rows in narrowed chunks (``sweep_chunk``), against the float64 reference.
 Streaming is forced on these small tensors, and switched off, with ``bn_stream_bytes``."""
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ CASES = {
     "33-nhwc": ((12, 16, 16, 33), {}),  # rows that start unaligned: heads and tails
     "renorm": ((3000, 48), {"renorm": True}),
     "ghost": ((3000, 64), {"virtual_batch_size": 600}),  # ghost batches of 600 rows
+    "wide": ((256, 1024), {}),  # one sweep in chunks of 256 channels (sweep_chunk)
+    "wider": ((96, 2050), {}),  # five chunks of 352 channels and one of 290
 }
 
 
