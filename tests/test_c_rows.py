@@ -13,6 +13,7 @@ import torch
 import reference
 from batchnorm import BatchNormalization, backends
 from batchnorm.backends.c import build
+from helpers import CLIP
 
 OFF = 1 << 62  # no tensor is that large: ordinary stores
 
@@ -43,6 +44,8 @@ CASES = {
     "ghost": ((3000, 64), {"virtual_batch_size": 600}),  # ghost batches of 600 rows
     "wide": ((256, 1024), {}),  # one sweep in chunks of 256 channels (sweep_chunk)
     "wider": ((96, 2050), {}),  # five chunks of 352 channels and one of 290
+    "wide-renorm": ((256, 1024), {"renorm": True, "renorm_clipping": CLIP}),  # r, d in the sweep
+    "renorm-sweep": ((200, 40), {"renorm": True}),  # rows that fit one sweep
 }
 
 
@@ -68,6 +71,7 @@ def _step(x, dy, config, rng):
         epsilon=1e-3,
         bessel=layer._bessel,
         renorm=bool(config.get("renorm")),
+        clipping=config.get("renorm_clipping", {}),
         virtual_batch_size=config.get("virtual_batch_size"),
     )
     ref = reference.train_step(x.double().numpy(), dy.double().numpy(), layer.axis, state, options)

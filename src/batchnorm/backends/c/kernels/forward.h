@@ -9,13 +9,17 @@
    writes mean[k], inv[k] = 1/√(σ²[k] + ε) when mean is not NULL, and adds Σ_g μ and Σ_g σ²
    into pm/pv (per-thread partials in thread order). Sums run in T over at most SUB_ROWS
    rows, then in double (shifted by the chunk's first row, then centred on the mean).
-   Returns 0 (nothing done) when the layout does not fit. */
+   With renorm (rm, rs given; no ghost batches, more than COL_ROWS rows: channel k is
+   parameter k) r and d fold into the coefficients and into slope/intercept, as in
+   plane_stats_affine. Returns 0 (nothing done) when the layout does not fit. */
 static int CAT(stats_affine_, SUFFIX)(const S *x, S *out, view_t v, i64 P, double eps,
-                                 const double *gs, const double *go, T *mean,
-                                 T *inv, double *pm, double *pv, int nt) {
+                                 const double *gs, const double *go, double *slope,
+                                 double *intercept, const T *rm, const T *rs, double rmin,
+                                 double rmax, double dmax, T *mean, T *inv, double *pm,
+                                 double *pv, int nt) {
     if (!(v.I == 1 && v.sc == 1)) return 0;
     SWEEP_ITEMS(S)
-    if (!sweep_ok) return 0;
+    if (!sweep_ok || (rm != NULL && (v.G * v.C != P || rows_per_g <= COL_ROWS))) return 0;
     double *part = scratch_zero(0, (size_t)(2 * nt * P) * sizeof(double));
     _Pragma("omp parallel num_threads(nt)")
     {
@@ -63,7 +67,23 @@ static int CAT(stats_affine_, SUFFIX)(const S *x, S *out, view_t v, i64 P, doubl
                 }
             }
             const double inv_cnt = 1.0 / (double)(seg1 - seg0); /* dv: Σ(x − μ)² per channel */
-            FOLDED_PARAM_RUNS(SWEEP_COEFFICIENTS, T, SQRT, fm, fv, tm, tv)
+            if (rm != NULL) { /* channel k0 + c is parameter k0 + c */
+                for (i64 c = 0; c < cn; ++c) {
+                    const i64 p = k0 + c;
+                    const double vr = dv[c] * inv_cnt;
+                    const T iv = (T)1 / SQRT((T)vr + (T)eps); /* in T like TensorFlow */
+                    double a = gs[p], b = go[p];
+                    fold_renorm((double)mu[c], vr, (double)rm[p], (double)rs[p], eps, rmin, rmax,
+                                dmax, &slope[p], &intercept[p], &a, &b);
+                    ti[c] = iv;
+                    tm[p] += (double)mu[c];
+                    tv[p] += vr;
+                    cs[c] = (T)((double)iv * a);
+                    co[c] = (T)b;
+                }
+            } else {
+                FOLDED_PARAM_RUNS(SWEEP_COEFFICIENTS, T, SQRT, fm, fv, tm, tv)
+            }
             if (mean != NULL) { /* kept for the backward */
                 for (i64 c = 0; c < cn; ++c) { mean[k0 + c] = mu[c]; inv[k0 + c] = ti[c]; }
             }

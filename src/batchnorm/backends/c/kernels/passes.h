@@ -25,8 +25,9 @@ int CAT(bn_train_forward_, SUFFIX)(
             gs[p] = slope[p] * g;
             go[p] = intercept[p] * g + (beta ? (double)beta[p] : 0.0);
         }
-        if ((renorm_mean == NULL &&
-             CAT(stats_affine_, SUFFIX)(x, y, v, P, eps, gs, go, cmean, cinv, pm, pv, nt)) ||
+        if (CAT(stats_affine_, SUFFIX)(x, y, v, P, eps, gs, go, slope, intercept, renorm_mean,
+                                       renorm_stddev, rmin, rmax, dmax, cmean, cinv, pm, pv,
+                                       nt) ||
             CAT(plane_stats_affine_, SUFFIX)(x, y, v, P, eps, gs, go, slope, intercept, renorm_mean,
                                         renorm_stddev, rmin, rmax, dmax, cmean, cinv, pm, pv,
                                         nt) ||
