@@ -305,34 +305,14 @@ static void CAT(dx_, SUFFIX)(const S *dy, const S *x, S *dx, view_t v, const T *
             }
         }
     } else if (v.I == 1 && v.sc == 1) {
-        /* whole rows (nothing kept per channel chunk), unless too few rows to share; each
-           thread's rows last to first, streamed above the cache's size (stream.h) */
-        ROW_ITEMS_W(S, v.G * v.A * v.M >= 16 * nt ? v.C : balanced_chunk(v.C))
-        const int nts = streams(v.A * v.G * v.M * v.C * (i64)sizeof(S));
-        _Pragma("omp parallel num_threads(nt)")
-        {
-            i64 lo, hi;
-            static_range(items, &lo, &hi);
-            for (i64 it = hi - 1; it >= lo; --it) {
-                ITEM_RANGE
-                const T *restrict mu = mean + g * v.C + c0;
-                const T *restrict a1 = k1 + g * v.C + c0;
-                const T *restrict a2 = k2 + g * v.C + c0;
-                const T *restrict a3 = k3 + g * v.C + c0;
-                BLOCKS_REVERSED_BEGIN
-                    ROW_RUNS_BEGIN(r0, r1)
-                        if (nts)
-                            CAT(dx_rows_nt_, SUFFIX)(dy + off_ + c0, x + off_ + c0,
-                                                     dx + off_ + c0, cn, nr_, v.sm, mu, a1, a2,
-                                                     a3);
-                        else
-                            CAT(dx_rows_, SUFFIX)(dy + off_ + c0, x + off_ + c0, dx + off_ + c0,
-                                                  cn, nr_, v.sm, mu, a1, a2, a3);
-                    ROW_RUNS_END
-                BLOCKS_END
-            }
-            if (nts) stream_fence();
-        }
+        OUTPUT_ROWS_BEGIN(S)
+            if (nts)
+                CAT(dx_rows_nt_, SUFFIX)(dy + off_ + c0, x + off_ + c0, dx + off_ + c0, cn, nr_,
+                                         v.sm, mean + k0, k1 + k0, k2 + k0, k3 + k0);
+            else
+                CAT(dx_rows_, SUFFIX)(dy + off_ + c0, x + off_ + c0, dx + off_ + c0, cn, nr_,
+                                      v.sm, mean + k0, k1 + k0, k2 + k0, k3 + k0);
+        OUTPUT_ROWS_END
     } else {
         RUN_ITEMS
         const int contiguous = v.si == 1;

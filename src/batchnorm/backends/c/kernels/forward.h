@@ -272,32 +272,14 @@ static void CAT(affine_, SUFFIX)(const S *x, S *out, view_t v, const T *mean, co
             }
         }
     } else if (v.I == 1 && v.sc == 1) {
-        /* whole rows (nothing kept per channel chunk), unless too few rows to share; each
-           thread's rows last to first, streamed above the cache's size (stream.h) */
-        ROW_ITEMS_W(S, v.G * v.A * v.M >= 16 * nt ? v.C : balanced_chunk(v.C))
-        const int nts = streams(v.A * v.G * v.M * v.C * (i64)sizeof(S));
-        _Pragma("omp parallel num_threads(nt)")
-        {
-            i64 lo, hi;
-            static_range(items, &lo, &hi);
-            for (i64 it = hi - 1; it >= lo; --it) {
-                ITEM_RANGE
-                const T *restrict mu = mean + g * v.C + c0;
-                const T *restrict s = scale + g * v.C + c0;
-                const T *restrict o = shift + g * v.C + c0;
-                BLOCKS_REVERSED_BEGIN
-                    ROW_RUNS_BEGIN(r0, r1)
-                        if (nts)
-                            CAT(affine_rows_nt_, SUFFIX)(x + off_ + c0, out + off_ + c0, cn, nr_,
-                                                         v.sm, mu, s, o);
-                        else
-                            CAT(affine_rows_, SUFFIX)(x + off_ + c0, out + off_ + c0, cn, nr_,
-                                                      v.sm, mu, s, o);
-                    ROW_RUNS_END
-                BLOCKS_END
-            }
-            if (nts) stream_fence();
-        }
+        OUTPUT_ROWS_BEGIN(S)
+            if (nts)
+                CAT(affine_rows_nt_, SUFFIX)(x + off_ + c0, out + off_ + c0, cn, nr_, v.sm,
+                                             mean + k0, scale + k0, shift + k0);
+            else
+                CAT(affine_rows_, SUFFIX)(x + off_ + c0, out + off_ + c0, cn, nr_, v.sm,
+                                          mean + k0, scale + k0, shift + k0);
+        OUTPUT_ROWS_END
     } else {
         RUN_ITEMS
         _Pragma("omp parallel for num_threads(nt) schedule(static)")

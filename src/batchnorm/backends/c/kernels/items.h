@@ -134,6 +134,29 @@ static inline i64 sweep_chunk(view_t v, int nt, i64 size) {
 #define BLOCKS_REVERSED_BEGIN                                                                   \
     for (i64 r1 = seg1, r0; r1 > seg0; r1 = r0) {                                               \
         r0 = seg0 + (r1 - seg0 - 1) / block * block;
+/* The row-mode output passes (normalize, dx): whole rows (nothing kept per channel chunk)
+ * unless too few rows to share; each thread's items last to first and each item's blocks
+ * of rows last to first (stream.h); nts says whether the output is streamed. The body runs
+ * once per run of nr_ rows at offset off_ of chunk g, channels c0 .. c0 + cn − 1 (k0 the
+ * first one's per-channel index). */
+#define OUTPUT_ROWS_BEGIN(S)                                                                    \
+    ROW_ITEMS_W(S, v.G * v.A * v.M >= 16 * nt ? v.C : balanced_chunk(v.C))                      \
+    const int nts = streams(v.A * v.G * v.M * v.C * (i64)sizeof(S));                            \
+    _Pragma("omp parallel num_threads(nt)")                                                     \
+    {                                                                                           \
+        i64 lo_, hi_;                                                                           \
+        static_range(items, &lo_, &hi_);                                                        \
+        for (i64 it = hi_ - 1; it >= lo_; --it) {                                               \
+            ITEM_RANGE                                                                          \
+            const i64 k0 = g * v.C + c0;                                                        \
+            BLOCKS_REVERSED_BEGIN                                                               \
+                ROW_RUNS_BEGIN(r0, r1)
+#define OUTPUT_ROWS_END                                                                         \
+                ROW_RUNS_END                                                                    \
+            BLOCKS_END                                                                          \
+        }                                                                                       \
+        if (nts) stream_fence();                                                                \
+    }
 #define ROWS_BEGIN(first_row, end_row)                                                          \
     for (i64 r_ = (first_row), ra_ = (first_row) / v.M, m0_ = (first_row) % v.M;                \
          r_ < (end_row); ++ra_, m0_ = 0) {                                                      \
