@@ -42,6 +42,10 @@ CASES = {
     "33-nhwc": ((12, 16, 16, 33), {}),  # rows that start unaligned: heads and tails
     "renorm": ((3000, 48), {"renorm": True}),
     "ghost": ((3000, 64), {"virtual_batch_size": 600}),  # ghost batches of 600 rows
+    # ghost batches of 4, 8 and 16 rows: the column loops with the row count a literal
+    "ghost-4": ((512, 48), {"virtual_batch_size": 4}),
+    "ghost-8": ((1024, 37), {"virtual_batch_size": 8}),  # 37 channels: single columns too
+    "ghost-16": ((512, 64), {"virtual_batch_size": 16}),
     "wide": ((256, 1024), {}),  # one sweep in chunks of 256 channels (sweep_chunk)
     "wider": ((96, 2050), {}),  # five chunks of 352 channels and one of 290
     "wide-renorm": ((256, 1024), {"renorm": True, "renorm_clipping": CLIP}),  # r, d in the sweep
