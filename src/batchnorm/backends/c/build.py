@@ -135,13 +135,13 @@ def last_level_cache() -> int | None:
     """Bytes of the last-level cache CPU 0 shares with its neighbours, from sysfs (what
     ``lscpu`` reads; glibc's ``sysconf`` may report the whole package's); None if unknown."""
     best = None
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
         try:
             kind = (index / "type").read_text().strip()
             size = (index / "size").read_text().strip()
         except OSError:
             continue
-        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
         if kind == "Instruction" or not size:
             continue
         value = int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)

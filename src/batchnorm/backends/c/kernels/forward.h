@@ -3,6 +3,25 @@
    Part of the kernels of one element type (typed.h: S, T, SUFFIX, SQRT, VT, L, TSUF, LD,
    ST, ROW defined by the includer, kernels.c). */
 
+/* A sweep's output coefficients for a channel with mean mu and biased variance vr and its
+   parameter p: iv = 1/√(vr + ε) in T like TensorFlow (returned), cs = iv·a and co = b with
+   a = gs[p], b = go[p], renorm's r and d folded into a, b and slope/intercept[p] when rm
+   is given. */
+static inline T CAT(channel_coefficients_, SUFFIX)(double mu, double vr, i64 p, double eps,
+                                                   const double *gs, const double *go,
+                                                   double *slope, double *intercept,
+                                                   const T *rm, const T *rs, double rmin,
+                                                   double rmax, double dmax, T *cs, T *co) {
+    const T iv = (T)1 / SQRT((T)vr + (T)eps);
+    double a = gs[p], b = go[p];
+    if (rm != NULL)
+        fold_renorm(mu, vr, (double)rm[p], (double)rs[p], eps, rmin, rmax, dmax, &slope[p],
+                    &intercept[p], &a, &b);
+    *cs = (T)((double)iv * a);
+    *co = (T)b;
+    return iv;
+}
+
 /* Row layouts whose rows fit in cache a chunk of channels at a time (small batches, ghost
    batches): statistics, per-channel coefficients and the output in one sweep that reads
    x from memory once. out = (x − μ[k])·inv[k]·gs[p] + go[p], k = g·C + c, p = k mod P;
@@ -71,15 +90,11 @@ static int CAT(stats_affine_, SUFFIX)(const S *x, S *out, view_t v, i64 P, doubl
                 for (i64 c = 0; c < cn; ++c) {
                     const i64 p = k0 + c;
                     const double vr = dv[c] * inv_cnt;
-                    const T iv = (T)1 / SQRT((T)vr + (T)eps); /* in T like TensorFlow */
-                    double a = gs[p], b = go[p];
-                    fold_renorm((double)mu[c], vr, (double)rm[p], (double)rs[p], eps, rmin, rmax,
-                                dmax, &slope[p], &intercept[p], &a, &b);
-                    ti[c] = iv;
+                    ti[c] = CAT(channel_coefficients_, SUFFIX)((double)mu[c], vr, p, eps, gs, go,
+                                                             slope, intercept, rm, rs, rmin, rmax,
+                                                             dmax, &cs[c], &co[c]);
                     tm[p] += (double)mu[c];
                     tv[p] += vr;
-                    cs[c] = (T)((double)iv * a);
-                    co[c] = (T)b;
                 }
             } else {
                 FOLDED_PARAM_RUNS(SWEEP_COEFFICIENTS, T, SQRT, fm, fv, tm, tv)
@@ -132,15 +147,13 @@ static int CAT(plane_stats_affine_, SUFFIX)(const S *x, S *out, view_t v, i64 P,
                 dq += (double)CAT(sum_sq_dev_, SUFFIX)(ROW(x + off + i0, len, xb), len, mu);
             RUN_PIECES_END CHANNEL_RUNS_END
             const double vr = dq * inv_cnt;
-            const T iv = (T)1 / SQRT((T)vr + (T)eps); /* in T like TensorFlow */
-            double a = gs[p], b = go[p];
-            if (rm != NULL)
-                fold_renorm(md, vr, (double)rm[p], (double)rs[p], eps, rmin, rmax, dmax,
-                            &slope[p], &intercept[p], &a, &b);
+            T cs, co;
+            const T iv = CAT(channel_coefficients_, SUFFIX)(md, vr, p, eps, gs, go, slope,
+                                                          intercept, rm, rs, rmin, rmax, dmax,
+                                                          &cs, &co);
             tm[p] += md;
             tv[p] += vr;
             if (mean != NULL) { mean[k] = mu; inv[k] = iv; }
-            const T cs = (T)((double)iv * a), co = (T)b;
             CHANNEL_RUNS_BEGIN
                 CAT(affine_run_, SUFFIX)(x + off, out + off, v.I, mu, cs, co);
             CHANNEL_RUNS_END
@@ -215,15 +228,11 @@ static int CAT(short_stats_affine_, SUFFIX)(const S *x, S *out, view_t v, i64 P,
             for (i64 c = 0; c < cn; ++c) {
                 const i64 k = k0 + c, p = k % P;
                 const double vr = ds[c] * inv_cnt;
-                const T iv = (T)1 / SQRT((T)vr + (T)eps); /* in T like TensorFlow */
-                double a = gs[p], b = go[p];
-                if (rm != NULL)
-                    fold_renorm((double)mu[c], vr, (double)rm[p], (double)rs[p], eps, rmin,
-                                rmax, dmax, &slope[p], &intercept[p], &a, &b);
+                const T iv = CAT(channel_coefficients_, SUFFIX)((double)mu[c], vr, p, eps, gs, go,
+                                                              slope, intercept, rm, rs, rmin,
+                                                              rmax, dmax, &cs[c], &co[c]);
                 tv[p] += vr;
                 if (mean != NULL) { mean[k] = mu[c]; inv[k] = iv; }
-                cs[c] = (T)((double)iv * a);
-                co[c] = (T)b;
             }
             for (i64 c = 0; c < cn; ++c)
                 for (i64 i = 0; i < v.I; ++i) {
