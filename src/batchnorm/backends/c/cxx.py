@@ -1,8 +1,8 @@
-"""The optional C++ autograd nodes of the C passes (``_autograd.cpp``).
+"""The optional C++ autograd nodes of the C passes (``autograd.cpp``).
 
 A pass that autograd records needs a node, and a ``torch.autograd.Function`` costs
 Python time on every call: about 6 µs to apply, and a Python backward that the engine
-calls under the GIL. ``_autograd.cpp`` makes the same nodes in C++ (training and
+calls under the GIL. ``autograd.cpp`` makes the same nodes in C++ (training and
 inference with gradients; the forward and backward still run the C kernels, through
 the addresses of the library ``build`` loaded), which matters on small tensors,
 where that time is a good part of a step.
@@ -38,6 +38,7 @@ import torch
 from . import toolchain
 
 _SOURCE = Path(__file__).with_name("autograd.cpp")
+_HEADERS = (Path(__file__).with_name("short_call.h"),)  # included by the source
 _NAME = "_batchnorm_autograd"
 _ABI_VERSION = 6
 
@@ -55,7 +56,8 @@ def _disabled() -> bool:
 def _target(compiler: str) -> Path:
     versions = [torch.__version__, str(torch.version.git_version), sys.version]
     settings = " ".join([compiler, *toolchain.CXX_FLAGS, *versions, platform.machine()])
-    key = hashlib.sha256(_SOURCE.read_bytes() + settings.encode()).hexdigest()[:16]
+    source = b"".join(path.read_bytes() for path in (_SOURCE, *_HEADERS))  # any edit rebuilds
+    key = hashlib.sha256(source + settings.encode()).hexdigest()[:16]
     return toolchain.cache_dir() / f"autograd-{key}.so"
 
 

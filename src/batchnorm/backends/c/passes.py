@@ -166,7 +166,7 @@ def _composite_gradients(ctx: Any, plan: Plan, state: torch.Tensor, dy, x, gamma
 
 
 def double_backward(plan: Plan, dy, x, gamma, beta, state, need_x, need_g, need_b):
-    """What the C++ node (``_autograd.cpp``) calls for a backward with
+    """What the C++ node (``autograd.cpp``) calls for a backward with
     ``create_graph=True``: the Python node's double-backward formula."""
     ctx = Wanted((need_x, need_g, need_b, False))
     return _composite_gradients(ctx, plan, state, dy, x, gamma, beta)[:3]

@@ -14,8 +14,9 @@ layer takes its general path, which gives the same numbers
 (``tests/test_fast_paths.py::test_short_call_matches_general_path``).
 
 Once the C++ module is loaded, ``__call__`` first tries its ``short_infer``
-(``autograd.cpp``): the same checks for inference calls that autograd does not record,
-made in C++ (on large inputs the Python between two passes runs with cold caches).
+(``short_call.h``, compiled into ``autograd.cpp``'s module): the same checks for inference
+calls that autograd does not record, made in C++ (on large inputs the Python between two
+passes runs with cold caches).
 ``call`` here stays the reference: it takes every call ``short_infer`` leaves, and
 creates the layout entries both use
 (``tests/test_autograd_node.py::test_cpp_short_call_takes_exactly_the_eligible_inference_calls``).
