@@ -11,10 +11,11 @@ each to a ``y.copy_(x)`` of the same tensor:
   and no statistics;
 - ``torch F.batch_norm`` and ``ours plain``: the training step of ``bench``.
 
-A forward + backward of batch norm moves at least four copies' worth of memory (read x
-twice and write y; read dy and x twice and write dx, some of it from cache), so its ratio
-to a copy is at least about 4 plus the no-op's ratio plus what a layer call costs in Python.
-On 1 MiB tensors the no-op alone is about one copy; see ``benchmarks/RESULTS.md``.
+A forward + backward of batch norm moves 2.5 copies' worth of memory when every revisit of
+a row hits the cache (x read and y written; dy and x read and dx written) and 4 when none
+does; the rest of its ratio to a copy is the no-op's, what a layer call costs in Python,
+and each kernel pass's fork and join of threads. On 1 MiB tensors the no-op alone is about
+one copy; see ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
