@@ -175,7 +175,7 @@ def test_without_check_numerics_nan_propagates_as_in_tensorflow():
 
 # --------------------------------------------------------------------------------------
 # Gradient checks through the whole layer (the functional paths are checked one by one
-# in test_fast_paths.py)
+# in test_gradients.py)
 
 LAYER_GRADCHECKS = {
     "plain": ({}, (6, 3), None),

@@ -20,6 +20,9 @@ import pytest
 KERNEL_TESTS = [
     "tests/test_conformance.py",
     "tests/test_fast_paths.py",
+    "tests/test_gradients.py",
+    "tests/test_layouts.py",
+    "tests/test_16bit.py",
     "tests/test_c_rows.py",
     "tests/test_autograd_node.py",
 ]
