@@ -12,6 +12,7 @@ import reference
 from batchnorm import BatchNormalization
 
 CLIP = {"rmin": 0.9, "rmax": 1.1, "dmax": 0.05}  # renorm clipping of the step tests
+CPP_NAME = "BatchNormTrainBackward"  # the C++ training node's name (grad_fn.name())
 
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:

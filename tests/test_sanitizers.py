@@ -25,6 +25,7 @@ KERNEL_TESTS = [
     "tests/test_16bit.py",
     "tests/test_c_rows.py",
     "tests/test_autograd_node.py",
+    "tests/test_cpp_module.py",
 ]
 OVERFLOW = """
 import ctypes, torch

@@ -19,7 +19,7 @@ calls that autograd does not record, made in C++ (on large inputs the Python bet
 passes runs with cold caches).
 ``call`` here stays the reference: it takes every call ``short_infer`` leaves, and
 creates the layout entries both use
-(``tests/test_autograd_node.py::test_cpp_short_call_takes_exactly_the_eligible_inference_calls``).
+(``tests/test_cpp_module.py::test_cpp_short_call_takes_exactly_the_eligible_inference_calls``).
 """
 
 from __future__ import annotations
