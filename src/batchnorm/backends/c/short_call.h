@@ -1,9 +1,6 @@
-// The layer's short inference call in C++ (shortcall::call, exported as short_infer):
-// the checks shortcut.call makes in Python, made here for inference calls that autograd
-// does not record, then the C inference pass. Included once by autograd.cpp after
-// Kernels and infer_forward, which it uses; its own translation unit would need those in
-// a third file for no gain.
-
+#pragma once
+// Included once by autograd.cpp, after Kernels and infer_forward, which it uses.
+//
 // The short call's inference pass, in C++: y for `layer(x, **kwargs)` when that call is
 // an inference call autograd does not record, on a layout the layer already has an
 // entry for (with this module's kernels), and none of what shortcut.call sends to the
