@@ -53,8 +53,9 @@ def step_options(layer: BatchNormalization, config: dict[str, Any]) -> reference
 
 def step_against_reference(x, dy, config, rng):
     """One training step (forward and backward) of a layer with momentum 0.5, ``config``
-    and random γ/β, and the float64 reference step from the same state; returns the
-    layer, its output, that state and ``reference.train_step``'s results."""
+    (renorm and its clipping included) and random γ/β, and the float64 reference step
+    from the same state; returns the layer, its output, that state and
+    ``reference.train_step``'s results."""
     layer = BatchNormalization(momentum=0.5, **config)
     layer(x.detach()[:2], training=False)
     layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
@@ -65,6 +66,8 @@ def step_against_reference(x, dy, config, rng):
         momentum=0.5,
         epsilon=1e-3,
         bessel=layer._bessel,
+        renorm=bool(config.get("renorm")),
+        clipping=config.get("renorm_clipping") or {},
         virtual_batch_size=config.get("virtual_batch_size"),
     )
     ref = reference.train_step(

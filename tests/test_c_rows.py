@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-import reference
-from batchnorm import BatchNormalization, backends
+from batchnorm import backends
 from batchnorm.backends.c import build
-from helpers import CLIP
+from helpers import CLIP, step_against_reference
 
 OFF = 1 << 62  # no tensor is that large: ordinary stores
 
@@ -63,22 +62,8 @@ def _inputs(shape, dtype, seed):
 def _step(x, dy, config, rng):
     """A training step and an inference call of a layer with random γ/β, and the float64
     reference of both from the same state."""
-    layer = BatchNormalization(axis=-1, momentum=0.5, **config)
-    layer(x[:2], training=False)
-    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.weights])
-    state = reference.state_of(layer)
     xg = x.clone().requires_grad_()
-    y = layer(xg, training=True)
-    y.backward(dy)
-    options = reference.Options(
-        momentum=0.5,
-        epsilon=1e-3,
-        bessel=layer._bessel,
-        renorm=bool(config.get("renorm")),
-        clipping=config.get("renorm_clipping", {}),
-        virtual_batch_size=config.get("virtual_batch_size"),
-    )
-    ref = reference.train_step(x.double().numpy(), dy.double().numpy(), layer.axis, state, options)
+    layer, y, _, ref = step_against_reference(xg, dy, {"axis": -1, **config}, rng)
     with torch.no_grad():
         inferred = layer(x, training=False)
     mm, mv, gamma, beta = (
