@@ -237,14 +237,6 @@ static inline const double *param_window(const double *v, i64 p, i64 P, i64 n, d
     return buf;
 }
 
-/* The column loops over a chunk's cn channels k0 .. k0 + cn − 1: vector columns, then single
-   channels, each with its parameters' values (gs, go) from param_window. */
-
-/*
- * DEFINE_PRIMITIVES: S storage type, T compute type, LD/ST element conversions (generic
- * layouts), ROW(p, n, buf) -> const T* of n values, SQRT the square root in T.
- */
-
 /*
  * Whole passes. T is also the parameter type. `state` holds 4P + 2K doubles: per
  * parameter p the batch mean and biased variance averaged over ghost batches (what the
@@ -256,8 +248,10 @@ static inline const double *param_window(const double *v, i64 p, i64 P, i64 n, d
 #define PAR_CHANNELS 8192
 
 /*
- * The single passes, exported for callers that combine them with other work between
- * passes (the synchronized path exchanges statistics across processes there).
+ * The kernels of each element type: kernels/typed.h, included once per type with the
+ * parameters it lists defined before. Besides the whole passes each type exports the single
+ * passes, for callers that combine them with other work between passes (the synchronized
+ * path exchanges statistics across processes there).
  */
 
 #define S float
