@@ -150,17 +150,15 @@ static void sum_partials(const double *part, int nt, i64 P, double *a, double *b
  * [rmin, rmax] and [−dmax, dmax], folded into the per-parameter slope and intercept (which
  * the backward reads) and, when a is given, into the output coefficients a = slope·γ and
  * b = intercept·γ + β. */
-static void fold_renorm(double mu, double vr, double rmean, double rstd, double eps,
-                        double rmin, double rmax, double dmax, double *slope, double *intercept,
-                        double *a, double *b) {
-    double denom = rstd;
-    if (!(denom >= sqrt(eps))) denom = isnan(denom) ? denom : sqrt(eps);
-    double r = sqrt(vr + eps) / denom;
-    double d = (mu - rmean) / denom;
-    if (r < rmin) r = rmin;
-    if (r > rmax) r = rmax;
-    if (d < -dmax) d = -dmax;
-    if (d > dmax) d = dmax;
+static inline void fold_renorm(double mu, double vr, double rmean, double rstd, double eps,
+                               double rmin, double rmax, double dmax, double *slope,
+                               double *intercept, double *a, double *b) {
+    const double se = sqrt(eps), denom = rstd >= se || isnan(rstd) ? rstd : se;
+    double r = sqrt(vr + eps) / denom, d = (mu - rmean) / denom;
+    r = r < rmin ? rmin : r; /* (a NaN stays NaN) */
+    r = r > rmax ? rmax : r;
+    d = d < -dmax ? -dmax : d;
+    d = d > dmax ? dmax : d;
     if (a != NULL) {
         *b = d * *a + *b;
         *a = r * *a;

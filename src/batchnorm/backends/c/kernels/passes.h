@@ -3,6 +3,38 @@
    Part of the kernels of one element type (typed.h: S, T, SUFFIX, SQRT, VT, L, TSUF, LD,
    ST, ROW defined by the includer, kernels.c). */
 
+/* TF's moving averages from the batch means pm and variances pv (Bessel's factor applied to
+   the variance): m <- m − (m − value)·decay. With renorm (moving_stddev given) the moving
+   standard deviation averages √(value + ε), the moving variance is derived from it, and
+   renorm's own averages take rdecay. A loop per case over unaliased arrays, so that it
+   vectorizes (a square root per parameter one at a time was a tenth of renorm's forward
+   pass on (256, 1024) with one thread). */
+static void CAT(moving_averages_, SUFFIX)(i64 P, const double *restrict pm,
+                                          const double *restrict pv, double decay,
+                                          double rdecay, double factor, double eps,
+                                          T *restrict moving_mean, T *restrict moving_var,
+                                          T *restrict moving_stddev, T *restrict renorm_mean,
+                                          T *restrict renorm_stddev) {
+    if (moving_stddev == NULL) {
+        for (i64 p = 0; p < P; ++p) {
+            moving_mean[p] = (T)((double)moving_mean[p] - ((double)moving_mean[p] - pm[p]) * decay);
+            moving_var[p] = (T)((double)moving_var[p] - ((double)moving_var[p] - pv[p] * factor) * decay);
+        }
+        return;
+    }
+    for (i64 p = 0; p < P; ++p) {
+        const double mu = pm[p], vr = pv[p], value = vr * factor;
+        moving_mean[p] = (T)((double)moving_mean[p] - ((double)moving_mean[p] - mu) * decay);
+        const double sd = (double)moving_stddev[p];
+        moving_stddev[p] = (T)(sd - (sd - sqrt(value + eps)) * decay);
+        const double mv = (double)moving_stddev[p] * (double)moving_stddev[p] - eps;
+        moving_var[p] = (T)(isnan(mv) || mv > 0 ? mv : 0.0);
+        const double rm = (double)renorm_mean[p], rs = (double)renorm_stddev[p];
+        renorm_mean[p] = (T)(rm - (rm - mu) * rdecay);
+        renorm_stddev[p] = (T)(rs - (rs - sqrt(vr + eps)) * rdecay);
+    }
+}
+
 int CAT(bn_train_forward_, SUFFIX)(
     const S *x, S *y, const i64 *dims, const i64 *strides, i64 P, const T *gamma,
     const T *beta, double eps, T *renorm_mean, T *renorm_stddev, double rmin, double rmax,
@@ -78,25 +110,11 @@ int CAT(bn_train_forward_, SUFFIX)(
     }
     CAT(affine_, SUFFIX)(x, y, v, cm, cs, co, nt);
 moving:
-    if (moving_mean != NULL) { /* TF's moving averages: m <- m - (m - value)(1 - momentum) */
-        const double decay = 1.0 - momentum, rdecay = 1.0 - renorm_momentum;
+    if (moving_mean != NULL) {
         const double n = (double)(v.A * v.M * v.I);
-        const double factor = bessel ? n / (n > 1 ? n - 1 : 1) : 1.0;
-        for (i64 p = 0; p < P; ++p) {
-            const double mu = pm[p], vr = pv[p], value = vr * factor;
-            moving_mean[p] = (T)((double)moving_mean[p] - ((double)moving_mean[p] - mu) * decay);
-            if (moving_stddev != NULL) { /* renorm: variance derived from the stddev */
-                const double sd = (double)moving_stddev[p];
-                moving_stddev[p] = (T)(sd - (sd - sqrt(value + eps)) * decay);
-                const double mv = (double)moving_stddev[p] * (double)moving_stddev[p] - eps;
-                moving_var[p] = (T)(isnan(mv) || mv > 0 ? mv : 0.0);
-                const double rm = (double)renorm_mean[p], rs = (double)renorm_stddev[p];
-                renorm_mean[p] = (T)(rm - (rm - mu) * rdecay);
-                renorm_stddev[p] = (T)(rs - (rs - sqrt(vr + eps)) * rdecay);
-            } else {
-                moving_var[p] = (T)((double)moving_var[p] - ((double)moving_var[p] - value) * decay);
-            }
-        }
+        CAT(moving_averages_, SUFFIX)(P, pm, pv, 1.0 - momentum, 1.0 - renorm_momentum,
+                                      bessel ? n / (n > 1 ? n - 1 : 1) : 1.0, eps, moving_mean,
+                                      moving_var, moving_stddev, renorm_mean, renorm_stddev);
     }
     return 0;
 }
