@@ -38,7 +38,7 @@ static inline T CAT(channel_coefficients_, SUFFIX)(double mu, double vr, i64 p, 
    from their means mu and Σ(x − μ)² m2 over the count 1/inv_cnt; adds each channel's mean
    and variance into tm, tv. Its own loop with unaliased arrays, so that it vectorizes:
    square roots and divisions one channel at a time cost (256, 1024) with one thread a
-   quarter of its forward pass. */
+   tenth of its renorm forward pass. */
 static void CAT(renorm_coefficients_, SUFFIX)(
     i64 n, i64 p0, const T *restrict mu, const double *restrict m2, double inv_cnt, double eps,
     const double *restrict gs, const double *restrict go, double *restrict slope,
