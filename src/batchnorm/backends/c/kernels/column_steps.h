@@ -52,7 +52,7 @@ static inline void CAT(COL_NAME, _bwd)(const S *restrict dy, const S *restrict x
                               const double *restrict gsx, double *restrict ss,
                               double *restrict sp) {
     const COL_VT zero = {0};
-    const T inv_nt = (T)1 / (T)nr;
+    const T inv_n = (T)1 / (T)nr;
     COL_VT g[COL_ROWS][COL_NV], xc[COL_ROWS][COL_NV], m[COL_NV], a[COL_NV], b[COL_NV], a1[COL_NV], a2[COL_NV], a3[COL_NV];
     T aa[COL_NV * COL_L], ba[COL_NV * COL_L], k1[COL_NV * COL_L], k2[COL_NV * COL_L], k3[COL_NV * COL_L];
     for (int u = 0; u < COL_NV; ++u) m[u] = COL_TLD(mean + c + u * COL_L);
@@ -69,8 +69,8 @@ static inline void CAT(COL_NAME, _bwd)(const S *restrict dy, const S *restrict x
         const T iv = inv[c + j];
         ss[c + j] = (double)aa[j];
         sp[c + j] = (double)ba[j];
-        k1[j] = aa[j] * inv_nt;
-        k2[j] = iv * iv * ba[j] * inv_nt;
+        k1[j] = aa[j] * inv_n;
+        k2[j] = iv * iv * ba[j] * inv_n;
         k3[j] = iv * (T)gsx[j];
     }
     for (int u = 0; u < COL_NV; ++u) {
